@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make book` and `make test` (README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+# The torch build to install before sercore. torch==2.13.0 is the CPU build on machines that carry its
+# wheel locally; elsewhere pass TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu or .../cu128).
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.sercore-installed
+
+.PHONY: venv test book corpus clean-book
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e .
+	$(PY) -m ipykernel install --user --name sercore --display-name "sercore (.venv)" >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+
+corpus: $(STAMP)
+	$(PY) -m sercore generate --profile $(PROFILE) --out data/demo-$(PROFILE)
+
+book: $(STAMP)
+	$(PY) -m sercore book --profile $(PROFILE)
+
+clean-book:
+	rm -rf _build

@@ -1,0 +1,3 @@
+from sercore.cli import main
+
+raise SystemExit(main())
