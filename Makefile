@@ -18,7 +18,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e .
-	$(PY) -m ipykernel install --user --name sercore --display-name "sercore (.venv)" >/dev/null
 	touch $(STAMP)
 
 test: $(STAMP)
