@@ -79,14 +79,15 @@ def _store_hash(executed: Path, digest: str, parameters: dict, seconds: float) -
     atomic_write_text(executed, json.dumps(notebook, indent=1) + "\n")
 
 
-def run_notebooks(profile: str = "default", only: list[str] | None = None, force: bool = False) -> list[dict]:
+def run_notebooks(profile: str = "default", only: list[str] | None = None, force: bool = False,
+                  runs_file: Path = RUNS_FILE) -> list[dict]:
     """Execute each page of book/runs.yaml whose inputs changed; return one status row per page."""
     import papermill
 
     corpus = demo_corpus_path(profile)
     names = {"profile": profile, "corpus": str(corpus), "root": str(ROOT)}
     rows = []
-    for run in load_runs():
+    for run in load_runs(runs_file):
         if only and run["name"] not in only:
             continue
         notebook, executed = ROOT / run["notebook"], ROOT / run["output"]
@@ -103,7 +104,7 @@ def run_notebooks(profile: str = "default", only: list[str] | None = None, force
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=parameters,
-                                       kernel_name="python3", cwd=str(notebook.parent), progress_bar=False)
+                                       kernel_name="python3", language="python", cwd=str(notebook.parent), progress_bar=False)
         except papermill.PapermillExecutionError as error:
             rows.append({"page": run["name"], "status": f"FAILED: {error.ename}: {error.evalue}"})
             continue

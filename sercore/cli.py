@@ -12,6 +12,7 @@ import importlib
 # Modules that each define register(subparsers). Add a line when a command is added.
 COMMAND_MODULES = [
     "sercore.book",
+    "sercore.bench",
 ]
 
 
