@@ -1,0 +1,125 @@
+"""Multi-head softmax attention (SA), the main paper's quadratic baseline.
+
+Parameter layout as the public code's `MultiHeadStandardVersion` (AttentionAlternatives, scripts/poolings.py):
+q, k, v = bias-free Linear(dim, dim) split into `heads` heads of dim // heads (the paper: 1024 = 4 x 256), then
+an output Linear(dim, dim) with bias. One layer, no residual, no norm, no dropout, bidirectional by default.
+
+Three interchangeable cores compute softmax(q k^T / sqrt(d)) v per head:
+  * "sdpa": torch's F.scaled_dot_product_attention with a boolean mask (fused kernels on CUDA);
+  * "explicit": the readable reference (scores, masked softmax, weighted sum), used on the CPU;
+  * "naive": the paper's efficiency baseline exactly as its code ran it: heads folded into the batch, q and k
+    each divided by d^(1/4), plain torch.bmm, the [B*H, T, T] weights materialised, in fp32 (half-precision
+    inputs are up-cast; fp64 stays fp64 so tests can compare it).
+`implementation="standard"` picks sdpa on CUDA and explicit elsewhere (base.SequenceMixer `mode` can force
+either); `implementation="naive"` always uses the naive core.
+
+Padding: the public code has no mask (it crops to fixed lengths). Here padded keys are excluded and the
+outputs at padded query positions are zero, so a padded row equals the sequence run alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sercore.attention.base import SequenceMixer, check_mask
+
+IMPLEMENTATIONS = ("standard", "naive")
+
+
+def allowed_keys(mask: torch.Tensor | None, t: int, causal: bool, device) -> torch.Tensor | None:
+    """Boolean [B or 1, 1, T or 1, T] mask of the keys each query may see (True = attend), or None for all.
+
+    A query that would see no key (a sample with no real token, or a padded query in front of every real key
+    under `causal`) is given every key instead, so no row is all -inf: its output is zeroed afterwards, and
+    this keeps NaN out of the forward pass and the gradients."""
+    if mask is None and not causal:
+        return None
+    allowed = torch.ones(1, 1, 1, t, dtype=torch.bool, device=device)
+    if mask is not None:
+        allowed = allowed & mask[:, None, None, :]
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=device).tril()
+    return allowed | ~allowed.any(dim=-1, keepdim=True)
+
+
+def explicit_attention(q, k, v, allowed=None):
+    """Reference core on [B, H, T, d] tensors; returns (output [B, H, T, d], weights [B, H, T, T])."""
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+def sdpa_attention(q, k, v, allowed=None):
+    """Fused core on [B, H, T, d] tensors (torch chooses flash / memory-efficient / math by device and mask)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+
+def naive_attention(q, k, v, allowed=None):
+    """The paper's baseline on [B, H, T, d] tensors: folded heads, bmm, fp32, materialised weights."""
+    b, h, t, d = q.shape
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    fold = lambda x: x.to(dtype).reshape(b * h, t, d)  # noqa: E731
+    # The public code scales q and k by d^(-1/4) each rather than the scores by d^(-1/2).
+    q4, k4, v4 = fold(q) / d ** 0.25, fold(k) / d ** 0.25, fold(v)
+    scores = torch.bmm(q4, k4.transpose(1, 2))
+    if allowed is not None:
+        scores = scores.view(b, h, t, t).masked_fill(~allowed, float("-inf")).view(b * h, t, t)
+    weights = F.softmax(scores, dim=2)
+    return torch.bmm(weights, v4).view(b, h, t, d).to(q.dtype)
+
+
+class SoftmaxAttention(SequenceMixer):
+    """Multi-head softmax attention over x [B, T, dim] with a padding mask [B, T] (True = real token).
+
+    implementation: "standard" (SDPA on CUDA, explicit PyTorch on CPU) or "naive" (the paper's bmm baseline).
+    causal: False (the paper's SA is bidirectional); True gives the causal variant for comparisons with the
+    causal linear mechanisms.
+    """
+
+    def __init__(self, dim: int, heads: int, implementation: str = "standard", causal: bool = False,
+                 mode: str = "auto"):
+        super().__init__(mode)
+        if dim % heads:
+            raise ValueError(f"SoftmaxAttention: dim={dim} is not divisible by heads={heads}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"SoftmaxAttention: implementation must be one of {IMPLEMENTATIONS}, "
+                             f"got {implementation!r}")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.implementation, self.causal = implementation, causal
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: torch.Tensor):
+        split = lambda y: y.view(*x.shape[:2], self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        return split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+
+    def _finish(self, o: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        out = self.out_proj(o.transpose(1, 2).reshape(o.shape[0], o.shape[2], self.dim))
+        return out if mask is None else out.masked_fill(~mask[..., None], 0.0)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = check_mask(x, mask)
+        q, k, v = self._heads(x)
+        allowed = allowed_keys(mask, x.shape[1], self.causal, x.device)
+        if self.implementation == "naive":
+            o = naive_attention(q, k, v, allowed)
+        elif self.use_fused(x):
+            o = sdpa_attention(q, k, v, allowed)
+        else:
+            o = explicit_attention(q, k, v, allowed)[0]
+        return self._finish(o, mask)
+
+    def attention_matrix(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax weights [B, H, T, T]; rows of padded queries are zero (their outputs are zeroed)."""
+        mask = check_mask(x, mask)
+        q, k, _ = self._heads(x)
+        weights = explicit_attention(q, k, k, allowed_keys(mask, x.shape[1], self.causal, x.device))[1]
+        return weights if mask is None else weights * mask[:, None, :, None]
