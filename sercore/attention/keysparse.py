@@ -1,0 +1,208 @@
+"""Key-sparse attention (Key-Sparse Transformer, ICASSP 2022), self- and cross-attention.
+
+Per head and sample: weights P = softmax_keys((Q / sqrt(d)) K^T) with padded keys at -inf; the importance of
+key j is the column sum of P over the queries; only the keys whose importance reaches the k-th largest keep
+their weights (ties at the threshold all survive, so more than k may), the rest get weight 0; output P_kept V.
+k = int(L * keep_rate).
+
+Defaults follow the public code (HappyColor/Key-Sparse-Transformer, model/KS_transformer_block.py), and each
+of its choices is a named setting:
+  * renormalize=False: kept weights are not renormalised, rows sum to less than 1
+    (True: softmax over the kept keys only);
+  * k_from="padded": L is the padded key length, so padding changes k: the one documented exception to
+    padding invariance ("real": L = the sample's real key count);
+  * padded_queries_vote=True: padded query rows (a softmax over the real keys) add to the importances
+    (False: only real queries vote). With k_from="real" and padded_queries_vote=False a padded batch gives
+    each sequence exactly what it gets alone.
+Where the code crashes on k = 0 this raises a ValueError naming keep_rate and the length.
+Layout: q from x, k and v from `context` (self-attention when context is None), each its own biased
+Linear (the code fuses q, k, v into one Linear in self-attention: the same function), then a biased output
+Linear; optional dropout on the kept weights as the code's attention_dropout. Outputs at padded queries are 0.
+
+Two formulations, equal up to rounding (tests hold them together):
+  * "materialized": the published computation, B*H*T*S weights in memory; the CPU reference;
+  * "memory-linear": query blocks of `block_size` rows. Selection (no gradient): per block, the row
+    log-sum-exp (the full softmax normaliser) and the column sums of exp(s - lse) give the importances; top-k
+    per head. Output: per block, attention over the kept keys rescaled by the kept mass exp(lse_kept - lse)
+    (skipped when renormalising), each block under activation checkpointing so training memory is also
+    O(block_size * S) per block rather than O(T * S).
+`formulation="auto"` uses memory-linear on CUDA (mode="fused" or "auto" with CUDA input) and materialized
+elsewhere. There is no custom kernel: the CUDA path is this PyTorch memory-linear form (cuBLAS matmuls per
+block), not a fused Triton kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from sercore.attention.base import SequenceMixer, check_mask
+
+FORMULATIONS = ("auto", "materialized", "memory-linear")
+K_FROM = ("padded", "real")
+
+
+def keep_counts(key_mask: torch.Tensor, keep_rate: float, k_from: str) -> torch.Tensor:
+    """k per sample ([B] long): int(L * keep_rate) with L the padded or the real key length."""
+    b, s = key_mask.shape
+    lengths = key_mask.sum(1) if k_from == "real" else torch.full((b,), s, device=key_mask.device)
+    # float64 multiply then floor = Python's int(L * keep_rate), as the published code computes it.
+    counts = torch.floor(lengths.to(torch.float64) * keep_rate).long()
+    if (counts < 1).any():
+        i = int((counts < 1).nonzero()[0, 0])
+        raise ValueError(f"key-sparse attention: keep_rate={keep_rate} with key length L={int(lengths[i])} "
+                         f"(k_from={k_from!r}, sample {i}) gives k = int(L * keep_rate) = 0 keys; "
+                         "raise keep_rate or use longer sequences")
+    return counts
+
+
+def top_k_keys(importance: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Boolean [B, H, S]: keys whose importance is at least the k-th largest of their head (ties kept)."""
+    ranked = importance.sort(dim=-1, descending=True).values
+    index = (counts - 1).view(-1, 1, 1).expand(*importance.shape[:2], 1)
+    return importance >= ranked.gather(-1, index)
+
+
+def _scores(q_scaled, k, key_mask):
+    return (q_scaled @ k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+
+
+def materialized_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=False,
+                           padded_queries_vote=True, dropout=0.0, training=False):
+    """Published form on [B, H, T, d] queries and [B, H, S, d] keys/values with [B, T] / [B, S] bool masks.
+
+    Returns (output [B, H, T, d], applied weights [B, H, T, S] before dropout)."""
+    scores = _scores(q * q.shape[-1] ** -0.5, k, key_mask)
+    weights = scores.softmax(dim=-1)
+    voters = weights if padded_queries_vote else weights * query_mask[:, None, :, None]
+    keep = top_k_keys(voters.sum(dim=-2), counts)[:, :, None, :]
+    if renormalize:
+        weights = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+    else:
+        weights = weights * keep
+    return F.dropout(weights, dropout, training) @ v, weights
+
+
+def _kept_block(q_scaled, k, v, key_mask, keep, renormalize: bool, dropout: float, training: bool):
+    """Pass 3 for one query block: softmax over the kept keys, times the kept mass unless renormalising."""
+    scores = _scores(q_scaled, k, key_mask)
+    kept = scores.masked_fill(~keep[:, :, None, :], float("-inf"))
+    lse_kept = kept.logsumexp(dim=-1, keepdim=True)
+    weights = (kept - lse_kept).exp()
+    if not renormalize:
+        # The full normaliser is recomputed here rather than reused from pass 1 so gradients flow through it.
+        weights = weights * (lse_kept - scores.logsumexp(dim=-1, keepdim=True)).exp()
+    return F.dropout(weights, dropout, training) @ v
+
+
+def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=False,
+                            padded_queries_vote=True, dropout=0.0, training=False, block_size=256):
+    """Same result as materialized_keysparse (output only), holding block_size x S scores at a time."""
+    q_scaled = q * q.shape[-1] ** -0.5
+    blocks = range(0, q.shape[2], block_size)
+    with torch.no_grad():
+        # Passes 1 and 2 fuse: each query block holds whole rows, so its lse is final before its column sums.
+        importance = torch.zeros(k.shape[:3], dtype=q.dtype, device=q.device)
+        for i in blocks:
+            scores = _scores(q_scaled[:, :, i:i + block_size], k, key_mask)
+            weights = (scores - scores.logsumexp(dim=-1, keepdim=True)).exp()
+            if not padded_queries_vote:
+                weights = weights * query_mask[:, None, i:i + block_size, None]
+            importance += weights.sum(dim=-2)
+        keep = top_k_keys(importance, counts)
+    outputs = []
+    for i in blocks:
+        args = (q_scaled[:, :, i:i + block_size], k, v, key_mask, keep, renormalize, dropout, training)
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            outputs.append(checkpoint(_kept_block, *args, use_reentrant=False))
+        else:
+            outputs.append(_kept_block(*args))
+    return torch.cat(outputs, dim=2)
+
+
+class KeySparseAttention(SequenceMixer):
+    """Multi-head key-sparse attention: forward(x [B, T, dim], mask, context [B, S, context_dim], context_mask).
+
+    keep_rate in (0, 1]; context_dim defaults to dim; formulation "auto" | "materialized" | "memory-linear";
+    block_size: query rows per block of the memory-linear form. See the module docstring for the rest."""
+
+    def __init__(self, dim: int, heads: int, keep_rate: float = 0.5, context_dim: int | None = None,
+                 renormalize: bool = False, k_from: str = "padded", padded_queries_vote: bool = True,
+                 formulation: str = "auto", block_size: int = 256, dropout: float = 0.0, bias: bool = True,
+                 mode: str = "auto"):
+        super().__init__(mode)
+        if dim % heads:
+            raise ValueError(f"KeySparseAttention: dim={dim} is not divisible by heads={heads}")
+        if not 0.0 < keep_rate <= 1.0:
+            raise ValueError(f"KeySparseAttention: keep_rate must be in (0, 1], got {keep_rate}")
+        if k_from not in K_FROM:
+            raise ValueError(f"KeySparseAttention: k_from must be one of {K_FROM}, got {k_from!r}")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"KeySparseAttention: formulation must be one of {FORMULATIONS}, got {formulation!r}")
+        if block_size < 1:
+            raise ValueError(f"KeySparseAttention: block_size must be positive, got {block_size}")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.context_dim = dim if context_dim is None else context_dim
+        self.keep_rate, self.renormalize, self.k_from = keep_rate, renormalize, k_from
+        self.padded_queries_vote, self.formulation = padded_queries_vote, formulation
+        self.block_size, self.dropout = block_size, dropout
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(self.context_dim, dim, bias=bias)
+        self.v_proj = nn.Linear(self.context_dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def _prepare(self, x, mask, context, context_mask):
+        mask = check_mask(x, mask)
+        if context is None:
+            if context_mask is not None:
+                raise ValueError("KeySparseAttention: context_mask given without context")
+            if self.context_dim != self.dim:
+                raise ValueError(f"KeySparseAttention: built for cross-attention (context_dim="
+                                 f"{self.context_dim} != dim={self.dim}); pass context=")
+            context, context_mask = x, mask
+        else:
+            context_mask = check_mask(context, context_mask)
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(f"KeySparseAttention: context batch {context.shape[0]} != x batch {x.shape[0]}")
+        (b, t), s = x.shape[:2], context.shape[1]
+        query_mask = torch.ones(b, t, dtype=torch.bool, device=x.device) if mask is None else mask
+        if context_mask is None:
+            context_mask = torch.ones(b, s, dtype=torch.bool, device=x.device)
+        if not context_mask.any(1).all():
+            i = int((~context_mask.any(1)).nonzero()[0, 0])
+            raise ValueError(f"KeySparseAttention: sample {i} has no real key (its key mask is all False)")
+        split = lambda y, n: y.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q_proj(x), t), split(self.k_proj(context), s), split(self.v_proj(context), s)
+        counts = keep_counts(context_mask, self.keep_rate, self.k_from)
+        return q, k, v, query_mask, context_mask, counts
+
+    def _use_memory_linear(self, x) -> bool:
+        if self.formulation == "auto":
+            return self.use_fused(x)
+        return self.formulation == "memory-linear"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
+        options = dict(renormalize=self.renormalize, padded_queries_vote=self.padded_queries_vote,
+                       dropout=self.dropout, training=self.training)
+        if self._use_memory_linear(x):
+            o = memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, block_size=self.block_size,
+                                        **options)
+        else:
+            o = materialized_keysparse(q, k, v, query_mask, key_mask, counts, **options)[0]
+        out = self.out_proj(o.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.dim))
+        return out.masked_fill(~query_mask[..., None], 0.0)
+
+    def attention_matrix(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                         context: torch.Tensor | None = None,
+                         context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The sparse weights applied, [B, H, T, S] (before dropout); rows of padded queries are zero."""
+        q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
+        weights = materialized_keysparse(q, k, v, query_mask, key_mask, counts, self.renormalize,
+                                         self.padded_queries_vote)[1]
+        return weights * query_mask[:, None, :, None]
