@@ -13,6 +13,7 @@ import importlib
 COMMAND_MODULES = [
     "sercore.book",
     "sercore.bench",
+    "sercore.features.cli",
 ]
 
 

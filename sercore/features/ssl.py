@@ -1,0 +1,98 @@
+"""All hidden states of a frozen self-supervised speech model (WavLM, wav2vec2, HuBERT, XLSR) from a local folder.
+
+Output [L, T, D]: L = num_hidden_layers + 1 (the first is the CNN/embedding output fed to the transformer),
+T = the model's frame count (about 50 per second: 20 ms stride), D = hidden size. Stored as float16 by
+default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
+dtype="float32" to keep full precision.
+
+Input normalisation: the folder's feature extractor (preprocessor_config.json) when present; otherwise
+zero mean, unit variance per utterance, as Wav2Vec2FeatureExtractor does with do_normalize=True.
+
+Long audio: chunk_seconds (default None = whole utterance) encodes consecutive chunks independently and
+concatenates their frames; frames near a chunk edge then see only their own chunk. A last chunk shorter
+than one second is joined to the one before it, so no chunk is too short for the CNN.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from sercore.features.local_model import default_device, fingerprint, offline_transformers, require_model_dir
+
+_DTYPES = ("float16", "float32")
+
+
+class SSLEncoder:
+    """Callable wave [N] (float32, 16 kHz) -> hidden states [L, T, D]."""
+
+    modality = "audio"
+
+    def __init__(self, model_dir: str | os.PathLike, dtype: str = "float16", chunk_seconds: float | None = None,
+                 sample_rate: int = 16000, device: str | None = None):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: use one of {_DTYPES}")
+        if chunk_seconds is not None and chunk_seconds < 1.0:
+            raise ValueError(f"chunk_seconds must be at least 1 second (or None), got {chunk_seconds}")
+        self.model_dir = require_model_dir(model_dir, "SSL speech model")
+        transformers = offline_transformers()
+        import torch
+
+        self._torch = torch
+        self.device = device or default_device()
+        self.model = transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        self.model.eval().to(self.device)
+        self.extractor = None
+        if (self.model_dir / "preprocessor_config.json").is_file():
+            self.extractor = transformers.AutoFeatureExtractor.from_pretrained(self.model_dir,
+                                                                               local_files_only=True)
+            expected = getattr(self.extractor, "sampling_rate", sample_rate)
+            if expected != sample_rate:
+                raise ValueError(f"{self.model_dir}: the model expects {expected} Hz audio, "
+                                 f"but sample_rate={sample_rate}")
+        self.sample_rate = sample_rate
+        self.dtype = dtype
+        self.chunk_seconds = chunk_seconds
+        self.name = f"ssl-{self.model_dir.name}"
+        self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate}
+        self.fingerprint = fingerprint(self.model_dir)
+
+    def frame_count(self, n_samples: int) -> int:
+        """Frames the model's CNN produces from n_samples (what T will be without chunking)."""
+        return int(self.model._get_feat_extract_output_lengths(self._torch.tensor(n_samples)))
+
+    def _normalise(self, wave: np.ndarray) -> np.ndarray:
+        if self.extractor is not None:
+            values = self.extractor(wave, sampling_rate=self.sample_rate, return_tensors="np")["input_values"]
+            return np.asarray(values, dtype=np.float32)[0]
+        return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+
+    def _chunks(self, wave: np.ndarray) -> list[np.ndarray]:
+        if self.chunk_seconds is None:
+            return [wave]
+        size = int(self.chunk_seconds * self.sample_rate)
+        starts = list(range(0, wave.size, size))
+        if len(starts) > 1 and wave.size - starts[-1] < self.sample_rate:
+            starts.pop()
+        ends = starts[1:] + [wave.size]
+        return [wave[a:b] for a, b in zip(starts, ends)]
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1:
+            raise ValueError(f"expected a mono wave [N], got shape {wave.shape}")
+        if self.frame_count(wave.size) < 1:
+            raise ValueError(f"audio of {wave.size} samples is too short for {self.model_dir.name}: "
+                             f"its CNN needs enough samples for one frame (about 25 ms)")
+        torch = self._torch
+        states = []
+        with torch.inference_mode():
+            for chunk in self._chunks(wave):
+                inputs = torch.from_numpy(self._normalise(chunk))[None].to(self.device)
+                outputs = self.model(inputs, output_hidden_states=True)
+                if not getattr(outputs, "hidden_states", None):
+                    raise TypeError(f"{self.model_dir}: the model returned no hidden states; "
+                                    f"expected a speech encoder such as Wav2Vec2Model, WavLMModel or HubertModel")
+                states.append(torch.stack(outputs.hidden_states, dim=0)[:, 0])
+        return torch.cat(states, dim=1).to(getattr(torch, self.dtype)).cpu().numpy()
