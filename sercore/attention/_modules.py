@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sercore.attention.base import SequenceMixer, check_mask
+
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for half/bfloat16/float32 inputs (fla's kernels accumulate in float32), float64 kept."""
@@ -250,10 +252,7 @@ def reverse_real(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse the first lengths[b] steps of each packed row (the real tokens), leave the rest.
 
     Its own inverse, so the same call maps a reversed pass's outputs back to forward time."""
-    T = x.shape[1]
-    t = torch.arange(T, device=x.device).expand(x.shape[0], T)
-    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-    return _gather_time(x, index)
+    return _gather_time(x, _reversal_index(lengths, x.shape[1]))
 
 
 def _expand(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -267,3 +266,97 @@ def _zero_where_not(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, _expand(index, x).expand(*index.shape, *x.shape[2:]))
+
+
+# ---- the shared shape of a causal fla-style mixer: pack, run causally (both ways if asked), unpack ----
+
+class PackedCausalMixer(SequenceMixer):
+    """Template for the causal fla layers: padding as fla (a padded row equals the sequence alone, padded
+    outputs are zero), an optional bidirectional variant and the attention matrix, written once.
+
+    A subclass computes, on a packed x [B, T, D] (real tokens first, zeros after):
+      _streams(x) -> dict      everything the core reads (q, k, v, gates ...), per token
+      _core(streams, form)     -> o [B, T, H, Dv]; form "fused" (fla kernel), "parallel", "recurrent"
+      _core_matrix(streams)    -> A [B, H, T, T] with o[t] = sum_s A[t, s] v[s]
+      _values(streams)         -> v [B, T, H, Dv], the values A mixes (kv heads repeated to H)
+      _output(o, x)            -> y [B, T, D], everything after the core (norm, gate, o_proj)
+    and sets self.bidirectional and self.use_short_conv.
+
+    bidirectional=True runs the same layer (same weights) a second time over the time-reversed real
+    tokens and AVERAGES the two core outputs before the shared output stage; so the equivalent matrix is
+    (A_forward + A_backward) / 2, where A_backward is upper triangular.
+    """
+
+    bidirectional: bool = False
+    use_short_conv: bool = False
+    FORMS = ("fused", "parallel", "recurrent")
+
+    def _pick_form(self, x: torch.Tensor, form: str | None) -> str:
+        if form is None:
+            return "fused" if self.use_fused(x) else "parallel"
+        if form not in self.FORMS:
+            raise ValueError(f"{type(self).__name__}: form must be one of {self.FORMS}, got {form!r}")
+        if form == "fused" and not x.is_cuda:
+            raise RuntimeError(f"{type(self).__name__}: form='fused' needs a CUDA tensor")
+        return form
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, form: str | None = None) -> torch.Tensor:
+        """x [B, T, D], mask [B, T] (True = real) -> [B, T, D]. `form` overrides the core's formulation
+        ("parallel": chunked/blockwise, the CPU default; "recurrent": token by token, the test oracle;
+        "fused": the fla kernel, CUDA only); None lets `mode` choose."""
+        mask = check_mask(x, mask)
+        form = self._pick_form(x, form)
+        packed, lengths, order = pack_left(x, mask)
+        o = self._core(self._streams(packed), form)
+        if self.bidirectional:
+            reversed_x = reverse_real(packed, lengths)
+            o = 0.5 * (o + reverse_real(self._core(self._streams(reversed_x), form), lengths))
+        return unpack(self._output(o, packed), order, mask)
+
+    def attention_matrix(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, H, T, T]: o_t = sum_s A[t, s] v_s is the core's output before the output stage (see
+        forward_from_matrix). Rows and columns of padded tokens are zero."""
+        mask = check_mask(x, mask)
+        self._check_matrix_defined()
+        packed, lengths, order = pack_left(x, mask)
+        a = self._core_matrix(self._streams(packed))
+        if self.bidirectional:
+            backward = self._core_matrix(self._streams(reverse_real(packed, lengths)))
+            a = 0.5 * (a + _permute_matrix(backward, _reversal_index(lengths, x.shape[1])))
+        real = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+        a = torch.where((real[:, None, :, None] & real[:, None, None, :]), a, torch.zeros((), dtype=a.dtype,
+                                                                                            device=a.device))
+        return a if order is None else _permute_matrix(a, torch.argsort(order, dim=1))
+
+    def forward_from_matrix(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Rebuild forward(x, mask) from A = attention_matrix(x, mask): the same values and output
+        stage, with the core replaced by o = A v."""
+        mask = check_mask(x, mask)
+        self._check_matrix_defined()
+        packed, lengths, order = pack_left(x, mask)
+        if order is not None:
+            a = _permute_matrix(a, order)
+        v = self._values(self._streams(packed))
+        o = torch.einsum("bhts,bshv->bthv", a.to(v.dtype), v)
+        return unpack(self._output(o, packed), order, mask)
+
+    def _check_matrix_defined(self) -> None:
+        if self.bidirectional and self.use_short_conv:
+            raise NotImplementedError(
+                f"{type(self).__name__}: with bidirectional=True and use_short_conv=True the reversed pass "
+                "convolves the reversed sequence, so its values differ from the forward pass's and no single "
+                "matrix A mixes one set of values")
+
+
+def _reversal_index(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    t = torch.arange(T, device=lengths.device).expand(lengths.shape[0], T)
+    return torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+
+
+def _permute_matrix(a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """a'[b, h, i, j] = a[b, h, index[b, i], index[b, j]] for a [B, H, T, T]."""
+    B, H, T, _ = a.shape
+    rows = index[:, None, :, None].expand(B, H, T, T)
+    a = torch.gather(a, 2, rows)
+    cols = index[:, None, None, :].expand(B, H, T, T)
+    return torch.gather(a, 3, cols)
