@@ -20,7 +20,6 @@ def offline_transformers():
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import transformers
 
-    transformers.logging.set_verbosity_error()
     return transformers
 
 
