@@ -1,0 +1,170 @@
+"""Forgetting attention (FoX, Lin et al. 2025, "Forgetting Transformer") as flash-linear-attention 0.6.0
+builds it.
+
+Per query head h (num_heads query heads of head_dim = hidden_size / num_heads, sharing num_kv_heads
+key/value heads: query head h reads kv head h // (num_heads / num_kv_heads), fla's GQA):
+    log f_t = logsigmoid(x W_f + b_f)   (one scalar per query head and token),  F_t = sum_{j<=t} log f_j
+    A[t, s] = softmax_{s<=t}( head_dim^-1/2 q_t . k_s + F_t - F_s )      (F_t - F_s = sum_{j=s+1..t} log f_j)
+    o_t     = sum_s A[t, s] v_s,   y = o_proj( [sigmoid(x W_g) *] o )
+with optional per-head RMS qk-norm (qk_norm) and a sliding window (window_size: key s visible to query t
+when t - window_size < s <= t). attention_matrix returns A; the value path is o = A v before the
+optional output gate and o_proj (forward_from_matrix applies them).
+
+Paths: "fused" runs fla.ops.forgetting_attn.parallel_forgetting_attn on CUDA (fla imported there only);
+"parallel" is our blockwise softmax (blocks of queries, each against its causal prefix of keys, so memory
+stays bounded at long T); "recurrent" is a decoding-style scan, the test oracle: each new token adds
+log f_t to the running biases of all earlier keys, then one softmax over the visible keys.
+Constructor arguments, defaults and parameter names are fla's ForgettingAttention's (state_dicts load
+both ways); `mode` and `bidirectional` are added at the end.
+
+fla 0.6.0 details and differences:
+  * window_size: fla's layer stores it but its forward never passes it to the kernel (it only sizes the
+    decoding cache), so fla ignores it when training. We apply it (the kernel's documented meaning);
+    with the default None both agree.
+  * fla's defaults give the paper's basic FoX, not "FoX (Pro)": no output gate, no qk-norm, no
+    key/value shift. The log forget gate is computed in float32 (float64 for float64 inputs here).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sercore.attention._modules import GroupNorm, PackedCausalMixer, compute_dtype
+
+_BLOCK_ELEMENTS = 1 << 24  # default query block for the CPU form: at most ~16M logits at once
+
+
+def _visible(t: torch.Tensor, s: torch.Tensor, window_size: int | None) -> torch.Tensor:
+    ok = s[None, :] <= t[:, None]
+    if window_size is not None:
+        ok = ok & (s[None, :] > t[:, None] - window_size)
+    return ok
+
+
+def _prepare(q, k, v, log_f):
+    """To [B, H, T, D] in the compute dtype, kv heads repeated to the query heads; F = cumsum log f."""
+    dt = compute_dtype(q)
+    groups = q.shape[2] // k.shape[2]
+    q, k, v = (x.to(dt).transpose(1, 2) for x in (q, k, v))
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    return q, k, v, log_f.to(dt).transpose(1, 2).cumsum(-1)
+
+
+def forgetting_probabilities(q, k, cum_f, row0: int, rows: int, window_size: int | None) -> torch.Tensor:
+    """Softmax rows t = row0 .. row0+rows-1 against keys 0 .. row0+rows-1 (the causal prefix): [B, H, R, row0+R]."""
+    cols = row0 + rows
+    t = torch.arange(row0, cols, device=q.device)
+    s = torch.arange(cols, device=q.device)
+    logits = (q[:, :, row0:cols] @ k[:, :, :cols].transpose(-1, -2)) * q.shape[-1] ** -0.5
+    logits = logits + cum_f[:, :, row0:cols, None] - cum_f[:, :, None, :cols]
+    logits = logits.masked_fill(~_visible(t, s, window_size), float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def forgetting_matrix(q, k, log_f, window_size: int | None = None) -> torch.Tensor:
+    """A [B, H, T, T] from q [B, T, H, D], k [B, T, Hkv, D], log_f [B, T, H]."""
+    q, k, _, cum_f = _prepare(q, k, k, log_f)
+    return forgetting_probabilities(q, k, cum_f, 0, q.shape[2], window_size)
+
+
+def forgetting_parallel(q, k, v, log_f, window_size: int | None = None, block: int | None = None) -> torch.Tensor:
+    """Blockwise forgetting attention -> o [B, T, H, D] (v's dtype); `block` queries at a time."""
+    out_dtype = v.dtype
+    q, k, v, cum_f = _prepare(q, k, v, log_f)
+    B, H, T, _ = q.shape
+    block = block or max(1, min(T, _BLOCK_ELEMENTS // max(1, B * H * T)))
+    out = []
+    for r0 in range(0, T, block):
+        rows = min(block, T - r0)
+        out.append(forgetting_probabilities(q, k, cum_f, r0, rows, window_size) @ v[:, :, :r0 + rows])
+    return torch.cat(out, dim=2).transpose(1, 2).to(out_dtype)
+
+
+def forgetting_recurrent(q, k, v, log_f, window_size: int | None = None) -> torch.Tensor:
+    """Decoding-style: biases of past keys accumulate log f_t; one softmax per step over the visible keys."""
+    dt = compute_dtype(q)
+    groups = q.shape[2] // k.shape[2]
+    q, k, v = q.to(dt), k.repeat_interleave(groups, dim=2).to(dt), v.repeat_interleave(groups, dim=2).to(dt)
+    log_f = log_f.to(dt)
+    B, T, H, D = q.shape
+    bias = q.new_zeros(B, H, 0)
+    out = []
+    for t in range(T):
+        bias = torch.cat((bias + log_f[:, t, :, None], q.new_zeros(B, H, 1)), dim=-1)  # key t enters with 0
+        first = 0 if window_size is None else max(0, t - window_size + 1)
+        logits = torch.einsum("bhd,bshd->bhs", q[:, t], k[:, first:t + 1]) * D ** -0.5 + bias[..., first:]
+        out.append(torch.einsum("bhs,bshd->bhd", torch.softmax(logits, dim=-1), v[:, first:t + 1]))
+    return torch.stack(out, dim=1).to(v.dtype)
+
+
+class ForgettingAttention(PackedCausalMixer):
+    """fla.layers.ForgettingAttention in plain PyTorch (fla's kernel on CUDA); see the module docstring.
+
+    forward(x [B, T, D], mask [B, T] bool, True = real) -> [B, T, D]; padded outputs are zero and a
+    padded row equals its sequence run alone. bidirectional=True adds a reversed pass with the same
+    weights (its forget gates read in reverse) and averages the two attention outputs before the gate
+    and o_proj, so A = (A_forward + A_backward) / 2 stays row-stochastic."""
+
+    query_block: int | None = None  # queries per block in the CPU form; None sizes blocks to ~16M logits
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32, num_kv_heads: int | None = None,
+                 qkv_bias: bool = False, qk_norm: bool = False, window_size: int | None = None,
+                 use_output_gate: bool = False, layer_idx: int | None = None, mode: str = "auto",
+                 bidirectional: bool = False):
+        super().__init__(mode)
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads % self.num_kv_heads or hidden_size % num_heads:
+            raise ValueError(f"ForgettingAttention: need num_heads ({num_heads}) divisible by num_kv_heads "
+                             f"({self.num_kv_heads}) and hidden_size ({hidden_size}) divisible by num_heads")
+        if window_size is not None and window_size < 1:
+            raise ValueError(f"ForgettingAttention: window_size must be None or >= 1, got {window_size}")
+        self.num_kv_groups = num_heads // self.num_kv_heads
+        self.head_dim = hidden_size // num_heads
+        self.kv_dim = self.num_kv_heads * self.head_dim
+        self.qkv_bias, self.qk_norm, self.window_size = qkv_bias, qk_norm, window_size
+        self.use_output_gate, self.layer_idx, self.bidirectional = use_output_gate, layer_idx, bidirectional
+
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
+        self.f_proj = nn.Linear(hidden_size, num_heads, bias=True)
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        if qk_norm:
+            self.q_norm = GroupNorm(num_groups=num_heads, hidden_size=hidden_size, is_rms_norm=True)
+            self.k_norm = GroupNorm(num_groups=self.num_kv_heads, hidden_size=self.kv_dim, is_rms_norm=True)
+
+    def _streams(self, x: torch.Tensor) -> dict:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        log_f = F.logsigmoid(self.f_proj(x).to(compute_dtype(x)))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        split = (-1, self.head_dim)
+        return {"q": q.unflatten(-1, split), "k": k.unflatten(-1, split), "v": v.unflatten(-1, split),
+                "log_f": log_f}
+
+    def _core(self, s: dict, form: str) -> torch.Tensor:
+        args = (s["q"], s["k"], s["v"], s["log_f"])
+        if form == "fused":
+            from fla.ops.forgetting_attn.parallel import parallel_forgetting_attn  # needs triton and CUDA
+
+            return parallel_forgetting_attn(*args, window_size=self.window_size)
+        if form == "recurrent":
+            return forgetting_recurrent(*args, window_size=self.window_size)
+        return forgetting_parallel(*args, window_size=self.window_size, block=self.query_block)
+
+    def _core_matrix(self, s: dict) -> torch.Tensor:
+        return forgetting_matrix(s["q"], s["k"], s["log_f"], self.window_size)
+
+    def _values(self, s: dict) -> torch.Tensor:
+        return s["v"].repeat_interleave(self.num_kv_groups, dim=2)
+
+    def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        o = o.flatten(-2).to(x.dtype)
+        if self.use_output_gate:
+            o = torch.sigmoid(self.g_proj(x)) * o
+        return self.o_proj(o)
