@@ -113,6 +113,9 @@ def test_ssl_extract_caches(tiny_wav2vec2, tmp_path, monkeypatch):
                                          (LAYERS + 1, cnn_frames(20800), HIDDEN)]
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
+    fresh = SSLEncoder(tiny_wav2vec2, device="cpu")
+    assert extract(table, fresh, tmp_path / "cache", progress=False).stats.hits == 2
+    assert fresh._model is None, "a run served from the cache must not load the model"
 
 
 # ---------------------------------------------------------------- text

@@ -40,9 +40,9 @@ class SSLEncoder:
         import torch
 
         self._torch = torch
+        self._transformers = transformers
+        self._model = None  # loaded on first use: a run served entirely from the cache never loads it
         self.device = device or default_device()
-        self.model = transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        self.model.eval().to(self.device)
         self.extractor = None
         if (self.model_dir / "preprocessor_config.json").is_file():
             self.extractor = transformers.AutoFeatureExtractor.from_pretrained(self.model_dir,
@@ -57,6 +57,13 @@ class SSLEncoder:
         self.name = f"ssl-{self.model_dir.name}"
         self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate}
         self.fingerprint = fingerprint(self.model_dir)
+
+    @property
+    def model(self):
+        if self._model is None:
+            model = self._transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+            self._model = model.eval().to(self.device)
+        return self._model
 
     def frame_count(self, n_samples: int) -> int:
         """Frames the model's CNN produces from n_samples (what T will be without chunking)."""

@@ -38,14 +38,22 @@ class TextEncoder:
 
         self._torch = torch
         self.device = device or default_device()
+        self._transformers = transformers
+        self._model = None  # loaded on first use: a run served entirely from the cache never loads it
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        self.model = transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        self.model.eval().to(self.device)
-        limits = [getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        config = transformers.AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
+        limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
         self.max_tokens = min(int(n) for n in limits if n)
         self.name = f"text-{self.model_dir.name}"
         self.settings = {"max_tokens": self.max_tokens}
         self.fingerprint = fingerprint(self.model_dir)
+
+    @property
+    def model(self):
+        if self._model is None:
+            model = self._transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+            self._model = model.eval().to(self.device)
+        return self._model
 
     def __call__(self, text: str) -> np.ndarray:
         if not isinstance(text, str):
