@@ -101,19 +101,25 @@ def _kept_block(q_scaled, k, v, key_mask, keep, renormalize: bool, dropout: floa
 
 def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=False,
                             padded_queries_vote=True, dropout=0.0, training=False, block_size=256):
-    """Same result as materialized_keysparse (output only), holding block_size x S scores at a time."""
-    q_scaled = q * q.shape[-1] ** -0.5
+    """Same result as materialized_keysparse (output only), holding block_size x S scores at a time.
+
+    The key selection runs in at least fp32 whatever the input dtype; the output pass in the input dtype."""
+    scale = q.shape[-1] ** -0.5
     blocks = range(0, q.shape[2], block_size)
     with torch.no_grad():
+        # Ranking keys in bf16/fp16 would let rounding flip near-ties: select in fp32 at least.
+        wide = torch.promote_types(q.dtype, torch.float32)
+        q_wide, k_wide = q.to(wide) * scale, k.to(wide)
         # Passes 1 and 2 fuse: each query block holds whole rows, so its lse is final before its column sums.
-        importance = torch.zeros(k.shape[:3], dtype=q.dtype, device=q.device)
+        importance = torch.zeros(k.shape[:3], dtype=wide, device=q.device)
         for i in blocks:
-            scores = _scores(q_scaled[:, :, i:i + block_size], k, key_mask)
+            scores = _scores(q_wide[:, :, i:i + block_size], k_wide, key_mask)
             weights = (scores - scores.logsumexp(dim=-1, keepdim=True)).exp()
             if not padded_queries_vote:
                 weights = weights * query_mask[:, None, i:i + block_size, None]
             importance += weights.sum(dim=-2)
         keep = top_k_keys(importance, counts)
+    q_scaled = q * scale
     outputs = []
     for i in blocks:
         args = (q_scaled[:, :, i:i + block_size], k, v, key_mask, keep, renormalize, dropout, training)
