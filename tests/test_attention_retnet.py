@@ -1,0 +1,162 @@
+"""RetNet (sercore.attention.retnet): chunkwise vs recurrent forms, attention matrix, padding, fla layout."""
+
+import pytest
+import torch
+
+from sercore.attention import build
+from sercore.attention.retnet import MultiScaleRetention, retention_log_gamma
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+# (id, constructor options, B, T, chunk_size): chunk sizes below T exercise the carried state
+CONFIGS = [
+    pytest.param(dict(hidden_size=32, num_heads=4), 2, 64, 16, id="B2-T64-H4-D32"),
+    pytest.param(dict(hidden_size=32, num_heads=4, num_kv_heads=2, use_short_conv=True, conv_bias=True,
+                      feature_map="relu", expand_k=0.5), 2, 40, 16, id="B2-T40-H4-D32-gqa-conv-relu"),
+    pytest.param(dict(hidden_size=48, num_heads=2, use_output_gate=False), 1, 50, 64, id="B1-T50-H2-D48-nogate"),
+    pytest.param(dict(hidden_size=32, num_heads=4, gate_fn="sigmoid"), 2, 33, 8, id="B2-T33-H4-D32-sigmoid"),
+]
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def make(options, dtype, seed=0, **extra):
+    torch.manual_seed(seed)
+    return MultiScaleRetention(**options, **extra).to(dtype)
+
+
+def forward_and_grad(m, x, mask=None, form=None):
+    x = x.clone().requires_grad_(True)
+    y = m(x, mask, form=form)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    (y * weights).sum().backward()
+    return y.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("options,B,T,chunk", CONFIGS)
+def test_chunkwise_matches_recurrent(options, B, T, chunk, dtype):
+    m = make(options, dtype)
+    m.chunk_size = chunk
+    x = torch.randn(B, T, options["hidden_size"], dtype=dtype, generator=torch.Generator().manual_seed(2))
+    y_par, g_par = forward_and_grad(m, x, form="parallel")
+    y_rec, g_rec = forward_and_grad(m, x, form="recurrent")
+    assert rel_err(y_par, y_rec) < TOL[dtype]
+    assert rel_err(g_par, g_rec) < TOL[dtype]
+
+
+def padded_batch(dtype, D, T=24):
+    x = torch.randn(3, T, D, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[0, :7] = False                 # left padding
+    mask[1, 17:] = False                # right padding
+    mask[2, 5:9] = False                # a hole: fla packs the real tokens together
+    return x, mask
+
+
+@pytest.mark.parametrize("options,B,T,chunk", CONFIGS)
+def test_attention_matrix_reproduces_forward(options, B, T, chunk):
+    m = make(options, torch.float64)
+    x, mask = padded_batch(torch.float64, options["hidden_size"])
+    a = m.attention_matrix(x, mask)
+    assert a.shape == (3, m.num_heads, 24, 24)
+    assert torch.all(a.triu(1) == 0)                                  # causal
+    assert torch.all(a[~mask[:, None, :, None].expand_as(a)] == 0)    # padded rows are zero
+    expected = m(x, mask, form="recurrent")
+    assert rel_err(m.forward_from_matrix(x, a, mask), expected) < 1e-10
+
+
+def test_matrix_has_the_retnet_decay():
+    """Without feature map, rotation aside, A[t, s] / A[t-1, s-1] depends only on the decay when q, k are
+    constant over time: a constant input gives A[t, s] = c * gamma_h^(t-s)."""
+    m = make(dict(hidden_size=16, num_heads=2), torch.float64)
+    x = torch.ones(1, 6, 16, dtype=torch.float64)
+    a = m.attention_matrix(x)[0]
+    gamma = torch.exp(retention_log_gamma(2, dtype=torch.float64))
+    assert torch.allclose(gamma, torch.tensor([1 - 2 ** -5, 1 - 2 ** -6], dtype=torch.float64))
+    # RoPE makes q_t . k_s depend on t - s only, so each diagonal is constant
+    for h in range(2):
+        for lag in range(6):
+            diag = torch.diagonal(a[h], -lag)
+            assert torch.allclose(diag, diag[0].expand_as(diag), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("options,B,T,chunk", CONFIGS[:2])
+def test_padded_rows_equal_sequences_alone(options, B, T, chunk, bidirectional):
+    m = make(options, torch.float64, bidirectional=bidirectional)
+    x, mask = padded_batch(torch.float64, options["hidden_size"])
+    y = m(x, mask)
+    assert torch.all(y[~mask] == 0)
+    for b in range(3):
+        alone = m(x[b:b + 1, mask[b]])
+        assert rel_err(y[b, mask[b]], alone[0]) < 1e-12
+
+
+def test_bidirectional_sees_the_future_and_has_a_matrix():
+    m = make(dict(hidden_size=32, num_heads=4), torch.float64, bidirectional=True)
+    x, mask = padded_batch(torch.float64, 32)
+    a = m.attention_matrix(x, mask)
+    assert a.triu(1).abs().max() > 0
+    assert rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
+    x = x[1:2, :10].clone().requires_grad_(True)
+    m(x)[0, 0].sum().backward()           # the first output depends on the last input
+    assert x.grad[0, -1].abs().max() > 0
+    with pytest.raises(NotImplementedError, match="short_conv"):
+        make(dict(hidden_size=32, num_heads=4, use_short_conv=True), torch.float64,
+             bidirectional=True).attention_matrix(x)
+
+
+def test_gradients_finite_and_deterministic():
+    m = make(dict(hidden_size=32, num_heads=4, use_short_conv=True), torch.float32)
+    x, mask = padded_batch(torch.float32, 32)
+    x.requires_grad_(True)
+    y = m(x, mask)
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in m.parameters())
+    assert torch.all(x.grad[~mask] == 0)
+    assert torch.equal(m(x, mask), m(x, mask))
+
+
+# Written from fla 0.6.0's MultiScaleRetention.__init__ (fla.layers cannot be imported without triton).
+FLA_KEYS = [
+    (dict(hidden_size=64, num_heads=4),
+     {"q_proj.weight": (64, 64), "k_proj.weight": (64, 64), "v_proj.weight": (128, 64),
+      "g_proj.weight": (128, 64), "o_proj.weight": (64, 128), "g_norm_swish_gate.weight": (32,)}),
+    (dict(hidden_size=64, num_heads=4, num_kv_heads=2, use_short_conv=True, conv_bias=True, fuse_norm=False),
+     {"q_proj.weight": (64, 64), "k_proj.weight": (32, 64), "v_proj.weight": (64, 64),
+      "g_proj.weight": (128, 64), "o_proj.weight": (64, 128), "g_norm.weight": (32,),
+      "q_conv1d.weight": (64, 1, 4), "q_conv1d.bias": (64,), "k_conv1d.weight": (32, 1, 4),
+      "k_conv1d.bias": (32,), "v_conv1d.weight": (64, 1, 4), "v_conv1d.bias": (64,)}),
+    (dict(hidden_size=64, num_heads=4, use_output_gate=False, elementwise_affine=False),
+     {"q_proj.weight": (64, 64), "k_proj.weight": (64, 64), "v_proj.weight": (128, 64),
+      "o_proj.weight": (64, 128)}),
+]
+
+
+@pytest.mark.parametrize("options,expected", FLA_KEYS, ids=["default", "gqa-conv-unfused", "nogate-noaffine"])
+def test_state_dict_layout_matches_fla(options, expected):
+    m = MultiScaleRetention(**options)
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == expected
+    if "g_norm.weight" in expected:
+        assert m.g_norm.weight.dtype == torch.float32      # fla builds this norm in float32
+    other = MultiScaleRetention(**options)
+    other.load_state_dict(m.state_dict(), strict=True)
+    x = torch.randn(1, 9, 64)
+    assert torch.equal(other(x), m(x))
+
+
+def test_registry_and_errors():
+    m = build("retnet", 64, 4)
+    assert isinstance(m, MultiScaleRetention) and m.hidden_size == 64 and m.num_heads == 4
+    assert m(torch.randn(2, 5, 64)).shape == (2, 5, 64)
+    with pytest.raises(TypeError, match="valid options: .*bidirectional"):
+        build("retnet", 64, 4, not_an_option=1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        MultiScaleRetention(mode="chunk", hidden_size=64, num_heads=4)   # fla's kernel names are not modes
+    with pytest.raises(RuntimeError, match="CUDA"):
+        build("retnet", 64, 4, mode="fused")(torch.randn(1, 3, 64))
+    with pytest.raises(ValueError, match="divisible"):
+        MultiScaleRetention(hidden_size=64, num_heads=3)
