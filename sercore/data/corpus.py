@@ -1,0 +1,56 @@
+"""One entry point for any corpus on disk: `load_corpus(root)` finds the layout and calls its loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from sercore.data.iemocap import load_iemocap
+from sercore.data.manifest import load_manifest
+from sercore.data.msp_podcast import LABELS, load_msp_podcast
+from sercore.data.report import LoadReport
+
+
+def detect_layout(root) -> str:
+    """"manifest" for a CSV file, "msp-podcast" for a folder with Labels/labels_consensus.csv, "iemocap"
+    for a folder with Session* folders; FileNotFoundError saying what was expected otherwise."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"corpus {root} does not exist: expected an MSP-Podcast folder (with {LABELS}), "
+                                "an IEMOCAP folder (with Session1..Session5) or a CSV manifest file")
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            return "manifest"
+        raise ValueError(f"{root} is a file but not a .csv manifest")
+    if (root / LABELS).is_file():
+        return "msp-podcast"
+    if any(p.is_dir() for p in root.glob("Session*")):
+        return "iemocap"
+    raise FileNotFoundError(f"{root} holds no known corpus layout: expected {LABELS} (MSP-Podcast) or "
+                            "Session1..Session5 folders (IEMOCAP); for other corpora pass a CSV manifest")
+
+
+def load_corpus(root, **options) -> tuple[pd.DataFrame, LoadReport]:
+    """The utterance table and the load report of the corpus at `root`, whatever its layout. Options go
+    to the layout's loader (e.g. fold= for IEMOCAP, classes=, check_audio=). A generated corpus says so
+    in the report."""
+    layout = detect_layout(root)
+    loader = {"msp-podcast": load_msp_podcast, "iemocap": load_iemocap, "manifest": load_manifest}[layout]
+    table, report = loader(root, **options)
+    info = Path(root) / "corpus.json"
+    if layout != "manifest" and info.is_file():
+        meta = json.loads(info.read_text(encoding="utf-8"))
+        if "description" in meta:
+            report.note(f"{meta['description']} (variant {meta.get('variant')}, seed {meta.get('seed')})")
+    return table, report
+
+
+def load_segments(root) -> pd.DataFrame:
+    """Where the emotional phrase lies in each utterance of a generated `localized` corpus:
+    utt_id, seg_start, seg_end, duration (seconds)."""
+    path = Path(root) / "segments.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: only a generated corpus of the 'localized' variant has one")
+    return pd.read_csv(path, dtype={"utt_id": str})

@@ -1,0 +1,96 @@
+"""Turning one planned utterance into a wav file: synthesise its pieces, join them with pauses, resample,
+add noise, write atomically. Runs in worker processes, each with its own espeak-ng synthesiser.
+
+Everything random here (only the Test2 noise) comes from a generator seeded by (corpus seed, utterance
+index), so the output does not depend on which worker renders which file or in what order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sercore.data.audio import SAMPLE_RATE, resample, wav_bytes
+from sercore.data.espeak import Prosody, Synthesizer
+from sercore.provenance import atomic_write_bytes
+
+# espeak leaves near-silent samples around each sentence; we cut them and insert pauses we control, so
+# segment boundaries (localized variant) are where the speech is.
+SILENCE_THRESHOLD = 100 / 32768
+FADE_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One stretch of speech: text spoken with one voice and one prosody, then a pause."""
+
+    text: str
+    voice: str
+    prosody: Prosody
+    pause_after: float
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    path: str
+    pieces: tuple[Piece, ...]
+    lead_silence: float
+    seed: int
+    segment_piece: int | None = None  # which piece carries the emotion (localized variant)
+    target_seconds: float | None = None  # long-form: stop speaking and cut at exactly this length
+    snr_db: float | None = None  # add white noise at this SNR (Test2)
+
+
+@dataclass
+class Rendered:
+    index: int
+    duration: float
+    pieces_used: int
+    segment: tuple[float, float] | None = field(default=None)
+
+
+def _trim(wave: np.ndarray) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(wave) > SILENCE_THRESHOLD)
+    return wave[loud[0]:loud[-1] + 1] if loud.size else wave[:0]
+
+
+def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White Gaussian noise at `snr_db`, the signal power measured over the whole file (pauses included)."""
+    power = float(np.mean(wave.astype(np.float64) ** 2))
+    noise = rng.standard_normal(wave.shape[0]) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (wave + noise).astype(np.float32)
+
+
+def render_job(job: Job) -> Rendered:
+    synth = Synthesizer()
+    rate = synth.sample_rate
+    parts = [np.zeros(round(job.lead_silence * rate), np.float32)]
+    length = parts[0].size
+    segment = None
+    used = 0
+    for number, piece in enumerate(job.pieces):
+        speech = _trim(synth.synthesize(piece.text, piece.voice, piece.prosody).astype(np.float32) / 32768)
+        if speech.size == 0:
+            raise RuntimeError(f"espeak-ng produced silence for {piece.text!r} with voice {piece.voice}")
+        if number == job.segment_piece:
+            segment = (length / rate, (length + speech.size) / rate)
+        pause = np.zeros(round(piece.pause_after * rate), np.float32)
+        parts += [speech, pause]
+        length += speech.size + pause.size
+        used += 1
+        if job.target_seconds is not None and length >= job.target_seconds * rate:
+            break
+    wave = resample(np.concatenate(parts), rate, SAMPLE_RATE)
+    if job.target_seconds is not None:
+        n = round(job.target_seconds * SAMPLE_RATE)
+        if wave.size < n:
+            raise RuntimeError(f"{job.path}: planned text too short for {job.target_seconds} s")
+        wave = wave[:n].copy()
+        fade = round(FADE_SECONDS * SAMPLE_RATE)
+        wave[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)  # no click where the cut falls
+    if job.snr_db is not None:
+        wave = add_noise(wave, job.snr_db, np.random.default_rng([job.seed, job.index]))
+    atomic_write_bytes(job.path, wav_bytes(wave))
+    return Rendered(index=job.index, duration=wave.size / SAMPLE_RATE, pieces_used=used, segment=segment)

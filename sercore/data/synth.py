@@ -1,0 +1,219 @@
+"""The generated demonstration corpus: emotional prosody synthesised with espeak-ng, deterministic from a seed.
+
+No emotional speech corpus can be shipped, so sercore makes one offline. Each class is a prosody profile
+(sercore.data.prosody) applied to sentences from a bank where only 40 % of the sentences carry lexical
+emotion (sercore.data.sentences), spoken by espeak voice variants of both genders with their own pitch
+and tempo. It is written in the MSP-Podcast layout (or the IEMOCAP layout), so the same loaders serve
+real and generated data, with a corpus.json that says what it is and how it was made.
+
+Splits (MSP-Podcast layout, sercore.data.msp_layout): Test2 holds 15 % of the utterances, spoken only by
+speakers that appear in no other split, mixed with white noise at 10 dB SNR and with imbalanced classes:
+the harder split, like the real Test2. The rest is split 70/15/15 into Train, Development and Test1 with
+balanced classes and the same eight speakers. IEMOCAP layout: sercore.data.iemocap_layout.
+
+Variants:
+    standard   one sentence per utterance (about 2-4 s).
+    localized  neutral speech (two neutral sentences, 5-7 s) with one short emotional phrase (1-2 s)
+               placed before, between or after them; the label is the phrase's class and its start/end
+               (seconds) go to segments.csv at the corpus root: the case key-sparse attention targets.
+    long-form  sentences of one class and one speaker joined until a target length (long_form_lengths_s,
+               10 s up to 400 s), cut at exactly that length; all in Test1, for length experiments on
+               models trained on a standard corpus. `n_utterances` here means files per length.
+
+Layouts: "msp-podcast" (Audios/, Labels/labels_consensus.csv, Transcripts/) and "iemocap"
+(sercore.data.iemocap_layout).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sercore.data import iemocap_layout, msp_layout
+from sercore.data.prosody import AVD_NOISE, AVD_PROTOTYPES, JITTER, PROFILES, draw_avd, draw_prosody
+from sercore.data.render import Job, Piece, Rendered, render_job
+from sercore.data.speakers import Speaker
+from sercore.data.sentences import (EMOTIONAL, EMOTIONAL_PHRASES, EMOTIONAL_SHARE, NEUTRAL,
+                                    NEUTRAL_PHRASES)
+from sercore.profiles import section
+from sercore.provenance import atomic_write_json, atomic_write_text, provenance
+
+VARIANTS = ("standard", "localized", "long-form")
+LAYOUTS = ("msp-podcast", "iemocap")
+DESCRIPTION = ("generated demonstration corpus: synthetic speech (espeak-ng) with acted-emotion prosody "
+               "profiles; a working demonstration, not real emotional speech")
+
+DEFAULTS = {"n_utterances": 200, "long_form_lengths_s": [10, 30, 60], "long_form_per_length": 2,
+            "test2_fraction": msp_layout.TEST2_FRACTION, "test2_snr_db": msp_layout.TEST2_SNR_DB}
+
+
+@dataclass
+class Utterance:
+    """One planned utterance: what the layouts write as labels, and the job that renders its audio."""
+
+    index: int
+    label: str  # prosody class, one of CLASSES
+    code: str  # the label the corpus files carry (MSP code, or IEMOCAP code such as "exc")
+    speaker: Speaker
+    group: str  # MSP split, or IEMOCAP session number
+    avd: tuple[float, float, float]  # arousal, valence, dominance on 1..7
+    pieces: tuple[Piece, ...]
+    lead_silence: float
+    segment_piece: int | None = None
+    target_seconds: float | None = None
+    snr_db: float | None = None
+    utt_id: str = ""
+    path: str = ""
+    transcript: str = ""
+    duration: float = 0.0
+    segment: tuple[float, float] | None = None
+
+
+def _sentence(label: str, rng: np.random.Generator, bank_emotional=EMOTIONAL, bank_neutral=NEUTRAL) -> str:
+    if rng.random() < EMOTIONAL_SHARE:
+        options = bank_emotional[label]
+    else:
+        options = bank_neutral
+    return options[rng.integers(len(options))]
+
+
+def _pieces(variant: str, label: str, speaker: Speaker, rng: np.random.Generator,
+            target_seconds: float | None) -> tuple[tuple[Piece, ...], int | None]:
+    """The spoken pieces of one utterance, and which one carries the emotion (localized variant)."""
+    def prosody(cls):
+        return draw_prosody(cls, rng, speaker.pitch_offset, speaker.rate_factor)
+
+    def pause(low=0.15, high=0.35):
+        return float(round(rng.uniform(low, high), 3))
+
+    if variant == "standard":
+        return (Piece(_sentence(label, rng), speaker.voice, prosody(label), pause()),), None
+    if variant == "localized":
+        before = int(rng.integers(3))  # 0, 1 or 2 neutral sentences before the phrase: position varies
+        neutral = [Piece(NEUTRAL[rng.integers(len(NEUTRAL))], speaker.voice, prosody("N"), pause(0.2, 0.4))
+                   for _ in range(2)]
+        phrase = Piece(_sentence(label, rng, EMOTIONAL_PHRASES, NEUTRAL_PHRASES), speaker.voice,
+                       prosody(label), pause(0.2, 0.4))
+        return tuple(neutral[:before] + [phrase] + neutral[before:]), before
+    # long-form: plan more sentences than needed (a lower bound on each sentence's length); rendering
+    # stops at the target.
+    pieces, planned = [], 0.0
+    while planned < target_seconds:
+        piece = Piece(_sentence(label, rng), speaker.voice, prosody(label), pause(0.25, 0.6))
+        words = len(piece.text.split())
+        planned += 0.7 * words * 60.0 / piece.prosody.rate + piece.pause_after
+        pieces.append(piece)
+    return tuple(pieces), None
+
+
+def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utterance]:
+    writer = msp_layout if layout == "msp-podcast" else iemocap_layout
+    slots = writer.slots(n, variant, config, np.random.default_rng([seed, 1]))
+    utterances = []
+    for index, (label, code, speaker, group, snr_db, target) in enumerate(slots):
+        rng = np.random.default_rng([seed, 0, index])  # per utterance: the plan of one file never depends on others
+        pieces, segment_piece = _pieces(variant, label, speaker, rng, target)
+        utterances.append(Utterance(index=index, label=label, code=code, speaker=speaker, group=group,
+                                    avd=draw_avd(label, rng), pieces=pieces,
+                                    lead_silence=float(round(rng.uniform(0.1, 0.3), 3)),
+                                    segment_piece=segment_piece, target_seconds=target, snr_db=snr_db))
+    return utterances
+
+
+def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]:
+    bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=not progress)
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(render_job(job))
+            bar.update()
+    else:
+        # fork where available: workers inherit the imported modules and start at once
+        context = get_context("fork" if "fork" in get_all_start_methods() else None)
+        with context.Pool(workers) as pool:
+            for rendered in pool.imap_unordered(render_job, jobs, chunksize=4):
+                results.append(rendered)
+                bar.update()
+    bar.close()
+    return sorted(results, key=lambda r: r.index)
+
+
+def _segments_csv(utterances: list[Utterance]) -> str:
+    """Where the emotional phrase lies in each localized utterance, in seconds from the file's start."""
+    lines = ["utt_id,seg_start,seg_end,duration"]
+    for u in sorted(utterances, key=lambda u: u.utt_id):
+        lines.append(f"{u.utt_id},{u.segment[0]:.4f},{u.segment[1]:.4f},{u.duration:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def _prepare(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} is not empty: choose a new folder or pass overwrite=True")
+        if not (out_dir / "corpus.json").is_file():
+            raise FileExistsError(f"{out_dir} is not empty and holds no corpus.json: refusing to overwrite a "
+                                  "folder this generator did not write")
+        for name in ("Audios", "Labels", "Transcripts", "corpus.json", "segments.csv",
+                     *(f"Session{k}" for k in range(1, 6))):
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", layout: str = "msp-podcast",
+                    seed: int = 0, n_utterances: int | None = None, workers: int | None = None,
+                    progress: bool = True, overwrite: bool = False) -> Path:
+    """Write a generated demonstration corpus to `out_dir` and return that folder.
+
+    Sizes come from the profile's `corpus:` section (n_utterances, long_form_lengths_s,
+    long_form_per_length, test2_fraction, test2_snr_db); `n_utterances` overrides the size (for
+    long-form: files per length). Rendering runs on `workers` processes (default os.cpu_count()).
+    Same arguments, same seed -> identical labels and identical wav bytes.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    config = {**DEFAULTS, **section(profile, "corpus")}
+    if n_utterances is None:
+        n_utterances = config["long_form_per_length"] if variant == "long-form" else config["n_utterances"]
+    if n_utterances < 1:
+        raise ValueError(f"n_utterances must be at least 1, got {n_utterances}")
+    out_dir = Path(out_dir).resolve()
+    _prepare(out_dir, overwrite)
+
+    utterances = plan(n_utterances, variant, layout, seed, config)
+    writer = msp_layout if layout == "msp-podcast" else iemocap_layout
+    writer.assign_paths(utterances, out_dir)
+    jobs = [Job(index=u.index, path=u.path, pieces=u.pieces, lead_silence=u.lead_silence, seed=seed,
+                segment_piece=u.segment_piece, target_seconds=u.target_seconds, snr_db=u.snr_db)
+            for u in utterances]
+    for u, rendered in zip(utterances, _render_all(jobs, workers or os.cpu_count() or 1, progress)):
+        u.duration, u.segment = rendered.duration, rendered.segment
+        u.transcript = " ".join(piece.text for piece in u.pieces[:rendered.pieces_used])
+    written = writer.write_metadata(utterances, out_dir)
+    if variant == "localized":
+        atomic_write_text(out_dir / "segments.csv", _segments_csv(utterances))
+        written["segments_csv"] = "segments.csv"
+
+    parameters = {"profile": profile if isinstance(profile, str) else str(profile), "variant": variant,
+                  "layout": layout, "n_utterances": n_utterances, "config": config,
+                  "class_profiles": {c: asdict(p) for c, p in PROFILES.items()}, "jitter": asdict(JITTER),
+                  "avd_prototypes": AVD_PROTOTYPES, "avd_noise": AVD_NOISE, "emotional_share": EMOTIONAL_SHARE,
+                  **writer.PARAMETERS,
+                  "speakers": [asdict(s) for s in writer.SPEAKERS]}
+    atomic_write_json(out_dir / "corpus.json", {
+        "description": DESCRIPTION, "generator": "sercore.data.generate_corpus", "layout": layout,
+        "variant": variant, "seed": seed, "utterances": len(utterances),
+        "total_seconds": round(sum(u.duration for u in utterances), 3), **written,
+        "provenance": provenance(parameters, seed)})
+    return out_dir
