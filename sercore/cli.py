@@ -11,6 +11,7 @@ import importlib
 
 # Modules that each define register(subparsers). Add a line when a command is added.
 COMMAND_MODULES = [
+    "sercore.data.cli",
     "sercore.book",
     "sercore.bench",
     "sercore.features.cli",
