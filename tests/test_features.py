@@ -1,6 +1,5 @@
 """sercore.features: log-Mel against independent computations, VTLP, the disk cache and `extract`."""
 
-import importlib.util
 import math
 import shutil
 
@@ -183,17 +182,6 @@ def test_log_mel_with_vtlp_shifts_the_tone_band():
 
 # ---------------------------------------------------------------- cache and extract
 
-@pytest.fixture
-def read_audio_available(monkeypatch):
-    """extract reads audio through sercore.data.read_audio; before that module exists, these tests read the
-    16 kHz mono files they wrote themselves with soundfile."""
-    try:
-        from sercore.data import read_audio  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr("sercore.features.extraction._read_audio",
-                            lambda path, sample_rate: sf.read(path, dtype="float32")[0])
-
-
 def write_table(folder, waves):
     rows = []
     for i, wave in enumerate(waves):
@@ -235,7 +223,7 @@ def test_cache_file_round_trip_and_damage_detection():
         decode_array(bytes(flipped))
 
 
-def test_second_extraction_is_served_from_cache(tmp_path, read_audio_available):
+def test_second_extraction_is_served_from_cache(tmp_path):
     table = write_table(tmp_path, synthetic_waves())
     encoder = CountingEncoder()
     first = extract(table, encoder, tmp_path / "cache", progress=False)
@@ -248,14 +236,14 @@ def test_second_extraction_is_served_from_cache(tmp_path, read_audio_available):
         assert a.shape == (1 + wave.size // 160, 80) and a.dtype == np.float32
 
 
-def test_extract_matches_log_mel_of_the_file(tmp_path, read_audio_available):
+def test_extract_matches_log_mel_of_the_file(tmp_path):
     table = write_table(tmp_path, synthetic_waves()[:2])
     features = extract(table, "logmel", None, progress=False, n_mels=40)
     for array, path in zip(features, table["path"]):
         np.testing.assert_allclose(array, log_mel(sf.read(path, dtype="float32")[0], n_mels=40), atol=1e-5)
 
 
-def test_truncated_cache_entry_is_detected_and_recomputed(tmp_path, read_audio_available):
+def test_truncated_cache_entry_is_detected_and_recomputed(tmp_path):
     table = write_table(tmp_path, synthetic_waves())
     encoder = CountingEncoder()
     first = extract(table, encoder, tmp_path / "cache", progress=False)
@@ -269,7 +257,7 @@ def test_truncated_cache_entry_is_detected_and_recomputed(tmp_path, read_audio_a
     assert extract(table, encoder, tmp_path / "cache", progress=False).stats.hits == 4, "entry was rewritten"
 
 
-def test_cache_key_follows_settings_and_audio_content(tmp_path, read_audio_available):
+def test_cache_key_follows_settings_and_audio_content(tmp_path):
     table = write_table(tmp_path, synthetic_waves())
     cache = tmp_path / "cache"
     assert extract(table, "logmel", cache, progress=False).stats.misses == 4
@@ -302,13 +290,39 @@ def test_unknown_encoder_and_settings_fail_clearly(tmp_path):
         extract(table, "ssl", tmp_path / "cache", progress=False)
 
 
+# ---------------------------------------------------------------- CLI settings
+
+def _cli_args(*argv):
+    from sercore.cli import build_parser
+
+    return build_parser().parse_args(["features", "--corpus", "unused", *argv])
+
+
+def test_cli_settings_come_from_the_profile_and_overrides():
+    from sercore.features.cli import _encoder, _settings
+
+    settings, cache = _settings(_cli_args("--profile", "paper", "--preset", "logmel_area", "--set", "n_mels=64"))
+    assert settings == {"n_mels": 64, "n_fft": 800, "win_ms": 50, "hop_ms": 25, "log": "log10"}
+    assert cache == "cache/features"
+    assert _settings(_cli_args("--cache", "elsewhere"))[1] == "elsewhere"
+    LogMelEncoder(**settings)  # every profile setting is a valid log_mel keyword
+    with pytest.raises(SystemExit, match="no features.nope"):
+        _settings(_cli_args("--preset", "nope"))
+    with pytest.raises(SystemExit, match="ssl_model_dir"):
+        _encoder(_cli_args("--encoder", "ssl"))
+
+
 # ---------------------------------------------------------------- end to end on the generated corpus
 
-HAS_DATA = importlib.util.find_spec("sercore.data") is not None and all(
-    hasattr(importlib.import_module("sercore.data"), name) for name in ("generate_corpus", "load_corpus"))
+def _data_importable():
+    try:
+        import sercore.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-@pytest.mark.skipif(not HAS_DATA, reason="sercore.data (generate_corpus, load_corpus) is not available")
+@pytest.mark.skipif(not _data_importable(), reason="sercore.data is not importable")
 def test_cli_extracts_the_smoke_corpus_then_reads_it_from_cache(tmp_path, capsys):
     from sercore.cli import main
     from sercore.data import generate_corpus

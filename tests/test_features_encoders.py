@@ -96,15 +96,13 @@ def test_ssl_rejects_too_short_audio(tiny_wav2vec2):
         SSLEncoder(tiny_wav2vec2, device="cpu")(noise(0.01))
 
 
-def test_ssl_extract_caches(tiny_wav2vec2, tmp_path, monkeypatch):
+def test_ssl_extract_caches(tiny_wav2vec2, tmp_path):
     import soundfile as sf
 
     paths = []
     for i, seconds in enumerate((0.8, 1.3)):
         paths.append(str(tmp_path / f"u{i}.wav"))
         sf.write(paths[-1], noise(seconds, seed=i), SR, subtype="FLOAT")
-    monkeypatch.setattr("sercore.features.extraction._read_audio",
-                        lambda path, sample_rate: sf.read(path, dtype="float32")[0])
     table = pd.DataFrame({"path": paths, "transcript": ["", ""]})
     first = extract(table, f"ssl:{tiny_wav2vec2}", tmp_path / "cache", progress=False, device="cpu")
     second = extract(table, f"ssl:{tiny_wav2vec2}", tmp_path / "cache", progress=False, device="cpu")

@@ -1,6 +1,6 @@
 """`python -m sercore features`: extract and cache one encoder's features for a whole corpus.
 
-    python -m sercore features --corpus data/smoke --encoder logmel --cache .cache/features
+    python -m sercore features --corpus data/smoke --encoder logmel --cache cache/features
     python -m sercore features --corpus data/smoke --encoder logmel --profile paper --preset logmel_area
     python -m sercore features --corpus data/smoke --encoder ssl:/models/wavlm-large --set dtype=float32
 
