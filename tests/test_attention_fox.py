@@ -1,0 +1,159 @@
+"""FoX (sercore.attention.fox): blockwise vs decoding-style forms, attention matrix, padding, fla layout."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sercore.attention import build
+from sercore.attention.fox import ForgettingAttention
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+# (id, constructor options, B, T, query block): blocks below T exercise the blockwise loop
+CONFIGS = [
+    pytest.param(dict(hidden_size=32, num_heads=4), 2, 64, 16, id="B2-T64-H4-D32"),
+    pytest.param(dict(hidden_size=32, num_heads=8, num_kv_heads=2, qk_norm=True, use_output_gate=True,
+                      qkv_bias=True), 2, 40, 7, id="B2-T40-H8-KV2-D32-pro"),
+    pytest.param(dict(hidden_size=32, num_heads=4, window_size=5), 1, 33, 10, id="B1-T33-H4-D32-window5"),
+]
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def make(options, dtype, seed=0, **extra):
+    torch.manual_seed(seed)
+    m = ForgettingAttention(**options, **extra).to(dtype)
+    with torch.no_grad():  # fla's init leaves f_proj near 0 (f ~ 1/2); spread the gates so forgetting matters
+        m.f_proj.bias.uniform_(-1.0, 4.0)
+    return m
+
+
+def forward_and_grad(m, x, mask=None, form=None):
+    x = x.clone().requires_grad_(True)
+    y = m(x, mask, form=form)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    (y * weights).sum().backward()
+    return y.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("options,B,T,block", CONFIGS)
+def test_blockwise_matches_recurrent(options, B, T, block, dtype):
+    m = make(options, dtype)
+    m.query_block = block
+    x = torch.randn(B, T, options["hidden_size"], dtype=dtype, generator=torch.Generator().manual_seed(2))
+    y_par, g_par = forward_and_grad(m, x, form="parallel")
+    y_rec, g_rec = forward_and_grad(m, x, form="recurrent")
+    assert rel_err(y_par, y_rec) < TOL[dtype]
+    assert rel_err(g_par, g_rec) < TOL[dtype]
+
+
+def padded_batch(dtype, D, T=24):
+    x = torch.randn(3, T, D, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[0, :7] = False                 # left padding
+    mask[1, 17:] = False                # right padding
+    mask[2, 5:9] = False                # a hole: fla packs the real tokens together
+    return x, mask
+
+
+@pytest.mark.parametrize("options,B,T,block", CONFIGS)
+def test_attention_matrix_reproduces_forward(options, B, T, block):
+    m = make(options, torch.float64)
+    x, mask = padded_batch(torch.float64, options["hidden_size"])
+    a = m.attention_matrix(x, mask)
+    assert a.shape == (3, m.num_heads, 24, 24)
+    assert torch.all(a.triu(1) == 0)
+    assert torch.all(a[~mask[:, None, :, None].expand_as(a)] == 0)
+    rows = a.sum(-1)                                                  # softmax rows of real tokens sum to 1
+    assert torch.allclose(rows, mask[:, None, :].expand_as(rows).to(rows.dtype), atol=1e-12)
+    if options.get("window_size"):
+        assert torch.all(a[0].tril(-options["window_size"]) == 0)    # row 0 has no padding inside its range
+    assert rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
+
+
+def test_matrix_matches_the_definition():
+    """A = causal softmax(q.k / sqrt(d) + F_t - F_s) with F the running sum of logsigmoid(f), written out."""
+    m = make(dict(hidden_size=16, num_heads=2), torch.float64)
+    x = torch.randn(1, 6, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    q, k = m.q_proj(x).unflatten(-1, (2, 8))[0], m.k_proj(x).unflatten(-1, (2, 8))[0]   # [T, H, d]
+    log_f = F.logsigmoid(m.f_proj(x))[0]                                                # [T, H]
+    expected = torch.zeros(2, 6, 6, dtype=torch.float64)
+    for h in range(2):
+        for t in range(6):
+            logits = torch.stack([q[t, h] @ k[s, h] / 8 ** 0.5 + log_f[s + 1:t + 1, h].sum() for s in range(t + 1)])
+            expected[h, t, :t + 1] = torch.softmax(logits, 0)
+    assert torch.allclose(m.attention_matrix(x)[0], expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("options,B,T,block", CONFIGS)
+def test_padded_rows_equal_sequences_alone(options, B, T, block, bidirectional):
+    m = make(options, torch.float64, bidirectional=bidirectional)
+    x, mask = padded_batch(torch.float64, options["hidden_size"])
+    y = m(x, mask)
+    assert torch.all(y[~mask] == 0)
+    for b in range(3):
+        assert rel_err(y[b, mask[b]], m(x[b:b + 1, mask[b]])[0]) < 1e-12
+
+
+def test_bidirectional_sees_the_future_and_has_a_matrix():
+    m = make(dict(hidden_size=32, num_heads=8, num_kv_heads=2), torch.float64, bidirectional=True)
+    x, mask = padded_batch(torch.float64, 32)
+    a = m.attention_matrix(x, mask)
+    assert a.triu(1).abs().max() > 0
+    rows = a.sum(-1)
+    assert torch.allclose(rows, mask[:, None, :].expand_as(rows).to(rows.dtype), atol=1e-12)
+    assert rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
+    x = x[1:2, :10].clone().requires_grad_(True)
+    m(x)[0, 0].sum().backward()
+    assert x.grad[0, -1].abs().max() > 0
+
+
+def test_gradients_finite_and_deterministic():
+    m = make(dict(hidden_size=32, num_heads=8, num_kv_heads=4, qk_norm=True, use_output_gate=True), torch.float32)
+    x, mask = padded_batch(torch.float32, 32)
+    x.requires_grad_(True)
+    y = m(x, mask)
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in m.parameters())
+    assert torch.all(x.grad[~mask] == 0)
+    assert torch.equal(m(x, mask), m(x, mask))
+
+
+# Written from fla 0.6.0's ForgettingAttention.__init__ (fla.layers cannot be imported without triton).
+FLA_KEYS = [
+    (dict(hidden_size=64, num_heads=8, num_kv_heads=2),
+     {"q_proj.weight": (64, 64), "k_proj.weight": (16, 64), "v_proj.weight": (16, 64),
+      "f_proj.weight": (8, 64), "f_proj.bias": (8,), "o_proj.weight": (64, 64)}),
+    (dict(hidden_size=64, num_heads=8, num_kv_heads=2, qkv_bias=True, qk_norm=True, use_output_gate=True),
+     {"q_proj.weight": (64, 64), "q_proj.bias": (64,), "k_proj.weight": (16, 64), "k_proj.bias": (16,),
+      "v_proj.weight": (16, 64), "v_proj.bias": (16,), "f_proj.weight": (8, 64), "f_proj.bias": (8,),
+      "g_proj.weight": (64, 64), "o_proj.weight": (64, 64), "q_norm.weight": (64,), "k_norm.weight": (16,)}),
+]
+
+
+@pytest.mark.parametrize("options,expected", FLA_KEYS, ids=["gqa", "pro-options"])
+def test_state_dict_layout_matches_fla(options, expected):
+    m = ForgettingAttention(**options)
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == expected
+    other = ForgettingAttention(**options)
+    other.load_state_dict(m.state_dict(), strict=True)
+    x = torch.randn(1, 9, 64)
+    assert torch.equal(other(x), m(x))
+
+
+def test_registry_maps_heads_to_kv_heads_and_errors():
+    m = build("fox", 64, 4)           # the paper: ForgettingAttention(hidden_size, num_kv_heads=4), 32 query heads
+    assert isinstance(m, ForgettingAttention)
+    assert (m.hidden_size, m.num_heads, m.num_kv_heads, m.head_dim) == (64, 32, 4, 2)
+    assert m(torch.randn(2, 5, 64)).shape == (2, 5, 64)
+    assert m.attention_matrix(torch.randn(1, 5, 64)).shape == (1, 32, 5, 5)
+    with pytest.raises(TypeError, match="valid options: .*window_size"):
+        build("fox", 64, 4, expand_v=2)
+    with pytest.raises(ValueError, match="divisible"):
+        ForgettingAttention(hidden_size=64, num_heads=8, num_kv_heads=3)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        build("fox", 64, 4, mode="fused")(torch.randn(1, 3, 64))
