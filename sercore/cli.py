@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "sercore.book",
     "sercore.bench",
     "sercore.features.cli",
+    "sercore.train.cli",
 ]
 
 

@@ -1,0 +1,80 @@
+"""`python -m sercore train`: one training run (sercore.train.train_run) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")  # = sercore.train.run.STUDIES
+MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda", "keysparse", "area")  # = sercore.attention
+
+EPILOG = f"""\
+studies:     {', '.join(STUDIES)}
+mechanisms:  {', '.join(MECHANISMS)}  (the token mixer; for fusion the sequence mixers, not area)
+
+--set key=value (repeatable), value parsed as YAML (3, 1e-4, true, [1, 7], null):
+  a train setting        epochs=2  batch_size=16  lr=3e-4  eval_every=50  max_steps=100  n_boot=200
+                         crop_seconds=3  device=cpu  amp=bf16  classes=[N,H,A,S]  avd_range=[1,7]
+  model.<option>         an option of sercore.models.build_model, e.g. model.speech=logmel model.width=256
+  features.<key>[.<key>] the profile's features section, e.g. features.ssl_model_dir=/models/wavlm-large
+  corpus.<option>        an option of sercore.data.load_corpus, e.g. corpus.fold=2 (IEMOCAP)
+
+writes OUT/metrics.json, OUT/predictions.csv and OUT/checkpoints/; an interrupted run resumes from its
+last checkpoint and ends exactly as an uninterrupted one; a finished run with the same parameters is not
+trained again.
+
+several GPUs or nodes (DistributedDataParallel; batch_size is the global batch, split across processes):
+  torchrun --nproc_per_node=N -m sercore train --study fusion --corpus PATH --out DIR ...
+  torchrun --nnodes=M --node_rank=K --master_addr=HOST --master_port=PORT --nproc_per_node=N -m sercore train ...
+on CPUs torchrun uses the gloo backend, on GPUs nccl.
+
+example:
+  python -m sercore train --study fusion --mechanism kda --corpus data/demo-smoke --profile smoke --out runs/kda
+"""
+
+
+def _parse_set(items: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from sercore.train.run import train_run
+
+    overrides = _parse_set(args.set or [])
+    if args.quiet:
+        overrides["progress"] = False
+    metrics = train_run(args.study, args.corpus, args.out, profile=args.profile, mechanism=args.mechanism,
+                        seed=args.seed, resume=not args.no_resume, **overrides)
+    summary = {split: {k: v["value"] for k, v in m.items() if isinstance(v, dict) and "value" in v}
+               for split, m in metrics["splits"].items()}
+    print(json.dumps({"out": str(args.out), "corpus_kind": metrics["corpus_kind"], "splits": summary}, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train and evaluate one model (any of the five studies)",
+        description="Train one model on a corpus, select it on the Development split, evaluate it on every "
+                    "other split, and write metrics (with 95 % bootstrap intervals) and predictions.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", required=True, choices=STUDIES, help="which study's model to train")
+    parser.add_argument("--mechanism", default=None, choices=MECHANISMS,
+                        help="attention mechanism (default: the study's own)")
+    parser.add_argument("--corpus", required=True, help="corpus folder (MSP-Podcast or IEMOCAP layout, or a "
+                                                        "generated one) or a manifest CSV")
+    parser.add_argument("--profile", default="default", help="smoke, default, paper, or a YAML file (default: "
+                                                             "%(default)s)")
+    parser.add_argument("--out", required=True, help="output folder for this run")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (see below)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)

@@ -1,0 +1,321 @@
+"""One call for a whole experiment: corpus -> features -> model -> training -> evaluation -> results files.
+
+    train_run("fusion", "data/demo-smoke", "runs/fusion-kda", profile="smoke", mechanism="kda", seed=0)
+
+Writes, atomically, in out_dir:
+  metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
+                   with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
+                   corpus_kind, provenance (parameters, seed, git SHA, versions, device) and wall time;
+  predictions.csv  one row per evaluated utterance: utt_id, split, label, pred and the per-class
+                   probabilities prob_<class> (classification) or gold and predicted arousal, valence,
+                   dominance on [0, 1] (regression);
+  checkpoints/     last.pt (resume point) and best.pt (best-dev weights).
+A finished metrics.json with the same parameters is returned as it is, without training again.
+
+Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
+build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
+load_corpus (e.g. corpus.fold=2 for IEMOCAP).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sercore import metrics as M
+from sercore.profiles import section
+from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
+from sercore.train import distributed
+from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
+from sercore.train.settings import TrainSettings, as_dict, resolve
+from sercore.train.trainer import Trainer, predict
+
+STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")
+REGRESSION_STUDIES = ("dimensional",)
+GENERATED_MARK = "generated demonstration corpus"
+SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")
+SSL_FRAMES_PER_SECOND = 50.0
+# Settings that change how a run is shown, not what it computes: left out of its parameters.
+PRESENTATION_KEYS = ("progress",)
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict, dict, dict]:
+    """(train, model, features, corpus) overrides from flat keys (see the module docstring)."""
+    train, model, features, corpus = {}, {}, {}, {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head == "model" and rest:
+            model[rest] = value
+        elif head == "corpus" and rest:
+            corpus[rest] = value
+        elif head == "features" and rest:
+            node = features
+            *parents, leaf = rest.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        else:
+            train[key] = value
+    return train, model, features, corpus
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def corpus_kind(corpus: Path) -> str:
+    """'generated demonstration corpus' when the corpus folder's corpus.json says so, else 'user corpus'."""
+    folder = corpus if corpus.is_dir() else corpus.parent
+    info = folder / "corpus.json"
+    if info.is_file():
+        description = str(json.loads(info.read_text(encoding="utf-8")).get("description", ""))
+        if description.startswith(GENERATED_MARK):
+            return GENERATED_MARK
+    return "user corpus"
+
+
+def _normalise(obj):
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _finished(out_dir: Path, parameters: dict) -> dict | None:
+    path = out_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # unreadable results are recomputed (they are written atomically, so this is rare)
+    if done.get("finished") and done.get("provenance", {}).get("parameters") == parameters:
+        return done
+    return None
+
+
+def speech_encoder(kind: str, features: dict):
+    """(encoder object, frames per second) for a model's speech input kind."""
+    from sercore.features import make_encoder
+
+    if kind not in SPEECH_INPUTS:
+        raise ValueError(f"model.inputs['speech'] must be one of {SPEECH_INPUTS}, got {kind!r}")
+    if kind == "ssl":
+        model_dir = features.get("ssl_model_dir")
+        if not model_dir:
+            raise ValueError("this model reads SSL hidden states: set features.ssl_model_dir to a local model folder "
+                             "(e.g. --set features.ssl_model_dir=/models/wavlm-large), or use log-Mel input "
+                             "(--set model.speech=logmel)")
+        return make_encoder(f"ssl:{model_dir}", **(features.get("ssl") or {})), SSL_FRAMES_PER_SECOND
+    settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
+    encoder = make_encoder("logmel", **settings)
+    return encoder, 1000.0 / encoder.settings["hop_ms"]
+
+
+def text_encoder(features: dict):
+    from sercore.features import make_encoder
+
+    model_dir = features.get("text_model_dir")
+    return make_encoder(f"text:{model_dir}" if model_dir else "text", **(features.get("text") or {}))
+
+
+def _extract(table, encoder, cache_dir, world, progress):
+    from sercore.features import extract
+
+    # Rank 0 fills the cache; the others then read it instead of computing the same features again.
+    if not world.is_main:
+        distributed.barrier(world)
+    arrays = extract(table, encoder, cache_dir, progress=progress and world.is_main)
+    if world.is_main:
+        distributed.barrier(world)
+    return list(arrays)
+
+
+def data_options(study: str, model, data: Utterances) -> dict:
+    """The options that tell build_model the sizes of this corpus's data (first speech array etc.)."""
+    speech = data.speech[0]
+    options = {"speech_dim": int(speech.shape[-1])}
+    if speech.ndim == 3:
+        options["ssl_layers"] = int(speech.shape[0])
+    if data.text is not None:
+        options["text_dim"] = int(np.asarray(data.text[0]).shape[-1])
+    if study not in REGRESSION_STUDIES:
+        options["n_classes"] = len(data.classes)
+    return options
+
+
+def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int, device, world, amp):
+    """(metrics of one split, its prediction rows)."""
+    out = predict(model, items, device, world, amp)
+    data, rows = items.data, items.rows
+    frame = pd.DataFrame({"utt_id": data.utt_id[rows], "split": data.split[rows], "label": data.label_name[rows]})
+    if task == "classification":
+        pred = out["probs"].argmax(axis=1)
+        report = M.classification_report(data.label[rows], pred, classes, n_boot=n_boot, seed=seed)
+        frame["pred"] = [classes[i] for i in pred]
+        for c, name in enumerate(classes):
+            frame[f"prob_{name}"] = out["probs"][:, c]
+    else:
+        report = M.regression_report(data.avd[rows], out["avd"], AVD_COLUMNS, n_boot=n_boot, seed=seed)
+        frame["pred"] = ""
+        for d, name in enumerate(AVD_COLUMNS):
+            frame[name] = data.avd[rows, d]
+            frame[f"pred_{name}"] = out["avd"][:, d]
+    if "gender_probs" in out:
+        known = data.gender[rows] >= 0
+        gender_pred = out["gender_probs"].argmax(axis=1)
+        if known.any():
+            report["gender_accuracy"] = M.with_ci(M.accuracy, data.gender[rows][known], gender_pred[known],
+                                                   n_boot=n_boot, seed=seed)
+        frame["pred_gender"] = np.where(gender_pred == 1, "Male", "Female")
+    report["skipped_short"] = int(items.skipped_rows)
+    return report, frame
+
+
+def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: str | None = None, seed: int = 0,
+              resume: bool = True, **overrides) -> dict:
+    """Train `study` on `corpus`, select on its dev split, evaluate every other split; see the module docstring.
+
+    Returns the metrics dict that metrics.json holds."""
+    from sercore.data import load_corpus
+    from sercore.models import build_model
+
+    started = time.perf_counter()
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; valid: {', '.join(STUDIES)}")
+    corpus, out_dir = Path(corpus).resolve(), Path(out_dir)
+    train_over, model_over, feature_over, corpus_over = split_overrides(overrides)
+    settings = resolve(profile, study, train_over)
+    features_cfg = _merge(section(profile, "features"), feature_over)
+    model_cfg = _merge(model_section(profile, study), model_over)
+    task = "regression" if study in REGRESSION_STUDIES else "classification"
+    parameters = _normalise({
+        "study": study, "mechanism": mechanism, "corpus": str(corpus), "profile": profile, "seed": seed,
+        "train": {k: v for k, v in as_dict(settings).items() if k not in PRESENTATION_KEYS},
+        "model": model_cfg, "features": features_cfg, "corpus_options": corpus_over})
+    done = _finished(out_dir, parameters)
+    if done is not None:
+        return done
+    fingerprint = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
+
+    world, device = distributed.start(settings.device)
+    try:
+        seed_everything(seed + world.rank)
+        table, load_report = load_corpus(corpus, **corpus_over)
+        classes = class_list(table["label"].tolist(), settings.classes)
+        usable, excluded = _usable_rows(table, task, classes)
+        table = table[usable].reset_index(drop=True)
+
+        model_kwargs = {} if mechanism is None else {"mechanism": mechanism}
+        probe = build_model(study, **model_kwargs, **model_cfg)  # only to learn which inputs it reads
+        encoder, fps = speech_encoder(probe.inputs["speech"], features_cfg)
+        cache_dir = Path(settings.cache_dir) if settings.cache_dir else (corpus if corpus.is_dir() else corpus.parent) / ".cache"
+        speech = _extract(table, encoder, cache_dir, world, settings.progress)
+        text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
+            if probe.inputs.get("text") else None
+        data = Utterances.from_table(table, speech, text, frames_per_second=fps, classes=classes,
+                                     avd_range=tuple(settings.avd_range) if settings.avd_range else None)
+
+        seed_everything(seed + world.rank)
+        model = build_model(study, **model_kwargs, **{**data_options(study, probe, data), **model_cfg})
+        info = {"study": study, "mechanism": mechanism, "profile": profile, "corpus": str(corpus),
+                "corpus_kind": corpus_kind(corpus),
+                "data": {"excluded": excluded, "load_report": str(load_report), "speech_features": encoder.name,
+                         "frames_per_second": fps, "text_features": text is not None}}
+        return fit_and_evaluate(model, data, settings, task=task,
+                                segmented=probe.inputs["speech"] == "logmel128-segments", out_dir=out_dir,
+                                seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
+                                device=device, resume=resume, started=started)
+    finally:
+        distributed.stop(world)
+
+
+def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: str, segmented: bool, out_dir,
+                     seed: int, parameters: dict, fingerprint: str, info: dict, world=None, device=None,
+                     resume: bool = True, started: float | None = None, callbacks=()) -> dict:
+    """Train `model` on data's Train rows, select on settings.dev_split, evaluate every split but Train and
+    write metrics.json + predictions.csv (rank 0). `info` (study, corpus, ...) is copied into the metrics."""
+    import torch
+
+    started = time.perf_counter() if started is None else started
+    world = world or distributed.World()
+    device = device or torch.device("cpu")
+    out_dir = Path(out_dir)
+    model.to(device)
+    net = distributed.wrap(model, world, device)
+    fps = data.frames_per_second
+    target = "label" if task == "classification" else "avd"
+    seg_frames = int(round(settings.segment_seconds * fps)) + 1  # centred frames: 2 s at 40/s -> 81
+    train_rows = data.rows("Train", target)
+    if segmented:
+        train_items = SegmentItems(data, train_rows, seg_frames, int(round(settings.segment_hop_train * fps)),
+                                   settings.short_segments)
+    else:
+        train_items = CropItems(data, train_rows, int(round(settings.crop_seconds * fps)), seed)
+
+    def eval_items(split):
+        rows = data.rows(split, target)
+        if segmented:
+            return EvalItems(data, rows, settings.eval_batch_size, seg_frames,
+                             int(round(settings.segment_hop_test * fps)), settings.short_segments)
+        return EvalItems(data, rows, settings.eval_batch_size)
+
+    present = list(dict.fromkeys(data.split.tolist()))
+    splits = [s for s in present if s != "Train"]
+    if settings.dev_split not in splits:
+        raise ValueError(f"{info.get('corpus', 'the corpus')}: no {settings.dev_split!r} split to select the model "
+                         f"on; splits with usable rows: {', '.join(present)}")
+    trainer = Trainer(net, train_items, eval_items(settings.dev_split), settings, task=task,
+                      checkpoint_dir=out_dir / "checkpoints", seed=seed, fingerprint=fingerprint, world=world,
+                      device=device, resume=resume, callbacks=callbacks)
+    summary = trainer.fit()
+
+    results, frames = {}, []
+    for split in splits:
+        results[split], frame = evaluate(net, eval_items(split), task, data.classes, settings.n_boot, seed,
+                                         device, world, settings.amp)
+        frames.append(frame)
+    out = {
+        **{k: v for k, v in info.items() if k != "data"},
+        "task": task,
+        "classes": list(data.classes) if task == "classification" else list(AVD_COLUMNS),
+        "selection": {"split": settings.dev_split, "metric": "macro_f1" if task == "classification" else "ccc_mean",
+                      "best_step": summary["best_step"], "best_value": summary["best_dev"]},
+        "splits": results,
+        "training": summary,
+        "data": {"rows": {s: int((data.split == s).sum()) for s in present}, "train_items": len(train_items),
+                 **info.get("data", {})},
+        "provenance": provenance(parameters, seed),
+        "world_size": world.size,
+        "wall_time_s": time.perf_counter() - started,
+        "finished": True,
+    }
+    out = _normalise(out)
+    if world.is_main:
+        table = pd.concat(frames, ignore_index=True)
+        atomic_write(out_dir / "predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write_json(out_dir / "metrics.json", out)
+    distributed.barrier(world)
+    return out
+
+
+def model_section(profile: str, study: str) -> dict:
+    """The profile's options for this study's model (models section, entry `study`)."""
+    return dict((section(profile, "models") or {}).get(study) or {})
+
+
+def _usable_rows(table: pd.DataFrame, task: str, classes) -> tuple[np.ndarray, dict]:
+    """Rows that have the run's target, and counts of those left out, by reason."""
+    if task == "classification":
+        labels = table["label"]
+        usable = labels.isin(list(classes)).to_numpy()
+        left_out = labels[~usable].fillna("<none>").astype(str).value_counts().to_dict()
+        return usable, {f"label {k}": int(v) for k, v in left_out.items()}
+    usable = np.isfinite(table[list(AVD_COLUMNS)].to_numpy(dtype=np.float64)).all(axis=1)
+    return usable, {"missing arousal/valence/dominance": int((~usable).sum())} if (~usable).any() else {}
