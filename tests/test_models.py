@@ -110,6 +110,8 @@ def test_invalid_choices_fail_with_the_valid_ones():
         build_model("dimensional", pooling="median")
     with pytest.raises(ValueError, match="needs ssl_layers"):
         build_model("dimensional", layers="weighted")
+    with pytest.raises(ValueError, match="may not set keep_rate"):
+        build_model("ks-transformer", **TINY["ks-transformer"], ks_options={"keep_rate": 0.3})
 
 
 @pytest.mark.parametrize("study", list(STUDIES))
@@ -192,25 +194,33 @@ def test_concat_along_time_packs_real_rows_then_pads():
     assert mask.tolist() == [[True, True, True], [True, True, False]]
 
 
-def fusion_for(name: str) -> torch.nn.Module:
+# Each mixer as the paper ran it, plus the direction flipped: bidirectional versions of the causal linear
+# mechanisms (the confound the notes point out) and causal softmax attention.
+VARIANTS = [(name, "") for name in SEQUENCE_MIXERS] + [
+    (name, "bidirectional") for name in ("retnet", "lightnet", "gsa", "fox", "kda")] + [("softmax", "causal")]
+
+
+def fusion_for(name: str, flag: str = "") -> torch.nn.Module:
     mechanism_or_skip(name)
+    # keysparse is padding-invariant only with k from the real length and padded queries not voting.
     options = {"k_from": "real", "padded_queries_vote": False} if name == "keysparse" else {}
+    if flag:
+        options[flag] = True
     torch.manual_seed(0)
     return build_model("fusion", **TINY["fusion"], mechanism=name, mechanism_options=options)
 
 
-@pytest.mark.parametrize("name", SEQUENCE_MIXERS)
-def test_fusion_with_every_mechanism(name):
-    model = fusion_for(name)
+@pytest.mark.parametrize("name, flag", VARIANTS)
+def test_fusion_with_every_mechanism(name, flag):
+    model = fusion_for(name, flag)
     batch = make_batch()
     model.loss(batch, model(batch)).backward()
     assert_all_params_get_finite_grads(model)
 
 
-@pytest.mark.parametrize("name", SEQUENCE_MIXERS)
-def test_fusion_padding_does_not_change_a_real_sample(name):
-    # keysparse is padding-invariant only with k from the real length and padded queries not voting.
-    model = fusion_for(name).eval()
+@pytest.mark.parametrize("name, flag", VARIANTS)
+def test_fusion_padding_does_not_change_a_real_sample(name, flag):
+    model = fusion_for(name, flag).eval()
     batch = make_batch()
     with torch.no_grad():
         together = model(batch)["logits"]

@@ -39,7 +39,7 @@ class DimensionalModel(nn.Module):
     order) and `adv` [B, 3] (arousal, dominance, valence, the released model's order).
 
     Options: speech ("ssl" | "logmel"), speech_dim (D), layers ("last" | "weighted"), ssl_layers (hidden
-    states per frame, needed for "weighted"), pooling ("masked-mean" | "unmasked-mean"), dropout (0.1, the
+    states per frame; needed for "weighted", unused by "last"), pooling ("masked-mean" | "unmasked-mean"), dropout (0.1, the
     released config's final_dropout)."""
 
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, layers: str = "last",

@@ -15,14 +15,15 @@ Details taken from the public code (HappyColor/Key-Sparse-Transformer, model/*.p
     query input (and of the key input for cross-attention), and adds the sinusoidal positions at EVERY layer
     to the attention's input only (the residual path carries no positions). Layers are post-LN with ReLU
     feed-forward and dropout 0.1 (dropout also on the attention weights of the KS layers, as the code's
-    attention_dropout; the vanilla layers use sercore's softmax mixer, which has no weight dropout).
+    attention_dropout; the vanilla layers use sercore's softmax mixer, which has no weight dropout and
+    bias-free q, k, v projections where the code's have biases).
     Weights of the stacks are initialised Xavier-uniform as the code does.
   * residuals around the CCABs: the code adds the CCAB input twice (x_a + (ccab(x_a) + x_a), a residual in
     the CCAB module and again in the model); `residual_twice=True` keeps that, False gives the single
-    residual the notes and figure describe.
+    residual the notes describe.
   * padding: the code masks padded keys in the encoders and cross-attention but not in the CCABs'
-    self-attention, the final layers or the mean over time. `padding="masked"` (default, what the task asks
-    for) masks everywhere; `padding="code"` drops the mask where the code did.
+    self-attention, the final layers or the mean over time. `padding="masked"` (default) masks
+    everywhere; `padding="code"` drops the mask where the code did.
 The two modality directions run in parallel from the encoder outputs, as in the code.
 """
 
@@ -133,6 +134,10 @@ class KSTransformer(nn.Module):
             raise ValueError(f"ks-transformer: speech must be one of {SPEECH_KINDS}, got {speech!r}")
         if padding not in PADDING:
             raise ValueError(f"ks-transformer: padding must be one of {PADDING}, got {padding!r}")
+        clashes = sorted({"keep_rate", "context_dim"} & set(ks_options or {}))
+        if clashes:
+            raise ValueError(f"ks-transformer: ks_options may not set {', '.join(clashes)} "
+                             "(keep_rate is its own option; context_dim follows the widths)")
         ks = {"dropout": dropout, **(ks_options or {}), "keep_rate": keep_rate}
         self.inputs = {"speech": speech, "text": True}
         self.speech_dim, self.ssl_layer, self.text_dim = speech_dim, ssl_layer, text_dim
@@ -169,6 +174,8 @@ class KSTransformer(nn.Module):
 
     def _text(self, batch):
         x = require(batch, "text", "ks-transformer", "[B, N, E] token states")
+        if x.dim() != 3:
+            raise ValueError(f"ks-transformer expects text [B, N, E] token states, got {tuple(x.shape)}")
         check_dim(x, self.text_dim, "ks-transformer", "text_dim")
         return self.text_in(x), mask_for(batch, "text", x)
 
