@@ -8,6 +8,7 @@ float64 for float64 inputs, so the tests can check our own formulations to 1e-10
 Also here: helpers for the padding convention shared by the fla-style mixers (`pack_left`,
 `unpack`, `reverse_real`). fla un-pads to cu_seqlens, so a padded row equals the sequence run
 alone; for causal mixers the same follows from moving each row's real tokens to the front.
+`PackedCausalMixer` builds forward / attention_matrix / forward_from_matrix / bidirectional on them.
 
 This file is shared by the fla-style mechanisms (retnet, lightnet, fox, gsa, kda): add, don't rewrite.
 """
