@@ -50,15 +50,16 @@ def compare(fused, reference, x, mask, dtype, **kwargs):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("b,t,h,d", SHAPES, ids=[f"B{b}-T{t}-H{h}-D{d}" for b, t, h, d in SHAPES])
-def test_softmax_sdpa_matches_reference(b, t, h, d, causal, dtype):
+def test_softmax_sdpa_matches_reference(b, t, h, d, padded, causal, dtype):
     torch.manual_seed(0)
     reference = SoftmaxAttention(h * d, h, causal=causal, mode="reference").cuda()
     fused = copy.deepcopy(reference).to(dtype)
     fused.mode = "fused"
     reference.load_state_dict({k: v.to(dtype).float() for k, v in fused.state_dict().items()})
     x = torch.randn(b, t, h * d, device="cuda")
-    compare(fused, reference, x, lengths_mask(b, t, "cuda"), dtype)
+    compare(fused, reference, x, lengths_mask(b, t, "cuda") if padded else None, dtype)
 
 
 @pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renorm"])

@@ -44,6 +44,13 @@ def test_cores_agree_forward_and_gradients(b, t, h, d, padded, causal, dtype):
             assert rel_err(got, want) < TOL[dtype], name
 
 
+def test_sdpa_builtin_causal_flag_equals_the_causal_mask():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    want = explicit_attention(q, k, v, allowed_keys(None, 17, True, q.device))[0]
+    assert torch.allclose(sdpa_attention(q, k, v, is_causal=True), want, atol=1e-12)
+
+
 def test_explicit_core_matches_a_plain_definition():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 1, 5, 3, generator=g, dtype=torch.float64) for _ in range(3))

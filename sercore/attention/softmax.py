@@ -55,9 +55,11 @@ def explicit_attention(q, k, v, allowed=None):
     return weights @ v, weights
 
 
-def sdpa_attention(q, k, v, allowed=None):
-    """Fused core on [B, H, T, d] tensors (torch chooses flash / memory-efficient / math by device and mask)."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+def sdpa_attention(q, k, v, allowed=None, is_causal=False):
+    """Fused core on [B, H, T, d] tensors (torch chooses flash / memory-efficient / math by device and mask).
+
+    is_causal (only without `allowed`) lets the flash kernel apply the causal mask itself."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=is_causal)
 
 
 def naive_attention(q, k, v, allowed=None):
@@ -111,6 +113,8 @@ class SoftmaxAttention(SequenceMixer):
         allowed = allowed_keys(mask, x.shape[1], self.causal, x.device)
         if self.implementation == "naive":
             o = naive_attention(q, k, v, allowed)
+        elif self.use_fused(x) and mask is None and self.causal:
+            o = sdpa_attention(q, k, v, is_causal=True)
         elif self.use_fused(x):
             o = sdpa_attention(q, k, v, allowed)
         else:
