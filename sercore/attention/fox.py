@@ -33,7 +33,7 @@ from torch import nn
 
 from sercore.attention._modules import GroupNorm, PackedCausalMixer, compute_dtype
 
-_BLOCK_ELEMENTS = 1 << 24  # default query block for the CPU form: at most ~16M logits at once
+_BLOCK_ELEMENTS = 1 << 20  # default query block for the CPU form: ~1M logits at once (faster than bigger blocks)
 
 
 def _visible(t: torch.Tensor, s: torch.Tensor, window_size: int | None) -> torch.Tensor:
@@ -57,9 +57,10 @@ def forgetting_probabilities(q, k, cum_f, row0: int, rows: int, window_size: int
     cols = row0 + rows
     t = torch.arange(row0, cols, device=q.device)
     s = torch.arange(cols, device=q.device)
-    logits = (q[:, :, row0:cols] @ k[:, :, :cols].transpose(-1, -2)) * q.shape[-1] ** -0.5
-    logits = logits + cum_f[:, :, row0:cols, None] - cum_f[:, :, None, :cols]
-    logits = logits.masked_fill(~_visible(t, s, window_size), float("-inf"))
+    # in place after the matmul: at long T these [B, H, R, T] temporaries dominate the CPU time
+    logits = torch.matmul(q[:, :, row0:cols] * q.shape[-1] ** -0.5, k[:, :, :cols].transpose(-1, -2))
+    logits.add_(cum_f[:, :, row0:cols, None]).sub_(cum_f[:, :, None, :cols])
+    logits.masked_fill_(~_visible(t, s, window_size), float("-inf"))
     return torch.softmax(logits, dim=-1)
 
 
@@ -107,7 +108,7 @@ class ForgettingAttention(PackedCausalMixer):
     weights (its forget gates read in reverse) and averages the two attention outputs before the gate
     and o_proj, so A = (A_forward + A_backward) / 2 stays row-stochastic."""
 
-    query_block: int | None = None  # queries per block in the CPU form; None sizes blocks to ~16M logits
+    query_block: int | None = None  # queries per block in the CPU form; None sizes blocks to ~1M logits
 
     def __init__(self, hidden_size: int = 2048, num_heads: int = 32, num_kv_heads: int | None = None,
                  qkv_bias: bool = False, qk_norm: bool = False, window_size: int | None = None,
