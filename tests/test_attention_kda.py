@@ -90,7 +90,7 @@ def test_recurrent_matches_fla_naive_references():
 
 def test_attention_matrix_is_causal_and_reproduces_the_core():
     q, k, v, g, beta = core_inputs(2, 30, 2, 4, 8, 8, torch.float64)
-    A = kda_attention(q, k, g, beta, 0.5, num_v_heads=4)
+    A = kda_attention(q, k, g, beta, 0.5)
     assert A.shape == (2, 4, 30, 30)
     assert torch.equal(A.triu(1), torch.zeros_like(A))
     assert rel(torch.einsum("bhts,bshv->bthv", A, v), kda_recurrent(q, k, v, g, beta, 0.5)) < 1e-12

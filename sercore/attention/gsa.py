@@ -22,14 +22,17 @@ Three formulations of the core, all on [B, T, H, *] tensors:
   * `gsa_recurrent`: token by token, the two passes one after the other (the test oracle).
   * `gsa_attention`: the T x T matrix A above, for heatmaps and for checking the value path.
 On CUDA the fused path calls fla's `chunk_gsa` (`fused_recurrent_gsa` for T <= 64, as fla's layer does).
+The kernels run on the packed, zero-padded batch without cu_seqlens: each row's padding follows its
+real tokens, so causality keeps it out of them.
 
 Options that fla 0.6.0 accepts but ignores are rejected here rather than silently ignored: `use_output_gate`
 (no gate projection is ever built), `use_norm=False` (g_norm is always applied), `norm_eps` other than 1e-5
 (fla's forward calls `rms_norm_linear` without passing eps, so 1e-5 is always used), and `expand_v != 1`
 (g_norm has hidden_size channels but is applied to the value_dim outputs, which fails in fla).
-Where fla and the notes/paper differ: fla's layer passes scale=1 (not K^-1/2) to the first pass, the second
-pass has no scale, and the output norm spans all heads together (one RMSNorm over hidden_size channels),
-not each head; we follow fla.
+fla and the notes: the notes' recurrences (section 7) are exactly fla's ops. What the notes leave out and
+fla's layer does (we follow fla): the first pass uses scale=1 (the layer's default; fla's op on its own
+would use K^-1/2) and the second pass has no scale; q, k go through the swish feature map and v through
+silu; the output RMSNorm spans all heads together (hidden_size channels), not each head.
 
 Padding, bidirectional, attention matrix: `_modules.PackedCausalMixer` (shared with retnet, lightnet, fox,
 kda). Real tokens are packed to the front of each row, so a padded row equals the sequence run alone (fla

@@ -27,15 +27,18 @@ Three formulations of the core, on [B, T, H, K] / [B, T, HV, V] tensors:
   * `kda_attention`: the T x T matrix A above by propagating every column beta_s k_s through M_{s+1}, M_{s+2}, ...
 On CUDA the fused path calls fla's `chunk_kda` (`fused_recurrent_kda` for T <= 64 without gradients in
 eval mode, as fla's layer does), with gate, beta sigmoid and l2norm inside the kernel as fla's layer.
-The short convolution stays ours (plain PyTorch) on every device, which also keeps clear of fla's
+The kernels run on the packed, zero-padded batch without cu_seqlens: each row's padding follows its
+real tokens, so causality keeps it out of them. The short convolution stays ours (plain PyTorch) on every device, which also keeps clear of fla's
 causal_conv1d backward hazard with cu_seqlens and several sequences (notes section 7).
 
-Where fla and the notes/paper differ: the notes write "beta = sigmoid" and "per-channel log decay g"; fla's
-decay is -exp(A_log) * softplus(low-rank projection + dt_bias) with A_log per value head, and head_dim is
-fixed at 128 whatever hidden_size (so hidden_size 1024 with 4 heads gives key_dim 512, not 1024); the
-output norm is per head (FusedRMSNormGated over head_v_dim) with a sigmoid (not swish) gate. We follow fla.
-`safe_gate` only selects a faster kernel on the GPU (and, as in fla, initialises A_log to 0); the maths
-is the lower_bound gate, which fla then requires.
+fla and the notes: the notes' recurrence and matrix (section 7) are exactly fla's naive recurrence (decay,
+then the delta correction against the decayed state). What the notes leave out and fla does (we follow
+fla): the decay is -exp(A_log) * softplus(low-rank projection + dt_bias) with A_log per value head; head_dim
+is 128 whatever hidden_size (hidden_size 1024 with 4 heads gives key_dim = value_dim = 512, not 1024);
+the output norm is per head with a sigmoid (not swish) gate; the l2norm has eps 1e-6 inside the sqrt.
+Inside fla: chunk_kda's docstring says the lower_bound gate applies "together with safe_gate=True", but
+its gate kernel uses it whenever lower_bound is set; we follow the kernel. `safe_gate` itself only picks
+a faster GPU kernel (and, as in fla, initialises A_log to 0) and requires lower_bound in [-5, 0).
 
 Padding, bidirectional, attention matrix: `_modules.PackedCausalMixer` (see gsa.py). The short conv is
 causal and packed padding follows the real tokens, so nothing leaks. With bidirectional=True and the
@@ -72,19 +75,20 @@ def kda_gate(f: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
     return lower_bound * torch.sigmoid(rate * z)
 
 
-def _prepare(q, k, v, g, beta):
-    """[B, T, H, *] -> [B, HV, T, *] in the compute dtype, q and k repeated over their GVA value heads."""
-    dt = compute_dtype(v)
-    groups = v.shape[2] // q.shape[2]
+def _prepare(q, k, g, beta, dtype):
+    """[B, T, H, *] -> [B, HV, T, *] in `dtype`, q and k repeated over their GVA value heads (HV from g)."""
+    groups = g.shape[2] // q.shape[2]
     q, k = (x.repeat_interleave(groups, dim=2) for x in (q, k))
-    q, k, v, g = (x.transpose(1, 2).to(dt) for x in (q, k, v, g))
-    return q, k, v, g, beta.transpose(1, 2).to(dt)
+    q, k, g = (x.transpose(1, 2).to(dtype) for x in (q, k, g))
+    return q, k, g, beta.transpose(1, 2).to(dtype)
 
 
 def kda_recurrent(q, k, v, g, beta, scale: float) -> torch.Tensor:
     """Token-by-token KDA. q, k [B, T, H, K] (normalised); v [B, T, HV, V]; g [B, T, HV, K] log decay;
     beta [B, T, HV] -> o [B, T, HV, V]."""
-    q, k, v, g, beta = _prepare(q, k, v, g, beta)
+    dt = compute_dtype(v)
+    q, k, g, beta = _prepare(q, k, g, beta, dt)
+    v = v.transpose(1, 2).to(dt)
     B, H, T, K = q.shape
     S = q.new_zeros(B, H, K, v.shape[-1])
     out = []
@@ -106,7 +110,9 @@ def _pair_decay(G: torch.Tensor, strict: bool) -> torch.Tensor:
 
 def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
     """Chunked (WY / UT transform) KDA, same shapes as `kda_recurrent`."""
-    q, k, v, g, beta = _prepare(q, k, v, g, beta)
+    dt = compute_dtype(v)
+    q, k, g, beta = _prepare(q, k, g, beta, dt)
+    v = v.transpose(1, 2).to(dt)
     B, H, T, K = q.shape
     # zero padding to whole chunks: g = 0, beta = 0, k = 0 leave the state as it is
     pad = (-T) % chunk_size
@@ -135,19 +141,18 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     return torch.cat(out, dim=2)[:, :, :T].transpose(1, 2)
 
 
-def kda_attention(q, k, g, beta, scale: float, num_v_heads: int | None = None) -> torch.Tensor:
+def kda_attention(q, k, g, beta, scale: float) -> torch.Tensor:
     """The equivalent matrix A [B, HV, T, T] with o_t = sum_s A[t, s] v_s (a T-step loop, O(T^2 K))."""
-    HV = q.shape[2] if num_v_heads is None else num_v_heads
-    dummy_v = q.new_zeros(*q.shape[:2], HV, 1)
-    q, k, _, g, beta = _prepare(q, k, dummy_v, g, beta)
+    q, k, g, beta = _prepare(q, k, g, beta, compute_dtype(q))
     B, H, T, K = q.shape
-    X = q.new_zeros(B, H, K, T)      # column s: M_t ... M_{s+1} beta_s k_s after step t
+    X = q.new_zeros(B, H, K, T)      # column s holds M_t ... M_{s+1} beta_s k_s after step t
     onehot = torch.eye(T, dtype=q.dtype, device=q.device)
     rows = []
     for t in range(T):
-        X = X * g[:, :, t, :, None].exp()
-        X = X - beta[:, :, t, None, None] * k[:, :, t, :, None] * torch.einsum("bhk,bhks->bhs", k[:, :, t], X)[:, :, None]
-        X = X + (beta[:, :, t, None] * k[:, :, t])[..., None] * onehot[t]
+        bk = beta[:, :, t, None] * k[:, :, t]                                      # beta_t k_t
+        X = X * g[:, :, t, :, None].exp()                                          # Diag(exp g_t)
+        X = X - bk[..., None] * torch.einsum("bhk,bhks->bhs", k[:, :, t], X)[:, :, None]  # (I - beta_t k_t k_t^T)
+        X = X + bk[..., None] * onehot[t]                                          # the new column s = t
         rows.append(scale * torch.einsum("bhk,bhks->bhs", q[:, :, t], X))
     return torch.stack(rows, dim=2)
 
@@ -281,7 +286,7 @@ class KimiDeltaAttention(PackedCausalMixer):
 
     def _core_matrix(self, st: dict[str, torch.Tensor]) -> torch.Tensor:
         q, k, g, beta = self._activated(st)
-        return kda_attention(q, k, g, beta, self._scale(), self.num_v_heads)
+        return kda_attention(q, k, g, beta, self._scale())
 
     def _values(self, st: dict[str, torch.Tensor]) -> torch.Tensor:
         return st["v"]
