@@ -28,8 +28,9 @@ Three formulations of the core, on [B, T, H, K] / [B, T, HV, V] tensors:
 On CUDA the fused path calls fla's `chunk_kda` (`fused_recurrent_kda` for T <= 64 without gradients in
 eval mode, as fla's layer does), with gate, beta sigmoid and l2norm inside the kernel as fla's layer.
 The kernels run on the packed, zero-padded batch without cu_seqlens: each row's padding follows its
-real tokens, so causality keeps it out of them. The short convolution stays ours (plain PyTorch) on every device, which also keeps clear of fla's
-causal_conv1d backward hazard with cu_seqlens and several sequences (notes section 7).
+real tokens, so causality keeps it out of them. The short convolution stays ours (plain PyTorch) on
+every device, which also keeps clear of fla's causal_conv1d backward hazard with cu_seqlens and several
+sequences (notes section 7).
 
 fla and the notes: the notes' recurrence and matrix (section 7) are exactly fla's naive recurrence (decay,
 then the delta correction against the decayed state). What the notes leave out and fla does (we follow
