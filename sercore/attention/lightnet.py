@@ -103,7 +103,7 @@ class LightNetAttention(PackedCausalMixer):
     padded row equals its sequence run alone. bidirectional=True adds a reversed pass with the same
     weights and averages the two core outputs before the norm/gate (PackedCausalMixer)."""
 
-    chunk_size = 64  # the CPU chunkwise form materialises [chunk, chunk, K] weights per head
+    chunk_size = 16  # the CPU chunkwise form materialises [chunk, chunk, K] weights per head: small is faster
 
     def __init__(self, mode: str = "auto", hidden_size: int = 1024, num_heads: int | None = None,
                  expand_ratio: int | None = 128, use_short_conv: bool = False, conv_size: int = 4,
