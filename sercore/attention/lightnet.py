@@ -55,7 +55,7 @@ def lightnet_matrix(q: torch.Tensor, k: torch.Tensor, block: int = 64) -> torch.
     return torch.cat(rows, dim=2) * q.shape[-1] ** -0.5
 
 
-def lightnet_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+def lightnet_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
     """Chunkwise LightNet: q, k [B, T, H, K], v [B, T, H, V] -> o [B, T, H, V] (v's dtype).
 
     The carried state is normalised, S = sum_{s<c0} exp(k_s - z_{c0-1}) v_s^T (weights sum to 1 per
