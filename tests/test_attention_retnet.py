@@ -68,19 +68,32 @@ def test_attention_matrix_reproduces_forward(options, B, T, chunk):
     assert rel_err(m.forward_from_matrix(x, a, mask), expected) < 1e-10
 
 
-def test_matrix_has_the_retnet_decay():
-    """Without feature map, rotation aside, A[t, s] / A[t-1, s-1] depends only on the decay when q, k are
-    constant over time: a constant input gives A[t, s] = c * gamma_h^(t-s)."""
+def test_matrix_matches_the_definition():
+    """A[t, s] = K^-1/2 (q_t . k_s) gamma_h^(t-s), gamma_h = 1 - 2^(-5-h), written out from the rotated q, k."""
     m = make(dict(hidden_size=16, num_heads=2), torch.float64)
-    x = torch.ones(1, 6, 16, dtype=torch.float64)
-    a = m.attention_matrix(x)[0]
-    gamma = torch.exp(retention_log_gamma(2, dtype=torch.float64))
-    assert torch.allclose(gamma, torch.tensor([1 - 2 ** -5, 1 - 2 ** -6], dtype=torch.float64))
-    # RoPE makes q_t . k_s depend on t - s only, so each diagonal is constant
+    x = torch.randn(1, 7, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    s = m._streams(x)
+    q, k = s["q"][0], s["k"][0]                                            # [T, H, K=8]
+    expected = torch.zeros(2, 7, 7, dtype=torch.float64)
+    for h in range(2):
+        gamma = 1 - 2.0 ** (-5 - h)
+        for t in range(7):
+            for j in range(t + 1):
+                expected[h, t, j] = (q[t, h] @ k[j, h]) / 8 ** 0.5 * gamma ** (t - j)
+    assert torch.allclose(m.attention_matrix(x)[0], expected, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(retention_log_gamma(2, dtype=torch.float64).exp(),
+                          torch.tensor([1 - 2 ** -5, 1 - 2 ** -6], dtype=torch.float64))
+
+
+def test_rotary_makes_scores_depend_on_distance_only():
+    """fla's RoPE: with a constant input, q_t . k_s depends on t - s alone, so every diagonal of A is constant."""
+    m = make(dict(hidden_size=16, num_heads=2), torch.float64)
+    a = m.attention_matrix(torch.ones(1, 6, 16, dtype=torch.float64))[0]
     for h in range(2):
         for lag in range(6):
             diag = torch.diagonal(a[h], -lag)
             assert torch.allclose(diag, diag[0].expand_as(diag), rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(a[0, 1, 0] / a[0, 0, 0], torch.tensor(1 - 2 ** -5, dtype=torch.float64))  # rotation acts
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
@@ -160,3 +173,31 @@ def test_registry_and_errors():
         build("retnet", 64, 4, mode="fused")(torch.randn(1, 3, 64))
     with pytest.raises(ValueError, match="divisible"):
         MultiScaleRetention(hidden_size=64, num_heads=3)
+
+
+def test_building_blocks_follow_fla_conventions():
+    """RoPE pairs channel i with i + d/2 (fla's non-interleaved default, base 10000); the short conv's last
+    tap weight[..., K-1] multiplies the current token, then silu."""
+    from sercore.attention._modules import RotaryEmbedding, ShortConvolution
+
+    d, T = 8, 5
+    x = torch.randn(1, T, 1, d, dtype=torch.float64)
+    rotated, _ = RotaryEmbedding(d)(x, x)
+    for t in range(T):
+        for i in range(d // 2):
+            angle = torch.tensor(t * 10000.0 ** (-2 * i / d), dtype=torch.float64)
+            a, b = x[0, t, 0, i], x[0, t, 0, i + d // 2]
+            assert torch.isclose(rotated[0, t, 0, i], a * angle.cos() - b * angle.sin(), rtol=1e-12)
+            assert torch.isclose(rotated[0, t, 0, i + d // 2], a * angle.sin() + b * angle.cos(), rtol=1e-12)
+
+    conv = ShortConvolution(3, 4, bias=True).double()
+    u = torch.randn(1, 6, 3, dtype=torch.float64)
+    expected = torch.zeros_like(u)
+    for t in range(6):
+        z = conv.bias.clone()
+        for lag in range(min(4, t + 1)):
+            z = z + conv.weight[:, 0, 3 - lag] * u[0, t - lag]
+        expected[0, t] = torch.nn.functional.silu(z)
+    assert torch.allclose(conv(u), expected, rtol=1e-12)
+    packed = conv(u, cu_seqlens=torch.tensor([0, 2, 6]))            # the second sequence starts fresh at t = 2
+    assert torch.allclose(packed[:, 2:], conv(u[:, 2:]), rtol=1e-12)
