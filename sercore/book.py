@@ -104,7 +104,7 @@ def run_notebooks(profile: str = "default", only: list[str] | None = None, force
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=parameters,
-                                       kernel_name="python3", language="python", cwd=str(notebook.parent), progress_bar=False)
+                                       kernel_name="python3", language="python", cwd=str(executed.parent), progress_bar=False)
         except papermill.PapermillExecutionError as error:
             rows.append({"page": run["name"], "status": f"FAILED: {error.ename}: {error.evalue}"})
             continue

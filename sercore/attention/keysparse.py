@@ -221,3 +221,11 @@ class KeySparseAttention(SequenceMixer):
         weights = materialized_keysparse(q, k, v, query_mask, key_mask, counts, self.renormalize,
                                          self.padded_queries_vote)[1]
         return weights * query_mask[:, None, :, None]
+
+    def forward_from_matrix(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Rebuild the self-attention forward(x, mask) from A = attention_matrix(x, mask) (dropout off)."""
+        mask = check_mask(x, mask)
+        b, t = x.shape[:2]
+        v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        out = self.out_proj((a.to(v.dtype) @ v).transpose(1, 2).reshape(b, t, self.dim))
+        return out if mask is None else out.masked_fill(~mask[..., None], 0.0)

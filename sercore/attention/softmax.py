@@ -127,3 +127,9 @@ class SoftmaxAttention(SequenceMixer):
         q, k, _ = self._heads(x)
         weights = explicit_attention(q, k, k, allowed_keys(mask, x.shape[1], self.causal, x.device))[1]
         return weights if mask is None else weights * mask[:, None, :, None]
+
+    def forward_from_matrix(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Rebuild forward(x, mask) from A = attention_matrix(x, mask): o = A v, then the output projection."""
+        mask = check_mask(x, mask)
+        v = self._heads(x)[2]
+        return self._finish(a.to(v.dtype) @ v, mask)

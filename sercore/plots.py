@@ -1,0 +1,68 @@
+"""Figures of the book. Each function returns a matplotlib Figure and, given `path`, also writes it to a
+PNG (myst-nb cannot glue figures across pages, so chapters include the saved files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _save(fig, path):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def attention_grid(matrices: dict, head: int = 0, ncols: int = 4, path=None):
+    """One heatmap per mechanism: its equivalent T x T matrix for one head (rows: queries, columns: keys)."""
+    names = list(matrices)
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        a = np.asarray(matrices[name])[head]
+        limit = np.abs(a).max() or 1.0
+        signed = a.min() < -1e-12 * limit
+        ax.imshow(a, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else 0, vmax=limit)
+        ax.set_title(f"{name} (head {head})", fontsize=10)
+        ax.set_xlabel("key s")
+        ax.set_ylabel("query t")
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def latency_memory(table, path=None, title: str = ""):
+    """Latency (and peak memory where measured) vs audio seconds, one line per mechanism, log-log."""
+    has_memory = table["peak_gb"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_memory else 1, figsize=(11 if has_memory else 6, 4), squeeze=False)
+    for name, rows in table.groupby("mechanism", sort=False):
+        axes[0, 0].plot(rows["seconds"], rows["ms"], marker="o", label=name)
+        if has_memory:
+            axes[0, 1].plot(rows["seconds"], rows["peak_gb"], marker="o", label=name)
+    axes[0, 0].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="latency (ms, median)")
+    if has_memory:
+        axes[0, 1].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="peak memory (GB)")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion(matrix, labels, path=None, title: str = ""):
+    """A confusion matrix, rows normalised to recall."""
+    matrix = np.asarray(matrix, dtype=float)
+    recall = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+           xlabel="predicted", ylabel="true", title=title)
+    for (i, j), value in np.ndenumerate(recall):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if value > 0.5 else "black")
+    fig.tight_layout()
+    return _save(fig, path)
