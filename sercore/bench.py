@@ -153,3 +153,16 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", help="folder for bench.csv + bench.json")
     parser.set_defaults(func=_main)
+
+
+def load(out_dir: str | Path):
+    """(table, provenance dict) from a folder written by save(), or None when it holds no results."""
+    import json
+
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "bench.csv").is_file():
+        return None
+    meta = json.loads((out_dir / "bench.json").read_text()) if (out_dir / "bench.json").is_file() else {}
+    return pd.read_csv(out_dir / "bench.csv"), meta
