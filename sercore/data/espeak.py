@@ -117,6 +117,11 @@ class Synthesizer:
         self._callback = _SYNTH_CALLBACK(collect)
         lib.espeak_SetSynthCallback(self._callback)
 
+    def select_voice(self, voice: str) -> None:
+        with _lock:
+            if self._lib.espeak_SetVoiceByName(voice.encode()) != EE_OK:
+                raise EspeakError(f"espeak-ng has no voice {voice!r}")
+
     def synthesize(self, text: str, voice: str, prosody: Prosody = Prosody(), ssml: bool = False) -> np.ndarray:
         """Speak `text` with `voice` (e.g. "en-us+f2") -> int16 samples at `self.sample_rate`."""
         lib = self._lib

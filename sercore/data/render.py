@@ -2,11 +2,19 @@
 add noise, write atomically. Runs in worker processes, each with its own espeak-ng synthesiser.
 
 Everything random here (only the Test2 noise) comes from a generator seeded by (corpus seed, utterance
-index), so the output does not depend on which worker renders which file or in what order.
+index). espeak-ng itself keeps hidden state from one synthesis to the next (pitch flutter phase and other
+static variables that no API resets: the same text comes out slightly different the second time), so
+`render_isolated` renders each file in a forked child of a worker that has initialised espeak but never
+synthesised: every file starts from the same state and the bytes do not depend on which worker renders
+which file, or in what order. Without os.fork (Windows) files are rendered in place and are not
+byte-reproducible.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,3 +102,41 @@ def render_job(job: Job) -> Rendered:
         wave = add_noise(wave, job.snr_db, np.random.default_rng([job.seed, job.index]))
     atomic_write_bytes(job.path, wav_bytes(wave))
     return Rendered(index=job.index, duration=wave.size / SAMPLE_RATE, pieces_used=used, segment=segment)
+
+
+def prepare_worker() -> None:
+    """Initialise espeak and load the English voice data once, before any fork. Selecting a voice does not
+    touch the state that makes syntheses differ (checked: same bytes with and without it), but it saves
+    every child from reloading the dictionary."""
+    Synthesizer().select_voice("en")
+
+
+def render_isolated(job: Job) -> Rendered:
+    """render_job in a forked child, so espeak's hidden state is the same for every file (see above)."""
+    if not hasattr(os, "fork"):
+        return render_job(job)
+    Synthesizer()  # initialise here once: children inherit the library in its never-used state
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: render, send the result (or the error) back, exit without cleanup handlers
+        code = 0
+        try:
+            os.close(read_end)
+            try:
+                payload = pickle.dumps(render_job(job))
+            except BaseException:
+                payload, code = pickle.dumps(RuntimeError(f"{job.path}: {traceback.format_exc()}")), 1
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not payload:
+        raise RuntimeError(f"{job.path}: rendering process died (status {status})")
+    result = pickle.loads(payload)
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -106,25 +106,25 @@ EMOTIONAL = {
 }
 
 NEUTRAL_PHRASES = (
-    "on the second shelf",
-    "a little after noon",
-    "in the small notebook",
-    "near the front door",
-    "with the blue folder",
-    "after the long meeting",
-    "by the kitchen window",
-    "at the end of the street",
+    "on the second shelf of the cupboard",
+    "a little after noon on Tuesday",
+    "written in the small grey notebook",
+    "somewhere near the front door",
+    "together with the blue folder",
+    "right after the long meeting",
+    "just by the kitchen window",
+    "at the far end of the street",
     "for the rest of the week",
-    "next to the old printer",
+    "next to the old office printer",
 )
 
 EMOTIONAL_PHRASES = {
-    "N": ("as we planned", "the usual way", "nothing special"),
-    "H": ("this is wonderful!", "I love it!", "what a joy!"),
-    "A": ("this is outrageous!", "how dare you!", "I am furious!"),
-    "S": ("I miss her so much", "it is hopeless", "I feel so alone"),
-    "C": ("how pathetic", "as if you could", "spare me"),
-    "U": ("no way, really?", "I cannot believe it!", "wow, what?"),
-    "D": ("that is revolting", "yuck, disgusting", "it makes me sick"),
-    "F": ("I am so scared", "please help me!", "I am terrified"),
+    "N": ("just as we planned it", "in the usual way again", "nothing special about that"),
+    "H": ("oh, this is so wonderful!", "I really love it so much!", "what a joy this is!"),
+    "A": ("this is absolutely outrageous!", "how dare you do this!", "I am so furious with you!"),
+    "S": ("I miss her so much now", "it all feels so hopeless", "I feel so terribly alone"),
+    "C": ("how pathetic that really is", "as if you ever could", "oh, spare me the speech"),
+    "U": ("no way, is that really true?", "I just cannot believe it!", "wow, what on earth?"),
+    "D": ("that is truly revolting stuff", "yuck, that is disgusting", "it really makes me sick"),
+    "F": ("I am so very scared now", "please, somebody help me!", "I am terrified of this"),
 }

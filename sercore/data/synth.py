@@ -13,7 +13,7 @@ balanced classes and the same eight speakers. IEMOCAP layout: sercore.data.iemoc
 
 Variants:
     standard   one sentence per utterance (about 2-4 s).
-    localized  neutral speech (two neutral sentences, 5-7 s) with one short emotional phrase (1-2 s)
+    localized  neutral speech (two neutral sentences, 5-7 s) with one short emotional phrase (mostly 1-2 s)
                placed before, between or after them; the label is the phrase's class and its start/end
                (seconds) go to segments.csv at the corpus root: the case key-sparse attention targets.
     long-form  sentences of one class and one speaker joined until a target length (long_form_lengths_s,
@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from sercore.data import iemocap_layout, msp_layout
 from sercore.data.prosody import AVD_NOISE, AVD_PROTOTYPES, JITTER, PROFILES, draw_avd, draw_prosody
-from sercore.data.render import Job, Piece, Rendered, render_job
+from sercore.data.render import Job, Piece, Rendered, prepare_worker, render_isolated
 from sercore.data.speakers import Speaker
 from sercore.data.sentences import (EMOTIONAL, EMOTIONAL_PHRASES, EMOTIONAL_SHARE, NEUTRAL,
                                     NEUTRAL_PHRASES)
@@ -127,19 +127,14 @@ def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utt
 
 
 def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]:
+    """Render every job on `workers` processes. They are spawned, not forked: a fresh, small interpreter
+    forks cheaply for every file (render_isolated), and espeak is never initialised in the caller."""
     bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=not progress)
     results = []
-    if workers <= 1:
-        for job in jobs:
-            results.append(render_job(job))
+    with get_context("spawn").Pool(max(1, workers), initializer=prepare_worker) as pool:
+        for rendered in pool.imap_unordered(render_isolated, jobs, chunksize=4):
+            results.append(rendered)
             bar.update()
-    else:
-        # fork where available: workers inherit the imported modules and start at once
-        context = get_context("fork" if "fork" in get_all_start_methods() else None)
-        with context.Pool(workers) as pool:
-            for rendered in pool.imap_unordered(render_job, jobs, chunksize=4):
-                results.append(rendered)
-                bar.update()
     bar.close()
     return sorted(results, key=lambda r: r.index)
 
