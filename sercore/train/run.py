@@ -43,6 +43,9 @@ SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")
 SSL_FRAMES_PER_SECOND = 50.0
 # Settings that change how a run is shown, not what it computes: left out of its parameters.
 PRESENTATION_KEYS = ("progress",)
+# Studies built around one mechanism (multitask pools with its own self-attention, dimensional has none).
+FIXED_MECHANISMS = {"ks-transformer": "keysparse", "area-cnn": "area", "multitask": "self-attention pooling",
+                    "dimensional": "none"}
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict, dict, dict]:
@@ -137,17 +140,36 @@ def _extract(table, encoder, cache_dir, world, progress):
     return list(arrays)
 
 
-def data_options(study: str, model, data: Utterances) -> dict:
-    """The options that tell build_model the sizes of this corpus's data (first speech array etc.)."""
+def data_options(study: str, data: Utterances, segment_frames: int | None) -> dict:
+    """Sizes of this corpus's data that the model must be built with (the first speech / text array, the
+    class count, the segment shape), limited to the options the study's model has. They win over the
+    profile's model section: they are facts about the features, not choices."""
+    from sercore.models import model_options
+
     speech = data.speech[0]
-    options = {"speech_dim": int(speech.shape[-1])}
+    sizes = {"speech_dim": int(speech.shape[-1]), "n_classes": len(data.classes)}
     if speech.ndim == 3:
-        options["ssl_layers"] = int(speech.shape[0])
+        sizes["ssl_layers"] = int(speech.shape[0])
     if data.text is not None:
-        options["text_dim"] = int(np.asarray(data.text[0]).shape[-1])
-    if study not in REGRESSION_STUDIES:
-        options["n_classes"] = len(data.classes)
-    return options
+        sizes["text_dim"] = int(np.asarray(data.text[0]).shape[-1])
+    if segment_frames is not None:
+        sizes.update(n_mels=int(speech.shape[-1]), frames=segment_frames)
+    valid = model_options(study)
+    return {k: v for k, v in sizes.items() if k in valid}
+
+
+def model_arguments(study: str, mechanism: str | None, model_cfg: dict) -> dict:
+    """The profile's model options with `mechanism` put in; a study whose mechanism is fixed accepts only its own."""
+    from sercore.models import model_options
+
+    if mechanism is None:
+        return dict(model_cfg)
+    if "mechanism" in model_options(study):
+        return {**model_cfg, "mechanism": mechanism}
+    if FIXED_MECHANISMS.get(study) == mechanism:
+        return dict(model_cfg)
+    raise ValueError(f"{study} has a fixed attention mechanism ({FIXED_MECHANISMS.get(study, 'its own')}); "
+                     "--mechanism chooses the token mixer of the fusion study")
 
 
 def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int, device, world, amp):
@@ -184,7 +206,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
 
     Returns the metrics dict that metrics.json holds."""
     from sercore.data import load_corpus
-    from sercore.models import build_model
+    from sercore.models import build_model, model_options
 
     started = time.perf_counter()
     if study not in STUDIES:
@@ -212,24 +234,29 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         usable, excluded = _usable_rows(table, task, classes)
         table = table[usable].reset_index(drop=True)
 
-        model_kwargs = {} if mechanism is None else {"mechanism": mechanism}
-        probe = build_model(study, **model_kwargs, **model_cfg)  # only to learn which inputs it reads
-        encoder, fps = speech_encoder(probe.inputs["speech"], features_cfg)
-        cache_dir = Path(settings.cache_dir) if settings.cache_dir else (corpus if corpus.is_dir() else corpus.parent) / ".cache"
+        model_args = model_arguments(study, mechanism, model_cfg)
+        inputs = dict(build_model(study, **model_args).inputs)  # built once only to learn what it reads
+        encoder, fps = speech_encoder(inputs["speech"], features_cfg)
+        segmented = inputs["speech"] == "logmel128-segments"
+        cache_dir = Path(settings.cache_dir) if settings.cache_dir else \
+            (corpus if corpus.is_dir() else corpus.parent) / ".cache"
         speech = _extract(table, encoder, cache_dir, world, settings.progress)
         text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
-            if probe.inputs.get("text") else None
+            if inputs.get("text") else None
         data = Utterances.from_table(table, speech, text, frames_per_second=fps, classes=classes,
                                      avd_range=tuple(settings.avd_range) if settings.avd_range else None)
 
         seed_everything(seed + world.rank)
-        model = build_model(study, **model_kwargs, **{**data_options(study, probe, data), **model_cfg})
-        info = {"study": study, "mechanism": mechanism, "profile": profile, "corpus": str(corpus),
+        segment_frames = segment_length(settings, fps) if segmented else None
+        model = build_model(study, **{**model_args, **data_options(study, data, segment_frames)})
+        used_mechanism = model_args.get("mechanism", model_options(study).get("mechanism")) \
+            or FIXED_MECHANISMS[study]
+        info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
                 "corpus_kind": corpus_kind(corpus),
                 "data": {"excluded": excluded, "load_report": str(load_report), "speech_features": encoder.name,
                          "frames_per_second": fps, "text_features": text is not None}}
         return fit_and_evaluate(model, data, settings, task=task,
-                                segmented=probe.inputs["speech"] == "logmel128-segments", out_dir=out_dir,
+                                segmented=segmented, out_dir=out_dir,
                                 seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
                                 device=device, resume=resume, started=started)
     finally:
@@ -251,7 +278,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
     net = distributed.wrap(model, world, device)
     fps = data.frames_per_second
     target = "label" if task == "classification" else "avd"
-    seg_frames = int(round(settings.segment_seconds * fps)) + 1  # centred frames: 2 s at 40/s -> 81
+    seg_frames = segment_length(settings, fps)
     train_rows = data.rows("Train", target)
     if segmented:
         train_items = SegmentItems(data, train_rows, seg_frames, int(round(settings.segment_hop_train * fps)),
@@ -305,9 +332,14 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
     return out
 
 
+def segment_length(settings: TrainSettings, fps: float) -> int:
+    """Frames per segment: centred framing gives one more frame than seconds x rate (2 s at 40/s -> 81)."""
+    return int(round(settings.segment_seconds * fps)) + 1
+
+
 def model_section(profile: str, study: str) -> dict:
-    """The profile's options for this study's model (models section, entry `study`)."""
-    return dict((section(profile, "models") or {}).get(study) or {})
+    """The profile's options for this study's model (section `model`, entry `study`)."""
+    return dict((section(profile, "model") or {}).get(study) or {})
 
 
 def _usable_rows(table: pd.DataFrame, task: str, classes) -> tuple[np.ndarray, dict]:
