@@ -11,7 +11,7 @@ minute, volume 100 = normal, wordgap in 10 ms units):
     class            pitch range rate volume gap   why
     N neutral          50    50   170   100   1    the voice's own settings: the reference point
     H happiness        66    78   190   112   0    high pitch, much wider range, faster, louder
-    A anger (hot)      60    70   195   140   0    raised pitch and range, fast, the loudest class
+    A anger (hot)      64    74   195   140   0    much higher pitch, wide range, fast, the loudest class
     S sadness          38    22   130    75   4    lower pitch, narrow (flat) range, slow, soft, pauses
     C contempt         43    40   150    95   3    low-ish pitch, slightly narrow range, slowish
     U surprise         72    86   180   112   1    the highest pitch and widest range
@@ -49,7 +49,7 @@ class ClassProfile:
 PROFILES = {
     "N": ClassProfile(pitch=50, range=50, rate=170, volume=100, wordgap=1),
     "H": ClassProfile(pitch=66, range=78, rate=190, volume=112, wordgap=0),
-    "A": ClassProfile(pitch=60, range=70, rate=195, volume=140, wordgap=0),
+    "A": ClassProfile(pitch=64, range=74, rate=195, volume=140, wordgap=0),
     "S": ClassProfile(pitch=38, range=22, rate=130, volume=75, wordgap=4),
     "C": ClassProfile(pitch=43, range=40, rate=150, volume=95, wordgap=3),
     "U": ClassProfile(pitch=72, range=86, rate=180, volume=112, wordgap=1),

@@ -17,8 +17,9 @@ Variants:
                placed before, between or after them; the label is the phrase's class and its start/end
                (seconds) go to segments.csv at the corpus root: the case key-sparse attention targets.
     long-form  sentences of one class and one speaker joined until a target length (long_form_lengths_s,
-               10 s up to 400 s), cut at exactly that length; all in Test1, for length experiments on
-               models trained on a standard corpus. `n_utterances` here means files per length.
+               10 s up to 400 s), cut at exactly that length (the transcript lists every sentence begun,
+               the last one possibly cut); all in Test1, for length experiments on models trained on a
+               standard corpus. `n_utterances` here means files per length.
 
 Layouts: "msp-podcast" (Audios/, Labels/labels_consensus.csv, Transcripts/) and "iemocap"
 (sercore.data.iemocap_layout).
@@ -172,7 +173,8 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     Sizes come from the profile's `corpus:` section (n_utterances, long_form_lengths_s,
     long_form_per_length, test2_fraction, test2_snr_db); `n_utterances` overrides the size (for
     long-form: files per length). Rendering runs on `workers` processes (default os.cpu_count()).
-    Same arguments, same seed -> identical labels and identical wav bytes.
+    Same arguments, same seed -> identical labels and identical wav bytes (on systems with os.fork;
+    see sercore.data.render), whatever the number of workers.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
