@@ -146,7 +146,7 @@ def build_html(strict: bool = False) -> tuple[int, list[str]]:
 def book(profile: str = "default", only=None, force: bool = False, build: bool = True, strict: bool = False) -> int:
     from sercore.data import generate_corpus
 
-    generate_corpus(demo_corpus_path(profile), profile=profile)
+    generate_corpus(demo_corpus_path(profile), profile=profile, reuse=True)
     rows = run_notebooks(profile, only=only, force=force)
     for row in rows:
         print(f"[book] {row['page']:<14} {row['status']}")

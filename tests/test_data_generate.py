@@ -198,3 +198,13 @@ def test_cli_generate_and_corpus(tmp_path, capsys):
     assert "16 utterances kept" in printed and "generated demonstration corpus" in printed
     table = pd.read_csv(out / "Labels" / "labels_consensus.csv")
     assert len(table) == 16
+
+
+def test_reuse_keeps_an_identical_corpus_and_regenerates_a_different_one(tmp_path):
+    out = generate_corpus(tmp_path / "c", profile="smoke", n_utterances=12, progress=False)
+    labels = out / "Labels" / "labels_consensus.csv"
+    stamp = labels.stat().st_mtime_ns
+    assert generate_corpus(out, profile="smoke", n_utterances=12, progress=False, reuse=True) == out
+    assert labels.stat().st_mtime_ns == stamp, "same parameters: nothing rewritten"
+    generate_corpus(out, profile="smoke", n_utterances=12, seed=1, progress=False, reuse=True)
+    assert json.loads((out / "corpus.json").read_text())["seed"] == 1

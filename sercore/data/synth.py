@@ -27,6 +27,7 @@ Layouts: "msp-podcast" (Audios/, Labels/labels_consensus.csv, Transcripts/) and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -165,14 +166,26 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _same_corpus(out_dir: Path, variant: str, layout: str, seed: int, n_utterances: int, config: dict) -> bool:
+    try:
+        written = json.loads((out_dir / "corpus.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    parameters = written.get("provenance", {}).get("parameters", {})
+    return (written.get("variant"), written.get("layout"), written.get("seed"), parameters.get("n_utterances"),
+            parameters.get("config")) == (variant, layout, seed, n_utterances, json.loads(json.dumps(config)))
+
+
 def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", layout: str = "msp-podcast",
                     seed: int = 0, n_utterances: int | None = None, workers: int | None = None,
-                    progress: bool = True, overwrite: bool = False) -> Path:
+                    progress: bool = True, overwrite: bool = False, reuse: bool = False) -> Path:
     """Write a generated demonstration corpus to `out_dir` and return that folder.
 
     Sizes come from the profile's `corpus:` section (n_utterances, long_form_lengths_s,
     long_form_per_length, test2_fraction, test2_snr_db); `n_utterances` overrides the size (for
     long-form: files per length). Rendering runs on `workers` processes (default os.cpu_count()).
+    reuse=True returns an existing corpus in `out_dir` untouched when its corpus.json records the same
+    variant, layout, seed, size and corpus settings (otherwise it is regenerated, as with overwrite=True).
     Same arguments, same seed -> identical labels and identical wav bytes (on systems with os.fork;
     see sercore.data.render), whatever the number of workers.
     """
@@ -186,7 +199,9 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     if n_utterances < 1:
         raise ValueError(f"n_utterances must be at least 1, got {n_utterances}")
     out_dir = Path(out_dir).resolve()
-    _prepare(out_dir, overwrite)
+    if reuse and _same_corpus(out_dir, variant, layout, seed, n_utterances, config):
+        return out_dir
+    _prepare(out_dir, overwrite or reuse)
 
     utterances = plan(n_utterances, variant, layout, seed, config)
     writer = msp_layout if layout == "msp-podcast" else iemocap_layout
