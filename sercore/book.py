@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -84,6 +85,8 @@ def run_notebooks(profile: str = "default", only: list[str] | None = None, force
     """Execute each page of book/runs.yaml whose inputs changed; return one status row per page."""
     import papermill
 
+    # Progress bars are for people at a terminal; in a rendered page they are hundreds of stderr lines.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     corpus = demo_corpus_path(profile)
     names = {"profile": profile, "corpus": str(corpus), "root": str(ROOT)}
     rows = []

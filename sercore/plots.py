@@ -66,3 +66,36 @@ def confusion(matrix, labels, path=None, title: str = ""):
                 color="white" if value > 0.5 else "black")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def prosody(summary, path=None):
+    """Per class: pitch relative to the speaker (semitones) and seconds per word, from prosody_summary()."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    summary["f0_vs_speaker_st"].plot.bar(ax=axes[0], color="tab:blue")
+    axes[0].axhline(0, color="black", linewidth=0.8)
+    axes[0].set(ylabel="median F0 vs own speaker (semitones)", xlabel="class")
+    summary["seconds_per_word"].plot.bar(ax=axes[1], color="tab:orange")
+    axes[1].set(ylabel="median seconds per word", xlabel="class")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
+    """log-Mel spectrograms of `per_class` random utterances of each class (sercore.features.log_mel)."""
+    from sercore.data import read_audio
+    from sercore.features import log_mel
+
+    chosen = table.groupby("label", sort=True).sample(per_class, random_state=seed)
+    ncols = 4
+    nrows = -(-len(chosen) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), squeeze=False)
+    for ax, row in zip(axes.flat, chosen.itertuples(index=False)):
+        spectrogram = log_mel(read_audio(row.path))
+        ax.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, spectrogram.shape[0] / 100, 0, spectrogram.shape[1]))
+        ax.set_title(f"{row.label} · {row.speaker} · {row.utt_id}", fontsize=8)
+        ax.set(xlabel="seconds", ylabel="mel band")
+    for ax in axes.flat[len(chosen):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
