@@ -29,10 +29,19 @@ def corpus(tmp_path_factory):
     return generate_corpus(tmp_path_factory.mktemp("smoke") / "corpus", profile="smoke", seed=0, progress=False)
 
 
+@pytest.fixture(scope="module")
+def finished(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "fusion-softmax"
+    return out, train_run("fusion", corpus, out, profile="smoke", mechanism="softmax", seed=0, progress=False)
+
+
+class Interrupt(Exception):
+    pass
+
+
 @pytest.mark.slow
-def test_fusion_softmax_learns_on_the_smoke_corpus(corpus, tmp_path):
-    out = tmp_path / "run"
-    metrics = train_run("fusion", corpus, out, profile="smoke", mechanism="softmax", seed=0, progress=False)
+def test_fusion_softmax_learns_on_the_smoke_corpus(corpus, finished):
+    out, metrics = finished
     assert metrics["corpus_kind"] == "generated demonstration corpus"
     assert set(metrics["splits"]) == {"Development", "Test1", "Test2"}
     assert metrics["classes"] == ["N", "H", "A", "S", "C", "U", "D", "F"]
@@ -50,6 +59,34 @@ def test_fusion_softmax_learns_on_the_smoke_corpus(corpus, tmp_path):
     written = (out / "metrics.json").stat().st_mtime_ns
     again = train_run("fusion", corpus, out, profile="smoke", mechanism="softmax", seed=0, progress=False)
     assert again == metrics and (out / "metrics.json").stat().st_mtime_ns == written
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_results(corpus, finished, tmp_path, monkeypatch):
+    import sercore.train.run as run_module
+
+    class InterruptedTrainer(run_module.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.callbacks.append(self.stop)
+
+        @staticmethod
+        def stop(step, loss):
+            if step == 50:
+                raise Interrupt(step)
+
+    monkeypatch.setattr(run_module, "Trainer", InterruptedTrainer)
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        train_run("fusion", corpus, out, profile="smoke", mechanism="softmax", seed=0, progress=False)
+    assert not (out / "metrics.json").exists()
+    monkeypatch.undo()
+    resumed = train_run("fusion", corpus, out, profile="smoke", mechanism="softmax", seed=0, progress=False)
+    whole_dir, whole = finished
+    assert resumed["training"]["resumed_at_step"] == 40  # the last dev check (every 20 steps) before step 50
+    assert resumed["splits"] == whole["splits"]
+    assert resumed["training"]["history"] == whole["training"]["history"]
+    assert pd.read_csv(out / "predictions.csv").equals(pd.read_csv(whole_dir / "predictions.csv"))
 
 
 @pytest.mark.slow
