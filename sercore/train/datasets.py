@@ -128,7 +128,7 @@ class Utterances:
         elif target == "avd":
             if not self.avd_scale_known:
                 raise ValueError("this corpus has arousal/valence/dominance values but no known scale: "
-                             "pass avd_range=(lo, hi) (e.g. --set avd_range=1,7)")
+                                 "pass avd_range=(lo, hi) (CLI: --set avd_range=[1,7])")
             usable = np.isfinite(self.avd).all(axis=1)
         else:
             raise ValueError(f"target must be 'label' or 'avd', got {target!r}")

@@ -258,7 +258,7 @@ class Trainer:
             epoch, b = self.sampler.position(self.step)
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.step + 1} (epoch {epoch}, batch {b} of "
-                f"the epoch); last checkpoint: {self.last_path if self.last_path.is_file() else 'none'}. "
+                f"the epoch, both counted from 0); last checkpoint: {self.last_path if self.last_path.is_file() else 'none'}. "
                 "Try a lower lr, grad_clip, or check the features for NaN/inf.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
