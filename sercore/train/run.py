@@ -14,7 +14,8 @@ A finished metrics.json with the same parameters is returned as it is, without t
 
 Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
-load_corpus (e.g. corpus.fold=2 for IEMOCAP).
+load_corpus (e.g. corpus.fold=2 for IEMOCAP). From Python, dotted keys go through a dict:
+train_run(..., epochs=5, **{"model.width": 64, "features.ssl_model_dir": "/models/wavlm-large"}).
 """
 
 from __future__ import annotations
