@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sercore.attention import NAMES, build
+from sercore.progress import bar_disabled
 
 FRAMES_PER_SECOND = 50
 SEQUENCE_MECHANISMS = tuple(name for name in NAMES if name != "area")
@@ -98,7 +99,8 @@ def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), l
     dtype = getattr(torch, PROTOCOLS[protocol]["dtype"])
     lengths = list(lengths) if lengths else [int(s * FRAMES_PER_SECOND) for s in seconds]
     rows = []
-    bar = tqdm(total=len(mechanisms) * len(lengths), disable=not progress, desc=f"bench ({device.type})")
+    bar = tqdm(total=len(mechanisms) * len(lengths), disable=bar_disabled(progress),
+               desc=f"bench ({device.type})")
     for name in mechanisms:
         kwargs = {**PROTOCOLS[protocol].get(name, {}), **(options or {}).get(name, {})}
         torch.manual_seed(0)

@@ -44,6 +44,7 @@ from sercore.data.speakers import Speaker
 from sercore.data.sentences import (EMOTIONAL, EMOTIONAL_PHRASES, EMOTIONAL_SHARE, NEUTRAL,
                                     NEUTRAL_PHRASES)
 from sercore.profiles import section
+from sercore.progress import bar_disabled
 from sercore.provenance import atomic_write_json, atomic_write_text, provenance
 
 VARIANTS = ("standard", "localized", "long-form")
@@ -131,7 +132,7 @@ def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utt
 def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]:
     """Render every job on `workers` processes. They are spawned, not forked: a fresh, small interpreter
     forks cheaply for every file (render_isolated), and espeak is never initialised in the caller."""
-    bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=bar_disabled(progress))
     results = []
     with get_context("spawn").Pool(max(1, workers), initializer=prepare_worker) as pool:
         for rendered in pool.imap_unordered(render_isolated, jobs, chunksize=4):

@@ -11,6 +11,7 @@ import pandas as pd
 
 from sercore.features.cache import FeatureCache, cache_key, sha256_file, sha256_text
 from sercore.features.encoders import make_encoder
+from sercore.progress import bar_disabled
 
 log = logging.getLogger("sercore.features")
 
@@ -62,7 +63,7 @@ def extract(table: pd.DataFrame, encoder, cache_dir, progress: bool = True, **se
     stats = ExtractStats(rows=len(table))
     features = FeatureList()
     start = time.perf_counter()
-    for value in tqdm(table[column].tolist(), desc=f"features {encoder.name}", disable=not progress,
+    for value in tqdm(table[column].tolist(), desc=f"features {encoder.name}", disable=bar_disabled(progress),
                       unit="utt"):
         text = _transcript(value) if encoder.modality == "text" else None
         content = sha256_text(text) if text is not None else sha256_file(value)

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sercore.metrics import ccc_mean, macro_f1
+from sercore.progress import bar_disabled
 from sercore.provenance import atomic_write
 from sercore.train.datasets import EpochSampler, EvalItems
 from sercore.train.distributed import World, gather, unwrap
@@ -278,7 +279,7 @@ class Trainer:
         started = time.perf_counter()
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                   disable=not (self.settings.progress and self.world.is_main), dynamic_ncols=True)
+                   disable=bar_disabled(self.settings.progress and self.world.is_main), dynamic_ncols=True)
         loss_sum, loss_n = 0.0, 0
         last_dev = self.history[-1]["dev"] if self.history else None
         while self.step < self.total_steps:
