@@ -99,3 +99,22 @@ def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def metric_bars(runs: list[dict], metric: str = "macro_f1", splits=("Test1", "Test2"), chance: float | None = None,
+                path=None):
+    """Grouped bars of `metric` per variant and split with 95 % bootstrap intervals."""
+    variants = [run.get("variant", run.get("mechanism")) for run in runs]
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(1.2 * len(runs) + 2, 3.6))
+    for i, split in enumerate(splits):
+        values = np.array([run["splits"][split][metric]["value"] for run in runs])
+        bounds = np.array([run["splits"][split][metric]["ci95"] for run in runs])
+        x = np.arange(len(runs)) + (i - (len(splits) - 1) / 2) * width
+        ax.bar(x, values, width, label=split, yerr=[values - bounds[:, 0], bounds[:, 1] - values], capsize=3)
+    if chance is not None:
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+    ax.set(xticks=range(len(runs)), xticklabels=variants, ylabel=metric.replace("_", " "))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
