@@ -33,6 +33,7 @@ from sercore import metrics as M
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
+from sercore.train.augment import add_vtlp_copies
 from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
 from sercore.train.settings import TrainSettings, as_dict, resolve
 from sercore.train.trainer import Trainer, predict
@@ -244,6 +245,9 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         speech = _extract(table, encoder, cache_dir, world, settings.progress)
         text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
             if inputs.get("text") else None
+        if settings.vtlp_copies:
+            table, speech, text = add_vtlp_copies(table, speech, text, encoder, settings.vtlp_copies, seed,
+                                                  cache_dir, settings.progress and world.is_main)
         data = Utterances.from_table(table, speech, text, frames_per_second=fps, classes=classes,
                                      avd_range=tuple(settings.avd_range) if settings.avd_range else None)
 

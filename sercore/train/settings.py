@@ -39,6 +39,7 @@ class TrainSettings:
     segment_hop_train: float = 1.0
     segment_hop_test: float = 0.4
     short_segments: str = "skip"   # utterances shorter than one segment: skip (paper) | pad
+    vtlp_copies: int = 0           # area study: VTLP-warped copies of each Train utterance (log-Mel models)
     classes: list | None = None    # class codes in index order; None: the corpus's own set
     avd_range: list | None = None  # [lo, hi] of the corpus's A/V/D scale; None: known for MSP-Podcast/IEMOCAP
     cache_dir: str | None = None   # feature cache; None: <corpus>/.cache
