@@ -92,15 +92,17 @@ def test_interrupted_run_resumes_to_the_same_results(corpus, finished, tmp_path,
 @pytest.mark.slow
 def test_cli_trains_and_reports(corpus, tmp_path):
     out = tmp_path / "cli"
-    run = subprocess.run([sys.executable, "-m", "sercore", "train", "--study", "fusion", "--mechanism", "kda",
+    run = subprocess.run([sys.executable, "-m", "sercore", "train", "--study", "fusion", "--mechanism", "softmax",
                           "--corpus", str(corpus), "--profile", "smoke", "--out", str(out), "--quiet",
-                          "--set", "epochs=1", "--set", "n_boot=20"],
+                          "--set", "epochs=1", "--set", "n_boot=20", "--set", "model.heads=1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout[run.stdout.index("{"):])
     assert set(summary["splits"]) == {"Development", "Test1", "Test2"}
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["mechanism"] == "kda" and saved["provenance"]["parameters"]["train"]["epochs"] == 1
+    parameters = saved["provenance"]["parameters"]
+    assert parameters["train"]["epochs"] == 1 and parameters["model"]["heads"] == 1
+    assert saved["training"]["steps"] == 8  # one epoch of 119 Train utterances in batches of 16
 
 
 def test_cli_help_lists_studies_mechanisms_and_torchrun():
