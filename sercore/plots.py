@@ -118,3 +118,21 @@ def metric_bars(runs: list[dict], metric: str = "macro_f1", splits=("Test1", "Te
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def sparsity_curve(runs: list[dict], keep_rates, metric: str = "balanced_accuracy",
+                   splits=("Development", "Test1"), path=None):
+    """`metric` against keep_rate (the top-k sparsity curve), one line per split, mean over seeds."""
+    import pandas as pd
+
+    rows = [{"keep_rate": rate, "split": split, "value": run["splits"][split][metric]["value"]}
+            for run in runs for split in splits
+            for rate in [run["provenance"]["parameters"]["model"]["keep_rate"]] if rate in keep_rates]
+    table = pd.DataFrame(rows).groupby(["split", "keep_rate"], sort=False)["value"].mean().reset_index()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for split, part in table.groupby("split", sort=False):
+        ax.plot(part["keep_rate"], part["value"], marker="o", label=split)
+    ax.set(xlabel="keep_rate (share of keys kept)", ylabel=metric.replace("_", " "))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -26,9 +26,9 @@ def run_grid(study: str, corpus, out_root, profile: str = "default", variants: d
     runs = []
     for name, overrides in variants.items():
         for seed in seeds:
-            metrics = train_run(study, corpus, Path(out_root) / f"{name}-seed{seed}", profile=profile, seed=seed,
-                                **{**common, **overrides})
-            runs.append({**metrics, "variant": name})
+            out_dir = Path(out_root) / f"{name}-seed{seed}"
+            metrics = train_run(study, corpus, out_dir, profile=profile, seed=seed, **{**common, **overrides})
+            runs.append({**metrics, "variant": name, "out_dir": str(out_dir)})
     return runs
 
 
@@ -57,3 +57,25 @@ def corpus_statement(runs: list[dict]) -> str:
         return (f"Computed on the generated demonstration corpus ({', '.join(corpora)}): a working demonstration "
                 "of the pipeline, not the papers' claims.")
     return f"Computed on {', '.join(kinds)} ({', '.join(corpora)})."
+
+
+def by_group(run: dict, by: str = "gender") -> pd.DataFrame:
+    """A run's test metrics per group of utterances (e.g. per gender or speaker), from its predictions.csv
+    joined with the corpus table: CCC per dimension for regression, macro-F1 and UA for classification."""
+    from sercore import metrics as M
+    from sercore.data import load_corpus
+
+    predictions = pd.read_csv(Path(run["out_dir"]) / "predictions.csv", dtype={"utt_id": str})
+    table, _ = load_corpus(run["corpus"], check_audio=False)
+    joined = predictions.merge(table[["utt_id", by]], on="utt_id", how="left", validate="one_to_one")
+    rows = []
+    for (split, group), part in joined.groupby(["split", by], sort=True):
+        row = {"split": split, by: group, "n": len(part)}
+        if run["task"] == "regression":
+            for name in ("arousal", "valence", "dominance"):
+                row[f"CCC {name}"] = M.ccc(part[name].to_numpy(), part[f"pred_{name}"].to_numpy())
+        else:
+            row["macro_f1"] = M.macro_f1(part["label"].astype(str), part["pred"].astype(str))
+            row["UA"] = M.balanced_accuracy(part["label"].astype(str), part["pred"].astype(str))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["split", by])
