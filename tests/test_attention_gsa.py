@@ -1,9 +1,6 @@
 """Gated Slot Attention (sercore.attention.gsa): chunked vs recurrent core, fla's own naive reference,
 attention matrix, padding, bidirectional variant, gradients, determinism, fla parameter layout."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,12 +8,14 @@ import torch.nn.functional as F
 from sercore.attention import build
 from sercore.attention.gsa import GatedSlotAttention, gsa_attention, gsa_chunked, gsa_recurrent
 
-FLA_NAIVE = Path(F.__file__).parents[2] / "fla" / "ops" / "gsa" / "naive.py"
+from attention_checks import (check_causal_ignores_future_and_bidirectional_uses_it, check_fla_state_dict,
+                              check_gradients_finite_for_large_inputs, check_layer_default_matches_recurrent,
+                              check_matrix_reconstructs_forward, check_padding_content_is_irrelevant,
+                              check_padding_is_invisible, check_rebuilt_layer_gives_equal_outputs,
+                              fla_naive_path, load_fla_naive, norm_rel_err)
+
+FLA_NAIVE = fla_naive_path("gsa")
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def core_inputs(B, T, H, K, V, M, dtype, gate_scale=3.0, seed=0):
@@ -25,16 +24,6 @@ def core_inputs(B, T, H, K, V, M, dtype, gate_scale=3.0, seed=0):
     v = torch.randn(B, T, H, V, generator=gen, dtype=dtype)
     g = F.logsigmoid(gate_scale * torch.randn(B, T, H, M, generator=gen, dtype=dtype)) / 8
     return q, k, v, 1 - g.exp(), g
-
-
-def padding_mask(B, T):
-    """Row 0 full, row 1 right-padded, row 2 left-padded with a hole (fla treats real tokens as contiguous)."""
-    mask = torch.ones(B, T, dtype=torch.bool)
-    mask[1, T - T // 3:] = False
-    if B > 2:
-        mask[2, :3] = False
-        mask[2, T // 2] = False
-    return mask
 
 
 CORE_CASES = [
@@ -55,9 +44,9 @@ def test_chunked_matches_recurrent_forward_and_gradients(B, T, H, K, V, M, C, dt
     o = gsa_chunked(*inputs, scale=0.7, chunk_size=C)
     grads = torch.autograd.grad((o * do).sum(), inputs)
     assert o.dtype == dtype
-    assert rel(o, o_ref) < TOL[dtype]
+    assert norm_rel_err(o, o_ref) < TOL[dtype]
     for name, a, b in zip("qkvsg", grads, grads_ref):
-        assert rel(a, b) < TOL[dtype], name
+        assert norm_rel_err(a, b) < TOL[dtype], name
 
 
 def test_chunked_survives_strong_forgetting():
@@ -65,17 +54,15 @@ def test_chunked_survives_strong_forgetting():
     q, k, v, s, g = core_inputs(1, 48, 2, 8, 8, 8, torch.float32, gate_scale=400.0)
     o = gsa_chunked(q, k, v, s, g, 1.0, chunk_size=16)
     assert torch.isfinite(o).all()
-    assert rel(o, gsa_recurrent(q, k, v, s, g, 1.0)) < 1e-4
+    assert norm_rel_err(o, gsa_recurrent(q, k, v, s, g, 1.0)) < 1e-4
 
 
 @pytest.mark.skipif(not FLA_NAIVE.exists(), reason="fla's naive GSA reference not installed")
 def test_recurrent_matches_fla_naive_reference():
-    spec = importlib.util.spec_from_file_location("fla_gsa_naive", FLA_NAIVE)
-    naive = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(naive)  # plain torch + einops: no triton needed for this one file
+    naive = load_fla_naive("gsa")
     q, k, v, s, g = core_inputs(2, 40, 3, 8, 6, 5, torch.float64)
     expected, _ = naive.naive_recurrent_gsa(q, k, v, s, g, scale=0.5)  # computes in float32
-    assert rel(gsa_recurrent(q, k, v, s, g, 0.5), expected.double()) < 1e-5
+    assert norm_rel_err(gsa_recurrent(q, k, v, s, g, 0.5), expected.double()) < 1e-5
 
 
 def test_attention_matrix_is_causal_and_reproduces_the_core():
@@ -83,7 +70,7 @@ def test_attention_matrix_is_causal_and_reproduces_the_core():
     A = gsa_attention(q, k, s, g, 0.5)
     assert A.shape == (2, 2, 30, 30)
     assert torch.equal(A.triu(1), torch.zeros_like(A))
-    assert rel(torch.einsum("bhts,bshv->bthv", A, v), gsa_recurrent(q, k, v, s, g, 0.5)) < 1e-12
+    assert norm_rel_err(torch.einsum("bhts,bshv->bthv", A, v), gsa_recurrent(q, k, v, s, g, 0.5)) < 1e-12
 
 
 # ---------------------------------------------------------------- the layer
@@ -107,82 +94,37 @@ LAYER_CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("options", LAYER_CASES)
 def test_layer_parallel_matches_recurrent(options, dtype):
-    m = layer(dtype, **options)
-    x = torch.randn(3, 40, 32, dtype=dtype, requires_grad=True)
-    mask = padding_mask(3, 40)
-    dy = torch.randn(3, 40, 32, dtype=dtype)
-    y_ref = m(x, mask, form="recurrent")
-    (gx_ref,) = torch.autograd.grad((y_ref * dy).sum(), x)
-    y = m(x, mask)  # CPU default: the chunked core
-    (gx,) = torch.autograd.grad((y * dy).sum(), x)
-    assert y.dtype == dtype
-    assert rel(y, y_ref) < TOL[dtype]
-    assert rel(gx, gx_ref) < TOL[dtype]
+    check_layer_default_matches_recurrent(layer(dtype, **options), dtype, TOL[dtype])  # CPU default: chunked
 
 
 @pytest.mark.parametrize("options", [pytest.param({}, id="causal"),
                                      pytest.param({"bidirectional": True}, id="bidirectional"),
                                      pytest.param({"num_kv_heads": 1, "use_short_conv": True}, id="kv1-conv")])
 def test_attention_matrix_reconstructs_forward(options):
-    m = layer(**options)
-    x = torch.randn(3, 24, 32, dtype=torch.float64)
-    mask = padding_mask(3, 24)
-    A = m.attention_matrix(x, mask)
-    assert A.shape == (3, 4, 24, 24)
-    pad = ~mask
-    assert A[:, :, :, :].masked_select(pad[:, None, :, None].expand_as(A)).abs().max() == 0
-    assert A.masked_select(pad[:, None, None, :].expand_as(A)).abs().max() == 0
-    strictly_upper = A[0].triu(1).abs().max()
-    assert (strictly_upper > 0) == bool(options.get("bidirectional"))
-    assert rel(m.forward_from_matrix(x, A, mask), m(x, mask)) < 1e-12
+    check_matrix_reconstructs_forward(layer(**options), 4, bool(options.get("bidirectional")))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
 def test_padded_rows_equal_the_sequence_alone(bidirectional):
-    m = layer(use_short_conv=True, bidirectional=bidirectional)
-    x = torch.randn(3, 36, 32, dtype=torch.float64, requires_grad=True)
-    mask = padding_mask(3, 36)
-    y = m(x, mask)
-    for b in range(3):
-        alone = m(x[b:b + 1, mask[b]].detach())[0]
-        assert rel(y[b, mask[b]], alone) < 1e-12
-    assert torch.equal(y[~mask], torch.zeros_like(y[~mask]))
     # nothing flows from or to padding: padded inputs get no gradient
-    (gx,) = torch.autograd.grad(y.square().sum(), x)
-    assert torch.equal(gx[~mask], torch.zeros_like(gx[~mask]))
-    assert gx[mask].abs().min() >= 0 and gx[mask].abs().max() > 0
+    gx, mask = check_padding_is_invisible(layer(use_short_conv=True, bidirectional=bidirectional))
+    assert gx[mask].abs().min() >= 0
 
 
 def test_padding_content_is_irrelevant():
-    m = layer(use_short_conv=True)
-    x = torch.randn(3, 30, 32, dtype=torch.float64)
-    mask = padding_mask(3, 30)
-    garbage = torch.where(mask[..., None], x, torch.full_like(x, 1e6))
-    assert torch.equal(m(x, mask), m(garbage, mask))
+    check_padding_content_is_irrelevant(layer(use_short_conv=True))
 
 
 def test_causal_ignores_future_and_bidirectional_uses_it():
-    x = torch.randn(1, 20, 32, dtype=torch.float64)
-    x2 = x.clone()
-    x2[0, 15:] += 1.0
-    causal, bidir = layer(), layer(bidirectional=True)
-    assert torch.equal(causal(x)[0, :15], causal(x2)[0, :15])
-    assert (bidir(x)[0, :15] - bidir(x2)[0, :15]).abs().max() > 1e-6
+    check_causal_ignores_future_and_bidirectional_uses_it(layer(), layer(bidirectional=True))
 
 
 def test_gradients_are_finite_for_large_inputs():
-    m = layer(torch.float32, use_short_conv=True)
-    x = (30 * torch.randn(2, 64, 32)).requires_grad_()
-    y = m(x, padding_mask(2, 64))
-    y.sum().backward()
-    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
-    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+    check_gradients_finite_for_large_inputs(layer(torch.float32, use_short_conv=True))
 
 
 def test_deterministic():
-    x = torch.randn(2, 40, 32)
-    mask = padding_mask(2, 40)
-    assert torch.equal(layer(torch.float32, seed=3)(x, mask), layer(torch.float32, seed=3)(x, mask))
+    check_rebuilt_layer_gives_equal_outputs(lambda: layer(torch.float32, seed=3))
 
 
 # ---------------------------------------------------------------- fla's layout and options
@@ -220,11 +162,8 @@ def fla_expected_state(hidden_size=1024, num_heads=4, num_kv_heads=None, expand_
 ])
 def test_parameter_layout_is_flas(options):
     hidden = 1024 if not options else 64
-    m = GatedSlotAttention(hidden_size=hidden, **options)
-    state = {k: tuple(v.shape) for k, v in m.state_dict().items()}
-    assert state == fla_expected_state(hidden_size=hidden, **options)
-    copy = GatedSlotAttention(hidden_size=hidden, **options)
-    copy.load_state_dict(m.state_dict(), strict=True)
+    m, copy = check_fla_state_dict(lambda: GatedSlotAttention(hidden_size=hidden, **options),
+                                   fla_expected_state(hidden_size=hidden, **options))
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), m.state_dict().values()))
 
 

@@ -1,9 +1,7 @@
 """Kimi Delta Attention (sercore.attention.kda): chunked (WY/UT) vs recurrent core, fla's own naive
 references, gate, attention matrix, padding, bidirectional variant, gradients, determinism, fla layout."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,12 +11,14 @@ from sercore.attention import build
 from sercore.attention.kda import (KimiDeltaAttention, kda_attention, kda_chunked, kda_gate, kda_recurrent,
                                    l2_normalise)
 
-FLA_NAIVE = Path(F.__file__).parents[2] / "fla" / "ops" / "kda" / "naive.py"
+from attention_checks import (check_causal_ignores_future_and_bidirectional_uses_it, check_fla_state_dict,
+                              check_gradients_finite_for_large_inputs, check_layer_default_matches_recurrent,
+                              check_matrix_reconstructs_forward, check_padding_content_is_irrelevant,
+                              check_padding_is_invisible, check_rebuilt_layer_gives_equal_outputs,
+                              fla_naive_path, load_fla_naive, norm_rel_err)
+
+FLA_NAIVE = fla_naive_path("kda")
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def core_inputs(B, T, H, HV, K, V, dtype, decay=2.0, seed=0):
@@ -28,23 +28,6 @@ def core_inputs(B, T, H, HV, K, V, dtype, decay=2.0, seed=0):
     g = -decay * torch.rand(B, T, HV, K, generator=gen, dtype=dtype)
     beta = torch.rand(B, T, HV, generator=gen, dtype=dtype)
     return q, k, v, g, beta
-
-
-def padding_mask(B, T):
-    """Row 0 full, row 1 right-padded, row 2 left-padded with a hole (fla treats real tokens as contiguous)."""
-    mask = torch.ones(B, T, dtype=torch.bool)
-    mask[1, T - T // 3:] = False
-    if B > 2:
-        mask[2, :3] = False
-        mask[2, T // 2] = False
-    return mask
-
-
-def load_fla_naive():
-    spec = importlib.util.spec_from_file_location("fla_kda_naive", FLA_NAIVE)
-    naive = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(naive)  # plain torch + einops: no triton needed for this one file
-    return naive
 
 
 CORE_CASES = [
@@ -65,9 +48,9 @@ def test_chunked_matches_recurrent_forward_and_gradients(B, T, H, HV, K, V, C, d
     o = kda_chunked(*inputs, scale=K ** -0.5, chunk_size=C)
     grads = torch.autograd.grad((o * do).sum(), inputs)
     assert o.dtype == dtype
-    assert rel(o, o_ref) < TOL[dtype]
+    assert norm_rel_err(o, o_ref) < TOL[dtype]
     for name, a, b in zip(["q", "k", "v", "g", "beta"], grads, grads_ref):
-        assert rel(a, b) < TOL[dtype], name
+        assert norm_rel_err(a, b) < TOL[dtype], name
 
 
 def test_chunked_survives_strong_decay_and_negative_eigenvalues():
@@ -75,17 +58,17 @@ def test_chunked_survives_strong_decay_and_negative_eigenvalues():
     q, k, v, g, beta = core_inputs(1, 48, 2, 2, 8, 8, torch.float32, decay=60.0)
     o = kda_chunked(q, k, v, g, 2 * beta, 8 ** -0.5, chunk_size=16)
     assert torch.isfinite(o).all()
-    assert rel(o, kda_recurrent(q, k, v, g, 2 * beta, 8 ** -0.5)) < 1e-4
+    assert norm_rel_err(o, kda_recurrent(q, k, v, g, 2 * beta, 8 ** -0.5)) < 1e-4
 
 
 @pytest.mark.skipif(not FLA_NAIVE.exists(), reason="fla's naive KDA reference not installed")
 def test_recurrent_matches_fla_naive_references():
-    naive = load_fla_naive()
+    naive = load_fla_naive("kda")
     q, k, v, g, beta = core_inputs(2, 64, 2, 4, 8, 6, torch.float64)
     ours = kda_recurrent(q, k, v, g, beta, 0.4)
     # fla's naive functions compute in float32
-    assert rel(ours, naive.naive_recurrent_kda(q, k, v, g, beta, scale=0.4)[0].double()) < 1e-5
-    assert rel(ours, naive.naive_chunk_kda(q, k, v, g, beta, scale=0.4, chunk_size=16)[0].double()) < 1e-5
+    assert norm_rel_err(ours, naive.naive_recurrent_kda(q, k, v, g, beta, scale=0.4)[0].double()) < 1e-5
+    assert norm_rel_err(ours, naive.naive_chunk_kda(q, k, v, g, beta, scale=0.4, chunk_size=16)[0].double()) < 1e-5
 
 
 def test_attention_matrix_is_causal_and_reproduces_the_core():
@@ -93,7 +76,7 @@ def test_attention_matrix_is_causal_and_reproduces_the_core():
     A = kda_attention(q, k, g, beta, 0.5)
     assert A.shape == (2, 4, 30, 30)
     assert torch.equal(A.triu(1), torch.zeros_like(A))
-    assert rel(torch.einsum("bhts,bshv->bthv", A, v), kda_recurrent(q, k, v, g, beta, 0.5)) < 1e-12
+    assert norm_rel_err(torch.einsum("bhts,bshv->bthv", A, v), kda_recurrent(q, k, v, g, beta, 0.5)) < 1e-12
 
 
 def test_gate_formulas():
@@ -101,9 +84,9 @@ def test_gate_formulas():
     A_log, dt_bias = torch.tensor([0.3, 1.2], dtype=torch.float64), torch.randn(8, dtype=torch.float64)
     z = f + dt_bias.view(2, 4)
     softplus_gate = -A_log.exp()[:, None] * torch.log1p(z.exp())
-    assert rel(kda_gate(f, A_log, dt_bias), softplus_gate) < 1e-12
+    assert norm_rel_err(kda_gate(f, A_log, dt_bias), softplus_gate) < 1e-12
     bounded = kda_gate(f, A_log, dt_bias, lower_bound=-5.0)
-    assert rel(bounded, -5.0 / (1 + torch.exp(-A_log.exp()[:, None] * z))) < 1e-12
+    assert norm_rel_err(bounded, -5.0 / (1 + torch.exp(-A_log.exp()[:, None] * z))) < 1e-12
     assert (bounded > -5).all() and (bounded < 0).all()
 
 
@@ -127,17 +110,7 @@ LAYER_CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("options", LAYER_CASES)
 def test_layer_parallel_matches_recurrent(options, dtype):
-    m = layer(dtype, **options)
-    x = torch.randn(3, 40, 32, dtype=dtype, requires_grad=True)
-    mask = padding_mask(3, 40)
-    dy = torch.randn(3, 40, 32, dtype=dtype)
-    y_ref = m(x, mask, form="recurrent")
-    (gx_ref,) = torch.autograd.grad((y_ref * dy).sum(), x)
-    y = m(x, mask)  # CPU default: the chunked core
-    (gx,) = torch.autograd.grad((y * dy).sum(), x)
-    assert y.dtype == dtype
-    assert rel(y, y_ref) < TOL[dtype]
-    assert rel(gx, gx_ref) < TOL[dtype]
+    check_layer_default_matches_recurrent(layer(dtype, **options), dtype, TOL[dtype])  # CPU default: chunked
 
 
 @pytest.mark.parametrize("options", [pytest.param({}, id="causal-conv"),
@@ -146,16 +119,7 @@ def test_layer_parallel_matches_recurrent(options, dtype):
                                      pytest.param({"num_v_heads": 4}, id="gva")])
 def test_attention_matrix_reconstructs_forward(options):
     m = layer(**options)
-    x = torch.randn(3, 24, 32, dtype=torch.float64)
-    mask = padding_mask(3, 24)
-    A = m.attention_matrix(x, mask)
-    assert A.shape == (3, m.num_v_heads, 24, 24)
-    pad = ~mask
-    assert A.masked_select(pad[:, None, :, None].expand_as(A)).abs().max() == 0
-    assert A.masked_select(pad[:, None, None, :].expand_as(A)).abs().max() == 0
-    strictly_upper = A[0].triu(1).abs().max()
-    assert (strictly_upper > 0) == bool(options.get("bidirectional"))
-    assert rel(m.forward_from_matrix(x, A, mask), m(x, mask)) < 1e-12
+    check_matrix_reconstructs_forward(m, m.num_v_heads, bool(options.get("bidirectional")))
 
 
 def test_no_single_matrix_for_bidirectional_with_short_conv():
@@ -166,49 +130,23 @@ def test_no_single_matrix_for_bidirectional_with_short_conv():
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
 def test_padded_rows_equal_the_sequence_alone(bidirectional):
-    m = layer(bidirectional=bidirectional, conv_bias=True)
-    x = torch.randn(3, 36, 32, dtype=torch.float64, requires_grad=True)
-    mask = padding_mask(3, 36)
-    y = m(x, mask)
-    for b in range(3):
-        alone = m(x[b:b + 1, mask[b]].detach())[0]
-        assert rel(y[b, mask[b]], alone) < 1e-12
-    assert torch.equal(y[~mask], torch.zeros_like(y[~mask]))
-    (gx,) = torch.autograd.grad(y.square().sum(), x)
-    assert torch.equal(gx[~mask], torch.zeros_like(gx[~mask]))
-    assert gx[mask].abs().max() > 0
+    check_padding_is_invisible(layer(bidirectional=bidirectional, conv_bias=True))
 
 
 def test_padding_content_is_irrelevant():
-    m = layer(conv_bias=True)
-    x = torch.randn(3, 30, 32, dtype=torch.float64)
-    mask = padding_mask(3, 30)
-    garbage = torch.where(mask[..., None], x, torch.full_like(x, 1e6))
-    assert torch.equal(m(x, mask), m(garbage, mask))
+    check_padding_content_is_irrelevant(layer(conv_bias=True))
 
 
 def test_causal_ignores_future_and_bidirectional_uses_it():
-    x = torch.randn(1, 20, 32, dtype=torch.float64)
-    x2 = x.clone()
-    x2[0, 15:] += 1.0
-    causal, bidir = layer(), layer(bidirectional=True)
-    assert torch.equal(causal(x)[0, :15], causal(x2)[0, :15])
-    assert (bidir(x)[0, :15] - bidir(x2)[0, :15]).abs().max() > 1e-6
+    check_causal_ignores_future_and_bidirectional_uses_it(layer(), layer(bidirectional=True))
 
 
 def test_gradients_are_finite_for_large_inputs():
-    m = layer(torch.float32)
-    x = (30 * torch.randn(2, 64, 32)).requires_grad_()
-    y = m(x, padding_mask(2, 64))
-    y.sum().backward()
-    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
-    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+    check_gradients_finite_for_large_inputs(layer(torch.float32))
 
 
 def test_deterministic():
-    x = torch.randn(2, 40, 32)
-    mask = padding_mask(2, 40)
-    assert torch.equal(layer(torch.float32, seed=3)(x, mask), layer(torch.float32, seed=3)(x, mask))
+    check_rebuilt_layer_gives_equal_outputs(lambda: layer(torch.float32, seed=3))
 
 
 # ---------------------------------------------------------------- fla's layout, initialisation and options
@@ -241,11 +179,7 @@ def fla_expected_state(hidden_size=2048, expand_v=1, head_dim=128, num_heads=16,
     pytest.param({"hidden_size": 64, "num_heads": 2, "head_dim": 16, "use_short_conv": False}, id="noconv"),
 ])
 def test_parameter_layout_is_flas(options):
-    m = KimiDeltaAttention(**options)
-    state = {k: tuple(v.shape) for k, v in m.state_dict().items()}
-    assert state == fla_expected_state(**options)
-    copy = KimiDeltaAttention(**options)
-    copy.load_state_dict(m.state_dict(), strict=True)
+    m, copy = check_fla_state_dict(lambda: KimiDeltaAttention(**options), fla_expected_state(**options))
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), m.state_dict().values()))
 
 

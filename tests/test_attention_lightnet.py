@@ -6,6 +6,11 @@ import torch
 from sercore.attention import build
 from sercore.attention.lightnet import LightNetAttention
 
+from attention_checks import (check_bidirectional_matrix_and_future, check_causal_matrix_reproduces_forward,
+                              check_fla_state_dict, check_gradients_finite_and_deterministic,
+                              check_padded_rows_equal_rows_alone, check_parallel_matches_recurrent, max_rel_err,
+                              padded_batch)
+
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 # (id, constructor options, B, T, chunk_size): chunk sizes below T exercise the carried state
@@ -17,21 +22,9 @@ CONFIGS = [
 ]
 
 
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-
 def make(options, dtype, seed=0, **extra):
     torch.manual_seed(seed)
     return LightNetAttention(**options, **extra).to(dtype)
-
-
-def forward_and_grad(m, x, mask=None, form=None):
-    x = x.clone().requires_grad_(True)
-    y = m(x, mask, form=form)
-    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
-    (y * weights).sum().backward()
-    return y.detach(), x.grad
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -40,10 +33,7 @@ def test_chunkwise_matches_recurrent(options, B, T, chunk, dtype):
     m = make(options, dtype)
     m.chunk_size = chunk
     x = torch.randn(B, T, options["hidden_size"], dtype=dtype, generator=torch.Generator().manual_seed(2))
-    y_par, g_par = forward_and_grad(m, x, form="parallel")
-    y_rec, g_rec = forward_and_grad(m, x, form="recurrent")
-    assert rel_err(y_par, y_rec) < TOL[dtype]
-    assert rel_err(g_par, g_rec) < TOL[dtype]
+    check_parallel_matches_recurrent(m, x, TOL[dtype])
 
 
 def test_large_keys_stay_finite_and_agree():
@@ -53,27 +43,14 @@ def test_large_keys_stay_finite_and_agree():
     x = 60 * torch.randn(1, 48, 32, generator=torch.Generator().manual_seed(4))
     y_par, y_rec = m(x, form="parallel"), m(x, form="recurrent")
     assert torch.isfinite(y_par).all()
-    assert rel_err(y_par, y_rec) < 1e-4
-
-
-def padded_batch(dtype, D, T=24):
-    x = torch.randn(3, T, D, dtype=dtype, generator=torch.Generator().manual_seed(3))
-    mask = torch.ones(3, T, dtype=torch.bool)
-    mask[0, :7] = False                 # left padding
-    mask[1, 17:] = False                # right padding
-    mask[2, 5:9] = False                # a hole: fla packs the real tokens together
-    return x, mask
+    assert max_rel_err(y_par, y_rec) < 1e-4
 
 
 @pytest.mark.parametrize("options,B,T,chunk", CONFIGS)
 def test_attention_matrix_reproduces_forward(options, B, T, chunk):
     m = make(options, torch.float64)
     x, mask = padded_batch(torch.float64, options["hidden_size"])
-    a = m.attention_matrix(x, mask)
-    assert a.shape == (3, m.num_heads, 24, 24)
-    assert torch.all(a.triu(1) == 0)
-    assert torch.all(a[~mask[:, None, :, None].expand_as(a)] == 0)
-    assert rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
+    check_causal_matrix_reproduces_forward(m, x, mask)
 
 
 def test_matrix_matches_the_definition():
@@ -95,32 +72,19 @@ def test_matrix_matches_the_definition():
 def test_padded_rows_equal_sequences_alone(options, B, T, chunk, bidirectional):
     m = make(options, torch.float64, bidirectional=bidirectional)
     x, mask = padded_batch(torch.float64, options["hidden_size"])
-    y = m(x, mask)
-    assert torch.all(y[~mask] == 0)
-    for b in range(3):
-        assert rel_err(y[b, mask[b]], m(x[b:b + 1, mask[b]])[0]) < 1e-12
+    check_padded_rows_equal_rows_alone(m, x, mask)
 
 
 def test_bidirectional_sees_the_future_and_has_a_matrix():
     m = make(dict(hidden_size=32, num_heads=4, expand_ratio=16), torch.float64, bidirectional=True)
     x, mask = padded_batch(torch.float64, 32)
-    a = m.attention_matrix(x, mask)
-    assert a.triu(1).abs().max() > 0
-    assert rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
-    x = x[1:2, :10].clone().requires_grad_(True)
-    m(x)[0, 0].sum().backward()
-    assert x.grad[0, -1].abs().max() > 0
+    check_bidirectional_matrix_and_future(m, x, mask)
 
 
 def test_gradients_finite_and_deterministic():
     m = make(dict(hidden_size=32, num_heads=4, expand_ratio=16, use_short_conv=True), torch.float32)
     x, mask = padded_batch(torch.float32, 32)
-    x.requires_grad_(True)
-    y = m(x, mask)
-    y.square().sum().backward()
-    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in m.parameters())
-    assert torch.all(x.grad[~mask] == 0)
-    assert torch.equal(m(x, mask), m(x, mask))
+    check_gradients_finite_and_deterministic(m, x, mask)
 
 
 def test_output_norm_uses_fla_eps_not_norm_eps():
@@ -148,10 +112,7 @@ FLA_KEYS = [
 
 @pytest.mark.parametrize("options,expected", FLA_KEYS, ids=["default", "conv-lowrank", "heads-from-ratio"])
 def test_state_dict_layout_matches_fla(options, expected):
-    m = LightNetAttention(**options)
-    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == expected
-    other = LightNetAttention(**options)
-    other.load_state_dict(m.state_dict(), strict=True)
+    m, other = check_fla_state_dict(lambda: LightNetAttention(**options), expected)
     x = torch.randn(1, 9, 64)
     assert torch.equal(other(x), m(x))
 

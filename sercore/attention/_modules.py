@@ -48,6 +48,26 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
+def _register_affine(norm: nn.Module, hidden_size: int, elementwise_affine: bool, bias: bool,
+                     device=None, dtype=None) -> None:
+    """fla's norm parameters: weight (ones) with elementwise_affine, bias (zeros) only with both; the names
+    exist as None otherwise, as in fla, so state_dicts match."""
+    norm.register_parameter("weight", None)
+    norm.register_parameter("bias", None)
+    if elementwise_affine:
+        norm.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        if bias:
+            norm.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
+
+
+def _apply_affine(y: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    if weight is not None:
+        y = y * weight.to(y.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y
+
+
 class RMSNorm(nn.Module):
     """fla.modules.RMSNorm: x / sqrt(mean(x^2) + eps) * weight (+ bias) over the last dim."""
 
@@ -55,20 +75,11 @@ class RMSNorm(nn.Module):
                  eps: float = 1e-5, device=None, dtype=None):
         super().__init__()
         self.hidden_size, self.elementwise_affine, self.eps = hidden_size, elementwise_affine, eps
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
-            if bias:
-                self.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
+        _register_affine(self, hidden_size, elementwise_affine, bias, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _rms(x.to(compute_dtype(x)), self.eps)
-        if self.weight is not None:
-            y = y * self.weight.to(y.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.to(x.dtype)
+        return _apply_affine(y, self.weight, self.bias).to(x.dtype)
 
 
 class FusedRMSNormGated(nn.Module):
@@ -117,23 +128,14 @@ class GroupNorm(nn.Module):
             raise ValueError(f"GroupNorm: hidden_size {hidden_size} is not divisible by num_groups {num_groups}")
         self.num_groups, self.hidden_size, self.eps = num_groups, hidden_size, eps
         self.elementwise_affine, self.is_rms_norm = elementwise_affine, is_rms_norm
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
-            if bias:
-                self.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
+        _register_affine(self, hidden_size, elementwise_affine, bias, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.to(compute_dtype(x)).unflatten(-1, (self.num_groups, -1))
         if not self.is_rms_norm:
             y = y - y.mean(-1, keepdim=True)
         y = _rms(y, self.eps).flatten(-2)
-        if self.weight is not None:
-            y = y * self.weight.to(y.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.to(x.dtype)
+        return _apply_affine(y, self.weight, self.bias).to(x.dtype)
 
 
 class ShortConvolution(nn.Conv1d):
