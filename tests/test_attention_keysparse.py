@@ -223,7 +223,7 @@ def test_dropout_acts_in_training_only():
 
 def test_bad_arguments_fail_clearly():
     for kwargs, match in [(dict(keep_rate=0.0), "keep_rate"), (dict(keep_rate=1.5), "keep_rate"),
-                          (dict(k_from="true"), "k_from"), (dict(formulation="triton"), "formulation"),
+                          (dict(k_from="true"), "k_from"), (dict(formulation="flash"), "formulation"),
                           (dict(block_size=0), "block_size")]:
         with pytest.raises(ValueError, match=match):
             KeySparseAttention(16, 2, **kwargs)

@@ -31,11 +31,16 @@ ranks them in the input dtype, as the published code. Measured on the CPU at T=4
 4 heads, fp32): peak memory 0.13 GiB memory-linear vs 0.78 GiB materialized for the forward pass, for about
 1.1-2x the time (scores are computed twice).
 `formulation="auto"` uses memory-linear on CUDA (mode="fused" or "auto" with CUDA input) and materialized
-elsewhere. There is no custom kernel: the CUDA path is this PyTorch memory-linear form (cuBLAS matmuls per
-block), not a fused Triton kernel.
+elsewhere: the CUDA path of "auto" is this PyTorch memory-linear form (cuBLAS matmuls per block).
+A third, opt-in formulation, "triton" (CUDA only; needs the triton package, which sercore does not depend on),
+runs the same memory-linear computation as Triton kernels (sercore.attention.keysparse_triton; backward by
+PyTorch recomputation, no dropout). It is verified only in Triton's CPU interpreter until a GPU run confirms
+it, so "auto" does not use it.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +49,7 @@ from torch.utils.checkpoint import checkpoint
 
 from sercore.attention.base import SequenceMixer, check_mask
 
-FORMULATIONS = ("auto", "materialized", "memory-linear")
+FORMULATIONS = ("auto", "materialized", "memory-linear", "triton")
 K_FROM = ("padded", "real")
 
 
@@ -142,8 +147,9 @@ def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=F
 class KeySparseAttention(SequenceMixer):
     """Multi-head key-sparse attention: forward(x [B, T, dim], mask, context [B, S, context_dim], context_mask).
 
-    keep_rate in (0, 1]; context_dim defaults to dim; formulation "auto" | "materialized" | "memory-linear";
-    block_size: query rows per block of the memory-linear form. See the module docstring for the rest."""
+    keep_rate in (0, 1]; context_dim defaults to dim; formulation "auto" | "materialized" | "memory-linear" |
+    "triton" (opt-in, CUDA only, GPU-unverified); block_size: query rows per block of the memory-linear form
+    (and of the triton form's backward). See the module docstring for the rest."""
 
     def __init__(self, dim: int, heads: int, keep_rate: float = 0.5, context_dim: int | None = None,
                  renormalize: bool = False, k_from: str = "padded", padded_queries_vote: bool = True,
@@ -205,7 +211,14 @@ class KeySparseAttention(SequenceMixer):
         q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
         options = dict(renormalize=self.renormalize, padded_queries_vote=self.padded_queries_vote,
                        dropout=self.dropout, training=self.training)
-        if self._use_memory_linear(x):
+        if self.formulation == "triton":
+            if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+                raise RuntimeError("KeySparseAttention: formulation='triton' needs CUDA input (CPU tensors only "
+                                   "under TRITON_INTERPRET=1); use formulation='memory-linear' or 'auto'")
+            # Imported here: triton is optional, and importing sercore must never need it.
+            from sercore.attention.keysparse_triton import keysparse_triton
+            o = keysparse_triton(q, k, v, query_mask, key_mask, counts, block_size=self.block_size, **options)
+        elif self._use_memory_linear(x):
             o = memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, block_size=self.block_size,
                                         **options)
         else:
