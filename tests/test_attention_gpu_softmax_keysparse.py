@@ -1,4 +1,5 @@
-"""GPU paths held to the PyTorch references: softmax via SDPA, key-sparse via its CUDA (memory-linear) path.
+"""GPU paths held to the PyTorch references: softmax via SDPA, key-sparse via its CUDA (memory-linear) path
+and its opt-in Triton kernels (formulation="triton"; those tests also need triton, skipped without it).
 
 Forward and gradients, with padding; fp32 within 1e-4 and bf16 within 2e-2 of an fp32 reference built from
 the same (bf16-rounded) weights and inputs. Skipped without CUDA (tests/conftest.py). Written and checked on
@@ -112,3 +113,58 @@ def test_keysparse_cuda_path_matches_the_cpu_reference_in_fp64():
     x = torch.randn(2, 300, 64, dtype=torch.float64)
     mask = lengths_mask(2, 300, "cpu")
     assert torch.allclose(gpu(x.cuda(), mask.cuda()).cpu(), cpu(x, mask), atol=1e-10)
+
+
+def _triton_or_skip():
+    pytest.importorskip("triton", reason="formulation='triton' needs the triton package")
+
+
+@pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renorm"])
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+@pytest.mark.parametrize("b,t,h,d", SHAPES, ids=[f"B{b}-T{t}-H{h}-D{d}" for b, t, h, d in SHAPES])
+def test_keysparse_module_triton_matches_reference_fp32(b, t, h, d, cross, renormalize):
+    _triton_or_skip()
+    torch.manual_seed(0)
+    reference = KeySparseAttention(h * d, h, keep_rate=0.5, renormalize=renormalize,
+                                   formulation="materialized").cuda()
+    kernel = copy.deepcopy(reference)
+    kernel.formulation, kernel.block_size = "triton", 128
+    x = torch.randn(b, t, h * d, device="cuda")
+    kwargs = {}
+    if cross:
+        s = max(8, t // 2 + 3)
+        kwargs = dict(context=torch.randn(b, s, h * d, device="cuda"),
+                      context_mask=lengths_mask(b, s, "cuda").flip(0))
+    compare(kernel, reference, x, lengths_mask(b, t, "cuda"), torch.float32, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+@pytest.mark.parametrize("vote", [True, False], ids=["padded-vote", "real-vote"])
+@pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renorm"])
+@pytest.mark.parametrize("b,t,h,d", SHAPES, ids=[f"B{b}-T{t}-H{h}-D{d}" for b, t, h, d in SHAPES])
+def test_keysparse_triton_core_matches_reference(b, t, h, d, renormalize, vote, dtype):
+    """Kept keys, output and gradients of the kernels on the same (rounded) q, k, v as an fp32 reference."""
+    _triton_or_skip()
+    from sercore.attention.keysparse import top_k_keys
+    from sercore.attention.keysparse_triton import keysparse_triton, select_keys
+    g = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(b, h, t, d, device="cuda", generator=g).to(dtype) for _ in range(3))
+    mask = lengths_mask(b, t, "cuda")
+    counts = keep_counts(mask, 0.3, "padded")
+    kept, _ = select_keys(q, k, mask, mask, counts, vote)
+    scores = ((q.float() * d ** -0.5) @ k.float().transpose(-1, -2)).masked_fill(~mask[:, None, None], -torch.inf)
+    voters = scores.softmax(-1) if vote else scores.softmax(-1) * mask[:, None, :, None]
+    want_kept = top_k_keys(voters.sum(-2), counts)
+    assert torch.equal(kept, want_kept), f"{int((kept != want_kept).sum())} kept-key flags differ"
+    do = torch.randn(b, h, t, d, device="cuda", generator=g)
+    results = []
+    for inputs, fn in [((q, k, v), lambda *a: keysparse_triton(*a, mask, mask, counts, renormalize, vote,
+                                                                block_size=128)),
+                       ((q.float(), k.float(), v.float()),
+                        lambda *a: materialized_keysparse(*a, mask, mask, counts, renormalize, vote)[0])]:
+        leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+        o = fn(*leaves)
+        results.append((o, *torch.autograd.grad((o.float() * do).sum(), leaves)))
+    for name, got, want in zip(("output", "dq", "dk", "dv"), *results):
+        assert got.dtype == dtype and torch.isfinite(got).all(), name
+        assert rel_err(got, want) < TOL[dtype], f"{name}: {rel_err(got, want):.2e}"

@@ -16,7 +16,7 @@ The computation is the memory-linear form of sercore.attention.keysparse, on [B,
   * pass 3 (`kept_attention`): flash-attention-style forward over the kept keys only, an online softmax over
     the kept real keys; unless renormalising, the result is rescaled by the kept mass exp(lse_kept - lse),
     with lse from pass 1. fp32 inputs use IEEE dots; bf16/fp16 inputs use the tensor-core dot with fp32
-    accumulation.
+    accumulation (under the interpreter bf16 operands are widened to fp32 first: its bf16 dot is broken).
 Backward: `keysparse_triton` wraps the kernels in a torch.autograd.Function whose backward does NOT use a
 kernel: it recomputes pass 3 in PyTorch, query block by query block, over the kernels' kept-key set, and takes
 the gradient of that (the same gradient as the memory-linear PyTorch path: selection carries none, the full
@@ -121,11 +121,13 @@ def _importance_kernel(Q, K, KEY_REAL, QUERY_REAL, LSE, IMPORTANCE, sqb, sqh, sq
 @triton.jit
 def _kept_attention_kernel(Q, K, V, KEPT, LSE, O, sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd,
                            sob, soh, sot, sod, H, T, S, D, scale, RENORMALIZE: tl.constexpr,
-                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_D: tl.constexpr):
+                           PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Pass 3: O = sum over kept keys of exp(s - lse_kept) v, times exp(lse_kept - LSE) unless RENORMALIZE.
 
-    KEPT[b, h, j] is nonzero for kept real keys only; every head keeps at least one real key."""
+    KEPT[b, h, j] is nonzero for kept real keys only; every head keeps at least one real key. DOT_IN_FP32
+    widens the (already rounded) dot operands to fp32: only for bf16 under the interpreter, whose dot
+    multiplies bf16 as raw 16-bit integers (Triton 3.9); the products are the same, the sum order may differ."""
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -142,14 +144,21 @@ def _kept_attention_kernel(Q, K, V, KEPT, LSE, O, sqb, sqh, sqt, sqd, skb, skh, 
                       mask=(cols[None, :] < S) & (dims[:, None] < D), other=0.0)
         v = tl.load(V + b * svb + h * svh + cols[:, None] * svs + dims[None, :] * svd,
                     mask=(cols[:, None] < S) & (dims[None, :] < D), other=0.0)
-        s = tl.dot(q, k_t, input_precision=PRECISION) * scale
+        if DOT_IN_FP32:
+            s = tl.dot(q.to(tl.float32), k_t.to(tl.float32), input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, k_t, input_precision=PRECISION) * scale
         s = tl.where(kept[None, :], s, float("-inf"))
         new_max = tl.maximum(running_max, tl.max(s, 1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
         decay = tl.exp(running_max - shift)
         p = tl.exp(s - shift[:, None])
         running_sum = running_sum * decay + tl.sum(p, 1)
-        acc = acc * decay[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        p = p.to(v.dtype)  # flash-attention rounding: probabilities in the value dtype for the second dot
+        if DOT_IN_FP32:
+            acc = acc * decay[:, None] + tl.dot(p.to(tl.float32), v.to(tl.float32), input_precision="ieee")
+        else:
+            acc = acc * decay[:, None] + tl.dot(p, v, input_precision=PRECISION)
         running_max = new_max
     if RENORMALIZE:
         acc = acc / running_sum[:, None]
@@ -194,7 +203,7 @@ def kept_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kept: torc
     _kept_attention_kernel[(triton.cdiv(t, block_m), b * h)](
         q, k, v, kept.to(torch.int8).contiguous(), lse.contiguous(), out, *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), h, t, s, d, d ** -0.5, RENORMALIZE=renormalize, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
+        DOT_IN_FP32=interpreting() and q.dtype == torch.bfloat16, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
     return out
 
 
