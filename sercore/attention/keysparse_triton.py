@@ -230,7 +230,9 @@ class _TritonKeySparse(torch.autograd.Function):
         q, k, v, key_mask, kept = ctx.saved_tensors
         scale = q.shape[-1] ** -0.5
         padding, dropped = _padding(key_mask), ~kept[:, :, None, :]
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        # dk and dv sum over query blocks: accumulate in fp32 at least, as one big backward would.
+        wide = torch.promote_types(k.dtype, torch.float32)
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k, dtype=wide), torch.zeros_like(v, dtype=wide)
         for i in range(0, q.shape[2], ctx.block_size):
             with torch.enable_grad():
                 q_block = q[:, :, i:i + ctx.block_size].detach().requires_grad_(True)
@@ -240,7 +242,7 @@ class _TritonKeySparse(torch.autograd.Function):
             dq[:, :, i:i + ctx.block_size] = grads[0]
             dk += grads[1]
             dv += grads[2]
-        return dq, dk, dv, None, None, None, None, None, None
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None
 
 
 def keysparse_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: torch.Tensor,
