@@ -51,3 +51,8 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(transformers, model_dir, device):
+    """AutoModel from a local folder, in eval mode on `device` (never fetched: local_files_only)."""
+    return transformers.AutoModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)

@@ -19,7 +19,8 @@ import os
 
 import numpy as np
 
-from sercore.features.local_model import default_device, fingerprint, offline_transformers, require_model_dir
+from sercore.features.local_model import (default_device, fingerprint, load_model, offline_transformers,
+                                          require_model_dir)
 
 _DTYPES = ("float16", "float32")
 
@@ -61,8 +62,7 @@ class SSLEncoder:
     @property
     def model(self):
         if self._model is None:
-            model = self._transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-            self._model = model.eval().to(self.device)
+            self._model = load_model(self._transformers, self.model_dir, self.device)
         return self._model
 
     def frame_count(self, n_samples: int) -> int:

@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from sercore.features.local_model import default_device, fingerprint, offline_transformers, require_model_dir
+from sercore.features.local_model import (default_device, fingerprint, load_model, offline_transformers,
+                                          require_model_dir)
 
 
 def default_text_model_dir() -> str:
@@ -51,8 +52,7 @@ class TextEncoder:
     @property
     def model(self):
         if self._model is None:
-            model = self._transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-            self._model = model.eval().to(self.device)
+            self._model = load_model(self._transformers, self.model_dir, self.device)
         return self._model
 
     def __call__(self, text: str) -> np.ndarray:
