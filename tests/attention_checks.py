@@ -4,10 +4,30 @@ fla's state-dict layout). Plain functions, imported as `from attention_checks im
 tests/ on sys.path (no __init__.py there, default prepend import mode)."""
 
 import importlib.util
+import os
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------- where the kernel tests run
+
+# Tests marked `kernels` run fla's Triton kernels on CUDA, or, under TRITON_INTERPRET=1 with triton installed,
+# on CPU tensors in Triton's interpreter (tests/conftest.py installs tests/triton_interpreter.py's shims then).
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") is not None
+KERNEL_DEVICE = "cpu" if INTERPRETING else "cuda"
+# bf16 runs on CUDA only: inside the interpreter it is not faithful (retnet's fused path, 2 x 70 tokens: relative
+# error 1.4 in bf16 against 2.5e-7 in fp32), so there it would test the interpreter, not fla.
+KERNEL_DTYPES = [pytest.param(torch.float32, id="fp32"),
+                 pytest.param(torch.bfloat16, id="bf16", marks=pytest.mark.skipif(
+                     INTERPRETING, reason="bf16 is not faithful in Triton's interpreter; CUDA only"))]
+
+
+def on_kernel_device(cuda_value, interpreter_value):
+    """The CUDA setting, or a smaller one in the interpreter (it is ~1000x slower): shapes, widths."""
+    return interpreter_value if INTERPRETING else cuda_value
 
 
 # ---------------------------------------------------------------- error measures

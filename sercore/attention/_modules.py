@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sercore.attention.base import SequenceMixer, check_mask
+from sercore.attention.base import SequenceMixer, check_mask, kernels_can_run
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -299,8 +299,8 @@ class PackedCausalMixer(SequenceMixer):
             return "fused" if self.use_fused(x) else "parallel"
         if form not in self.FORMS:
             raise ValueError(f"{type(self).__name__}: form must be one of {self.FORMS}, got {form!r}")
-        if form == "fused" and not x.is_cuda:
-            raise RuntimeError(f"{type(self).__name__}: form='fused' needs a CUDA tensor")
+        if form == "fused" and not kernels_can_run(x):
+            raise RuntimeError(f"{type(self).__name__}: form='fused' needs a CUDA tensor (or TRITON_INTERPRET=1)")
         return form
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, form: str | None = None) -> torch.Tensor:

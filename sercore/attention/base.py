@@ -5,15 +5,28 @@ None means every token is real. Each mechanism has two paths for its token-mixin
   * fused: the GPU kernel (fla for the linear mechanisms, torch SDPA for softmax, our Triton kernel for
     key-sparse), used when the input is on CUDA;
   * reference: readable PyTorch, the specification, used on the CPU and by the tests as the oracle.
-`mode` chooses: "auto" (fused on CUDA, reference elsewhere), "reference" or "fused" (an error off CUDA).
+`mode` chooses: "auto" (fused on CUDA, reference elsewhere), "reference" or "fused" (an error off CUDA,
+except under TRITON_INTERPRET=1, where the Triton kernels run on the CPU in Triton's interpreter: slow, for tests).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 
 MODES = ("auto", "reference", "fused")
+
+
+def triton_interpreting() -> bool:
+    """True under TRITON_INTERPRET=1: Triton kernels then run on CPU tensors in Triton's interpreter."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def kernels_can_run(x: torch.Tensor) -> bool:
+    """Whether the fused kernels can take x: on CUDA, or on the CPU in Triton's interpreter."""
+    return x.is_cuda or (triton_interpreting() and x.device.type == "cpu")
 
 
 class SequenceMixer(nn.Module):
@@ -28,10 +41,12 @@ class SequenceMixer(nn.Module):
     def use_fused(self, x: torch.Tensor) -> bool:
         if self.mode == "reference":
             return False
-        if self.mode == "fused" and not x.is_cuda:
-            raise RuntimeError(f"{type(self).__name__}: mode='fused' needs a CUDA tensor; "
-                               "use mode='auto' or 'reference' on the CPU")
-        return x.is_cuda
+        if self.mode == "fused":
+            if not kernels_can_run(x):
+                raise RuntimeError(f"{type(self).__name__}: mode='fused' needs a CUDA tensor (or TRITON_INTERPRET=1 "
+                                   "for Triton's CPU interpreter); use mode='auto' or 'reference' on the CPU")
+            return True
+        return x.is_cuda  # auto: never the interpreter, which is far too slow for real work
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -40,14 +40,12 @@ it, so "auto" does not use it.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sercore.attention.base import SequenceMixer, check_mask
+from sercore.attention.base import SequenceMixer, check_mask, kernels_can_run
 
 FORMULATIONS = ("auto", "materialized", "memory-linear", "triton")
 K_FROM = ("padded", "real")
@@ -212,7 +210,7 @@ class KeySparseAttention(SequenceMixer):
         options = dict(renormalize=self.renormalize, padded_queries_vote=self.padded_queries_vote,
                        dropout=self.dropout, training=self.training)
         if self.formulation == "triton":
-            if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            if not kernels_can_run(x):
                 raise RuntimeError("KeySparseAttention: formulation='triton' needs CUDA input (CPU tensors only "
                                    "under TRITON_INTERPRET=1); use formulation='memory-linear' or 'auto'")
             # Imported here: triton is optional, and importing sercore must never need it.

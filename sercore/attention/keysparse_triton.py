@@ -29,8 +29,6 @@ accepted (and only then).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 try:
@@ -41,16 +39,13 @@ except ImportError as error:  # pragma: no cover - depends on the environment
                       "which is not installed (it is not a dependency of sercore; it comes with CUDA builds of "
                       "torch). Use formulation='memory-linear' or 'auto' instead.") from error
 
+from sercore.attention.base import triton_interpreting
 from sercore.attention.keysparse import _kept_block, _padding, top_k_keys
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def check_device(*tensors: torch.Tensor) -> None:
     """CUDA tensors, or CPU tensors under Triton's interpreter; anything else is a clear error."""
-    if all(t.is_cuda for t in tensors) or (interpreting() and not any(t.is_cuda for t in tensors)):
+    if all(t.is_cuda for t in tensors) or (triton_interpreting() and not any(t.is_cuda for t in tensors)):
         return
     raise RuntimeError("sercore/attention/keysparse_triton.py: formulation='triton' needs CUDA tensors "
                        f"(got {sorted({str(t.device) for t in tensors})}); CPU tensors run only under Triton's "
@@ -203,7 +198,7 @@ def kept_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kept: torc
     _kept_attention_kernel[(triton.cdiv(t, block_m), b * h)](
         q, k, v, kept.to(torch.int8).contiguous(), lse.contiguous(), out, *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), h, t, s, d, d ** -0.5, RENORMALIZE=renormalize, PRECISION=precision,
-        DOT_IN_FP32=interpreting() and q.dtype == torch.bfloat16, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
+        DOT_IN_FP32=triton_interpreting() and q.dtype == torch.bfloat16, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
     return out
 
 

@@ -1,8 +1,8 @@
-"""GPU: GSA and KDA's fused path (fla kernels) held to our PyTorch reference and to fla's own layer classes.
+"""Kernels: GSA and KDA's fused path (fla kernels) held to our PyTorch reference and to fla's own layer classes.
 
 Forward and input gradients, with and without a padding mask; relative error (norm of the difference over
-norm of the reference) <= 1e-4 in fp32 and <= 2e-2 in bf16. Needs CUDA + triton + fla 0.6.0; skipped
-without CUDA (tests/conftest.py). Written on a CPU-only machine: not yet run on a GPU.
+norm of the reference) <= 1e-4 in fp32 and <= 2e-2 in bf16. Needs triton + fla 0.6.0 and CUDA or Triton's CPU
+interpreter (TRITON_INTERPRET=1: narrower layers, fp32 only); skipped elsewhere (tests/conftest.py).
 
 fla's fp32 dots default to TF32 on Ampere and later, which alone is ~1e-3 off; like fla's own tests we ask
 Triton for IEEE fp32 dots before any kernel compiles (set at import, so it holds for the whole session).
@@ -15,19 +15,25 @@ os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from attention_checks import KERNEL_DEVICE, KERNEL_DTYPES, on_kernel_device  # noqa: E402
 
 from sercore.attention.gsa import GatedSlotAttention  # noqa: E402
 from sercore.attention.kda import KimiDeltaAttention  # noqa: E402
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.kernels
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
-DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
-# T = 48 takes fla's recurrent kernels where its layers do (GSA always, KDA at inference); 200 the chunked ones
-SHAPES = [pytest.param(3, 48, id="B3-T48-H4-D256"), pytest.param(3, 200, id="B3-T200-H4-D256")]
+DTYPES = KERNEL_DTYPES
+WIDTH = on_kernel_device(256, 128)
+# T = 48 takes fla's recurrent kernels where its layers do (GSA always, KDA at inference); 200 (interpreter: 80,
+# still two 64-token chunks) the chunked ones
+SHAPES = [pytest.param(3, 48, id=f"B3-T48-D{WIDTH}"),
+          on_kernel_device(pytest.param(3, 200, id="B3-T200-D256"), pytest.param(3, 80, id="B3-T80-D128"))]
 MECHANISMS = {
-    "gsa": (GatedSlotAttention, {"hidden_size": 256, "num_heads": 4}),
-    "kda": (KimiDeltaAttention, {"hidden_size": 256, "num_heads": 4}),  # head_dim 128 as in the paper
+    "gsa": (GatedSlotAttention, {"hidden_size": WIDTH, "num_heads": 4}),
+    # head_dim 128 as in the paper on CUDA; 64 in the interpreter
+    "kda": (KimiDeltaAttention, on_kernel_device({"hidden_size": 256, "num_heads": 4},
+                                                 {"hidden_size": 128, "num_heads": 2, "head_dim": 64})),
 }
 NAMES = list(MECHANISMS)
 
@@ -40,7 +46,7 @@ def rel(a, b):
 def ours(name, dtype, mode="fused"):
     cls, config = MECHANISMS[name]
     torch.manual_seed(0)
-    return cls(**config, mode=mode).cuda().to(dtype)
+    return cls(**config, mode=mode).to(KERNEL_DEVICE, dtype)
 
 
 def fla_twin(name, module):
@@ -48,22 +54,22 @@ def fla_twin(name, module):
     import fla.layers
 
     cls, config = MECHANISMS[name]
-    twin = getattr(fla.layers, cls.__name__)(**config, layer_idx=0).to(device="cuda", dtype=module.o_proj.weight.dtype)
+    twin = getattr(fla.layers, cls.__name__)(**config, layer_idx=0).to(KERNEL_DEVICE, module.o_proj.weight.dtype)
     twin.load_state_dict(module.state_dict(), strict=True)
     return twin
 
 
 def make_mask(B, T):
-    mask = torch.ones(B, T, dtype=torch.bool, device="cuda")
+    mask = torch.ones(B, T, dtype=torch.bool, device=KERNEL_DEVICE)
     mask[1, T - T // 3:] = False       # right padding
     mask[2, : T // 4] = False          # left padding
     return mask
 
 
 def inputs(B, T, dtype):
-    gen = torch.Generator("cuda").manual_seed(1)
-    x = torch.randn(B, T, 256, device="cuda", generator=gen).to(dtype)
-    dy = torch.randn(B, T, 256, device="cuda", generator=gen)
+    gen = torch.Generator(KERNEL_DEVICE).manual_seed(1)
+    x = torch.randn(B, T, WIDTH, device=KERNEL_DEVICE, generator=gen).to(dtype)
+    dy = torch.randn(B, T, WIDTH, device=KERNEL_DEVICE, generator=gen)
     return x, dy
 
 
