@@ -26,7 +26,7 @@ KERNEL_DTYPES = [pytest.param(torch.float32, id="fp32"),
 
 
 def on_kernel_device(cuda_value, interpreter_value):
-    """The CUDA setting, or a smaller one in the interpreter (it is ~1000x slower): shapes, widths."""
+    """The CUDA setting, or a smaller one in the interpreter (it is far slower): shapes, widths."""
     return interpreter_value if INTERPRETING else cuda_value
 
 

@@ -38,7 +38,8 @@ def install() -> None:
             node = self.generic_visit(node)
             if isinstance(node.target, ast.Name):
                 name = node.target.id
-                rebind = ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=ast.Name(id=name, ctx=ast.Load()))
+                rebind = ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
+                                    value=ast.Name(id=name, ctx=ast.Load()))
                 node.body.insert(0, self.visit_Assign(rebind))
             return node
 

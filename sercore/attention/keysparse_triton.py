@@ -198,7 +198,8 @@ def kept_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kept: torc
     _kept_attention_kernel[(triton.cdiv(t, block_m), b * h)](
         q, k, v, kept.to(torch.int8).contiguous(), lse.contiguous(), out, *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), h, t, s, d, d ** -0.5, RENORMALIZE=renormalize, PRECISION=precision,
-        DOT_IN_FP32=triton_interpreting() and q.dtype == torch.bfloat16, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
+        DOT_IN_FP32=triton_interpreting() and q.dtype == torch.bfloat16,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
     return out
 
 
