@@ -1,7 +1,9 @@
 """Provenance and safe writing: every results file says what produced it, and no file is half-written.
 
 Atomic writes go to a temporary file in the same folder and are renamed over the target, so an
-interrupted run leaves either the old file or the new one, never a truncated mix.
+interrupted run leaves either the old file or the new one, never a truncated mix. The file gets the mode a
+plain open() would give it (0o666 minus the umask), not mkstemp's private 0600, so results and caches can
+be shared the way the user's umask says.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ PACKAGES = ("sercore", "torch", "flash-linear-attention", "fla-core", "triton", 
             "numpy", "pandas", "scikit-learn")
 
 
+def _umask() -> int:
+    # The umask can only be read by setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call write(tmp_path), then rename tmp_path over path. The temp file is removed on failure."""
+    """Call write(tmp_path), then rename tmp_path over path with mode 0o666 & ~umask (what open() gives).
+    The temp file is removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,6 +40,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     tmp = Path(tmp)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
