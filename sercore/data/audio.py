@@ -2,7 +2,10 @@
 
 Repairs on read: a file at another sample rate is resampled with a polyphase filter
 (scipy.signal.resample_poly, exact rational ratio); a file with several channels is averaged to mono.
-What cannot be repaired (missing, unreadable, or empty audio) raises AudioError naming the file.
+What cannot be repaired (missing, unreadable, or empty audio, or samples that are NaN or infinite) raises
+AudioError naming the file. Float files (float WAV/FLAC) may hold samples beyond [-1, 1]: `read_audio`
+keeps them unscaled (scaling would change the features of an otherwise valid file) and, when given a
+`flags` set, adds FLOAT_PEAK to it so callers can count such files.
 Loaders check headers only (`inspect_audio`), so a corpus of 100k files loads in seconds.
 """
 
@@ -22,7 +25,7 @@ SAMPLE_RATE = 16000
 
 
 class AudioError(ValueError):
-    """An audio file that cannot be used: missing, unreadable or empty. The message names the file;
+    """An audio file that cannot be used: missing, unreadable, empty or non-finite. The message names the file;
     `reason` is the short cause loaders count in their report."""
 
     def __init__(self, path, reason: str, detail: str = ""):
@@ -31,6 +34,8 @@ class AudioError(ValueError):
 
 
 MISSING, UNREADABLE, EMPTY = "audio file missing", "unreadable audio", "empty audio (0 samples)"
+NON_FINITE = "non-finite samples (NaN or Inf)"
+FLOAT_PEAK = "float samples above 1 (kept unscaled)"
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,12 @@ def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resample_poly(wave, to_rate // common, from_rate // common).astype(np.float32)
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The file as float32 mono samples in [-1, 1] at `sample_rate`.
+def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, flags: set | None = None) -> np.ndarray:
+    """The file as float32 mono samples at `sample_rate` (in [-1, 1] for integer PCM; float files unscaled).
 
     Other sample rates are resampled and several channels are averaged; AudioError (naming the file) when
-    the file is missing, unreadable or holds no samples.
+    the file is missing, unreadable (including a body that fails to decode), holds no samples, or holds
+    NaN/Inf samples. `flags`, when given, receives FLOAT_PEAK if a decoded sample's magnitude exceeds 1.
     """
     path = Path(path)
     if not path.is_file():
@@ -81,6 +87,13 @@ def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         raise AudioError(path, UNREADABLE, str(error)) from error
     if data.shape[0] == 0:
         raise AudioError(path, EMPTY)
+    # Checked on the decoded samples, before resampling spreads a NaN over its neighbours.
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(np.argmin(finite.all(axis=1)))
+        raise AudioError(path, NON_FINITE, f"first at sample {bad}; re-export the file or drop it")
+    if flags is not None and float(np.abs(data).max()) > 1.0:
+        flags.add(FLOAT_PEAK)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return np.ascontiguousarray(resample(wave, rate, sample_rate), dtype=np.float32)
 
