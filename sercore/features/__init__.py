@@ -4,17 +4,20 @@
     extract(table, "ssl:/models/wavlm-large", ...)  -> [L, T, D] float16 per row (all hidden states, 50 frames/s)
     extract(table, "text", cache_dir)              -> [N, 384] float32 per row (MiniLM token states)
 
-Models load only from local folders; nothing is downloaded.
+Models load only from local folders; nothing is downloaded. The usual cache_dir is default_cache_dir()
+($SERCORE_CACHE, else $XDG_CACHE_HOME/sercore, else ~/.cache/sercore); a row whose audio or features are
+unusable is None in the result and listed in its `.failed` (see sercore.features.extraction).
 """
 
-from sercore.features.cache import CacheWarning, FeatureCache, cache_key
+from sercore.features.cache import CacheWarning, FeatureCache, cache_dir_or_default, cache_key, default_cache_dir
 from sercore.features.encoders import LogMelEncoder, make_encoder
-from sercore.features.extraction import ExtractStats, FeatureList, extract
+from sercore.features.extraction import ExtractStats, FeatureError, FeatureList, extract
 from sercore.features.logmel import frame_count, hz_to_mel, log_mel, mel_filterbank, mel_to_hz, power_spectrogram
 from sercore.features.vtlp import vtlp, vtlp_spectrogram, vtlp_wave, warp_frequencies
 
 __all__ = [
-    "CacheWarning", "ExtractStats", "FeatureCache", "FeatureList", "LogMelEncoder", "cache_key", "extract",
+    "CacheWarning", "ExtractStats", "FeatureCache", "FeatureError", "FeatureList", "LogMelEncoder",
+    "cache_dir_or_default", "cache_key", "default_cache_dir", "extract",
     "frame_count", "hz_to_mel", "log_mel", "make_encoder", "mel_filterbank", "mel_to_hz", "power_spectrogram",
     "vtlp", "vtlp_spectrogram", "vtlp_wave", "warp_frequencies",
 ]
