@@ -4,7 +4,8 @@
     python -m sercore features --corpus data/smoke --encoder logmel --profile paper --preset logmel_area
     python -m sercore features --corpus data/smoke --encoder ssl:/models/wavlm-large --set dtype=float32
 
-Prints the hits, misses and time, so running it twice shows what the cache saves.
+Prints the hits, misses and time, so running it twice shows what the cache saves, and the rows whose
+audio or features could not be used, by reason (they are left without features, never cached).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--corpus", required=True, help="corpus folder or manifest CSV (sercore.data.load_corpus)")
     parser.add_argument("--encoder", default="logmel",
                         help="logmel | ssl:<local model dir> | text | text:<local model dir> (default: logmel)")
-    parser.add_argument("--cache", help="cache folder (default: the profile's features.cache_dir)")
+    parser.add_argument("--cache", help="cache folder (default: the profile's features.cache_dir, else "
+                        "$SERCORE_CACHE, else $XDG_CACHE_HOME/sercore, else ~/.cache/sercore)")
     parser.add_argument("--profile", default="smoke", help="profile whose features section gives the settings")
     parser.add_argument("--preset", help="key in the profile's features section holding the encoder settings "
                         "(default: the encoder kind, e.g. logmel; logmel_area is the 128-mel log10 setting)")
@@ -64,14 +66,15 @@ def run(args) -> int:
     from sercore.data import load_corpus
     from sercore.features import extract
 
+    from sercore.features.cache import cache_dir_or_default
+
     settings, cache_dir = _settings(args)
     encoder = _encoder(args)
-    if not cache_dir:
-        raise SystemExit("no cache folder: pass --cache or set features.cache_dir in the profile")
+    cache_dir = cache_dir_or_default(cache_dir)
     table, report = load_corpus(args.corpus)
     print(report)
     features = extract(table, encoder, cache_dir, progress=not args.no_progress, **settings)
-    shapes = sorted({tuple(a.shape[:-2]) + ("T",) + tuple(a.shape[-1:]) for a in features}) if features else []
+    shapes = sorted({tuple(a.shape[:-2]) + ("T",) + tuple(a.shape[-1:]) for a in features if a is not None})
     print(f"features {encoder}: {features.stats}")
     print(f"cache: {cache_dir}; shapes: {', '.join('x'.join(map(str, s)) for s in shapes)}")
     return 0
