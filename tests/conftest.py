@@ -15,6 +15,14 @@ if INTERPRETING:
     install()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_feature_cache(tmp_path_factory):
+    """Tests never read or fill the user's default feature cache (sercore.features.cache.default_cache_dir)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SERCORE_CACHE", str(tmp_path_factory.mktemp("sercore-cache")))
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs CUDA (GPU test); not run on this machine")
     skip_kernels = pytest.mark.skip(reason="runs fla/Triton kernels: needs CUDA, or TRITON_INTERPRET=1 with triton "

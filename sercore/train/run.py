@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from sercore import metrics as M
+from sercore.features.cache import cache_dir_or_default
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
@@ -139,7 +140,33 @@ def _extract(table, encoder, cache_dir, world, progress):
     arrays = extract(table, encoder, cache_dir, progress=progress and world.is_main)
     if world.is_main:
         distributed.barrier(world)
-    return list(arrays)
+    return arrays
+
+
+def _drop_failed(table, speech, text, excluded: dict, world) -> tuple:
+    """(table, speech, text, examples) without the rows whose speech or text features failed at extraction;
+    their counts go into `excluded` under "at extraction: <reason>", with one warning for the run."""
+    import warnings
+
+    failed = {**(text.failed if text is not None else {}), **speech.failed}  # one reason per row
+    if not failed:
+        return table, list(speech), list(text) if text is not None else None, {}
+    names = table["path"] if "path" in table.columns else table["utt_id"]
+    examples = {}
+    for position, reason in sorted(failed.items()):
+        key = f"at extraction: {reason}"
+        excluded[key] = excluded.get(key, 0) + 1
+        if len(examples.setdefault(key, [])) < 3:
+            examples[key].append(str(names.iloc[position]))
+    keep = [i for i in range(len(table)) if i not in failed]
+    if not keep:
+        raise ValueError(f"every utterance failed at feature extraction: {excluded}")
+    if world.is_main:
+        counts = ", ".join(f"{key}: {excluded[key]}" for key in examples)
+        warnings.warn(f"{len(failed)} of {len(table)} utterances left out ({counts}); metrics.json lists them "
+                      "under data.excluded and data.extraction_failures", stacklevel=3)
+    table = table.iloc[keep].reset_index(drop=True)
+    return table, [speech[i] for i in keep], [text[i] for i in keep] if text is not None else None, examples
 
 
 def data_options(study: str, data: Utterances, segment_frames: int | None) -> dict:
@@ -240,11 +267,11 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         inputs = dict(build_model(study, **model_args).inputs)  # built once only to learn what it reads
         encoder, fps = speech_encoder(inputs["speech"], features_cfg)
         segmented = inputs["speech"] == "logmel128-segments"
-        cache_dir = Path(settings.cache_dir) if settings.cache_dir else \
-            (corpus if corpus.is_dir() else corpus.parent) / ".cache"
+        cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
         speech = _extract(table, encoder, cache_dir, world, settings.progress)
         text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
             if inputs.get("text") else None
+        table, speech, text, failures = _drop_failed(table, speech, text, excluded, world)
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main)
@@ -258,7 +285,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
                 "corpus_kind": corpus_kind(corpus),
-                "data": {"excluded": excluded, "load_report": str(load_report), "speech_features": encoder.name,
+                "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
+                         "load_report": str(load_report), "speech_features": encoder.name,
                          "frames_per_second": fps, "text_features": text is not None}}
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,

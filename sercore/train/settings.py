@@ -42,7 +42,7 @@ class TrainSettings:
     vtlp_copies: int = 0           # area study: VTLP-warped copies of each Train utterance (log-Mel models)
     classes: list | None = None    # class codes in index order; None: the corpus's own set
     avd_range: list | None = None  # [lo, hi] of the corpus's A/V/D scale; None: known for MSP-Podcast/IEMOCAP
-    cache_dir: str | None = None   # feature cache; None: <corpus>/.cache
+    cache_dir: str | None = None   # feature cache; None: features.cache_dir, else default_cache_dir()
     # evaluation
     n_boot: int = 1000             # bootstrap resamples for the 95 % intervals
     dev_split: str = "Development"
