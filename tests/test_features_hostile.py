@@ -173,16 +173,21 @@ def test_swapped_entries_are_refused_recomputed_and_rewritten(tmp_path):
     assert extract(table, "logmel", tmp_path / "cache", progress=False).stats.hits == 2
 
 
-def test_old_format_entry_is_recomputed(tmp_path):
+def test_old_format_entries_are_recomputed_with_one_warning(tmp_path):
     sf.write(tmp_path / "a.wav", tone(), SR, subtype="PCM_16")
-    table = table_of([tmp_path / "a.wav"])
+    sf.write(tmp_path / "b.wav", tone(freq=900.0), SR, subtype="PCM_16")
+    table = table_of([tmp_path / "a.wav", tmp_path / "b.wav"])
     extract(table, "logmel", tmp_path / "cache", progress=False)
-    (entry,) = sorted((tmp_path / "cache").rglob("*.feat"))
-    payload = entry.read_bytes()[len(MAGIC) + 32 + 32:]
-    entry.write_bytes(OLD_MAGIC + hashlib.sha256(payload).digest() + payload)  # the key-less format
-    with pytest.warns(CacheWarning, match="old cache format"):
-        assert extract(table, "logmel", tmp_path / "cache", progress=False).stats.corrupt == 1
-    assert entry.read_bytes()[:len(MAGIC)] == MAGIC
+    entries = sorted((tmp_path / "cache").rglob("*.feat"))
+    for entry in entries:
+        payload = entry.read_bytes()[len(MAGIC) + 32 + 32:]
+        entry.write_bytes(OLD_MAGIC + hashlib.sha256(payload).digest() + payload)  # the key-less format
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert extract(table, "logmel", tmp_path / "cache", progress=False).stats.corrupt == 2
+    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(messages) == 1 and "old cache format" in messages[0], "one warning for the folder, not per file"
+    assert all(entry.read_bytes()[:len(MAGIC)] == MAGIC for entry in entries)
 
 
 # ---------------------------------------------------------------- item 10: read-only places

@@ -13,9 +13,10 @@ File format (<cache_dir>/<encoder>/<key[:2]>/<key>.feat): the 8-byte magic b"SER
 itself, the 32-byte sha256 of the payload, then the payload, an array in .npy format. A file that is short,
 has the wrong magic (entries of the earlier key-less format b"SERCFEAT" included), carries another key
 (e.g. two entries swapped), fails its checksum, or holds NaN/Inf values is reported with a CacheWarning
-naming the file and treated as a miss, so the caller recomputes and overwrites it. Writes are atomic
-(temp file + rename). A folder that cannot be written (read-only, no permission) still serves its hits;
-the first failed write gives one CacheWarning naming the folder, and later misses are kept in memory only.
+naming the file (old-format entries: one warning per FeatureCache, i.e. per `extract` call) and treated
+as a miss, so the caller recomputes and overwrites it. Writes are atomic (temp file + rename). A folder
+that cannot be written (read-only, no permission) still serves its hits; the first failed write gives one
+CacheWarning naming the folder (once per process), and later misses are kept in memory only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ _WARNED_UNWRITABLE: set[str] = set()
 
 class CacheWarning(UserWarning):
     """A cache entry was unreadable and will be recomputed, or the cache folder cannot be written."""
+
+
+class OldFormatError(ValueError):
+    """A cache file in the earlier key-less format."""
 
 
 def default_cache_dir() -> Path:
@@ -99,7 +104,7 @@ def decode_array(blob: bytes, key: str) -> np.ndarray:
     """The array in a cache file's bytes; ValueError saying what is wrong when they are not intact, were
     written under another key, or hold NaN/Inf."""
     if len(blob) >= len(OLD_MAGIC) and blob[:len(OLD_MAGIC)] == OLD_MAGIC:
-        raise ValueError("old cache format without the key in its header")
+        raise OldFormatError("old cache format without the key in its header")
     if len(blob) < _HEADER:
         raise ValueError(f"file is {len(blob)} bytes, shorter than the {_HEADER}-byte header (truncated)")
     if blob[:len(MAGIC)] != MAGIC:
@@ -122,6 +127,7 @@ class FeatureCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.writable = True  # False after the first failed write: later misses stay in memory
+        self._warned_old = False  # an upgraded cache holds many old entries: one warning, not one per file
 
     def path(self, encoder: str, key: str) -> Path:
         folder = re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder).strip("_") or "encoder"
@@ -140,6 +146,12 @@ class FeatureCache:
             return None
         try:
             return decode_array(blob, key)
+        except OldFormatError as error:
+            if not self._warned_old:
+                self._warned_old = True
+                warnings.warn(f"feature cache {self.root}: {error} (e.g. {path}); such entries are recomputed and "
+                              "rewritten, without a warning for each", CacheWarning, stacklevel=2)
+            return None
         except ValueError as error:
             warnings.warn(f"corrupt feature cache entry {path}: {error}; recomputing it", CacheWarning,
                           stacklevel=2)
