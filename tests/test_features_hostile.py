@@ -334,3 +334,20 @@ def test_features_command_prints_the_failures_and_finishes(tmp_path, capsys):
     assert f"failed 1: {NON_FINITE} (e.g. {tmp_path / 'nan.wav'})" in out
     assert f"failed 1: {UNREADABLE} (e.g. {tmp_path / 'body.flac'})" in out
     assert f"cache: {default_cache_dir()};" in out and "x80" in out
+
+
+def test_audio_too_short_for_the_ssl_model_is_a_counted_row(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from sercore.features.ssl import TOO_SHORT
+
+    torch.manual_seed(0)
+    config = transformers.Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, conv_dim=(8,) * 7, num_conv_pos_embeddings=16,
+                                         num_conv_pos_embedding_groups=2, vocab_size=8)
+    transformers.Wav2Vec2Model(config).eval().save_pretrained(tmp_path / "model")
+    sf.write(tmp_path / "ok.wav", tone(0.5), SR, subtype="PCM_16")
+    sf.write(tmp_path / "blip.wav", tone(0.005), SR, subtype="PCM_16")  # 80 samples: no CNN frame
+    features = extract(table_of([tmp_path / "ok.wav", tmp_path / "blip.wav"]), f"ssl:{tmp_path / 'model'}",
+                       tmp_path / "cache", progress=False, device="cpu")
+    assert features.failed == {1: TOO_SHORT} and features[0].shape[:2] == (2, 24)

@@ -10,7 +10,8 @@ zero mean, unit variance per utterance, as Wav2Vec2FeatureExtractor does with do
 
 Long audio: chunk_seconds (default None = whole utterance) encodes consecutive chunks independently and
 concatenates their frames; frames near a chunk edge then see only their own chunk. A last chunk shorter
-than one second is joined to the one before it, so no chunk is too short for the CNN.
+than one second is joined to the one before it, so no chunk is too short for the CNN. A whole utterance
+too short for one frame raises FeatureError (reason TOO_SHORT), which `extract` counts as a failed row.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import os
 
 import numpy as np
 
+from sercore.features.extraction import FeatureError
 from sercore.features.local_model import (default_device, fingerprint, load_model, offline_transformers,
                                           require_model_dir)
 
 _DTYPES = ("float16", "float32")
+TOO_SHORT = "audio too short for the SSL model"
 
 
 class SSLEncoder:
@@ -90,8 +93,9 @@ class SSLEncoder:
         if wave.ndim != 1:
             raise ValueError(f"expected a mono wave [N], got shape {wave.shape}")
         if self.frame_count(wave.size) < 1:
-            raise ValueError(f"audio of {wave.size} samples is too short for {self.model_dir.name}: "
-                             f"its CNN needs enough samples for one frame (about 25 ms)")
+            # A FeatureError: `extract` leaves that one row out and counts it instead of stopping.
+            raise FeatureError(f"audio of {wave.size} samples is too short for {self.model_dir.name}: "
+                               f"its CNN needs enough samples for one frame (about 25 ms)", TOO_SHORT)
         torch = self._torch
         states = []
         with torch.inference_mode():
