@@ -1,10 +1,11 @@
 """Features for every row of an utterance table, served from the disk cache when already computed.
 
 One bad file never stops a run: a row whose audio cannot be decoded (sercore.data.AudioError: missing,
-unreadable body, empty, NaN/Inf samples) or whose features come out NaN/Inf is left as None in the
-returned list, recorded in its `.failed` (row position -> reason) and counted by reason in its `.stats`;
-nothing non-finite is cached or returned. Only when every row fails does `extract` raise. Float audio with
-samples beyond [-1, 1] is kept unscaled and counted (`float_peaks`, on the rows decoded, i.e. the misses).
+unreadable body, empty, NaN/Inf samples), whose encoder refuses it (FeatureError, e.g. audio too short for
+an SSL model) or whose features come out NaN/Inf is left as None in the returned list, recorded in its
+`.failed` (row position -> reason) and counted by reason in its `.stats`; nothing non-finite is cached or
+returned. Only when every row fails does `extract` raise. Float audio with samples beyond [-1, 1] is kept
+unscaled and counted (`float_peaks`, on the rows decoded, i.e. the misses).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def extract(table: pd.DataFrame, encoder, cache_dir, progress: bool = True, **se
         except row_errors as error:
             reason = error.reason
             features.failed[position] = reason
-            errors.setdefault(reason, str(error))
+            errors.setdefault(reason, str(error) if item in str(error) else f"{item}: {error}")
             stats.fail(reason, item)
             array, hit = None, False
         stats.hits += hit
