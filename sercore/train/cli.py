@@ -12,7 +12,7 @@ EPILOG = f"""\
 studies:     {', '.join(STUDIES)}
 mechanisms:  {', '.join(MECHANISMS)}  (the token mixer; for fusion the sequence mixers, not area)
 
---set key=value (repeatable), value parsed as YAML (3, 1e-4, true, [1, 7], null):
+--set key=value (repeatable), value parsed as YAML, numbers as numbers (3, 1e-4, true, [1, 7], null):
   a train setting        epochs=2  batch_size=16  lr=3e-4  eval_every=50  max_steps=100  n_boot=200
                          crop_seconds=3  device=cpu  amp=bf16  classes=[N,H,A,S]  avd_range=[1,7]
   model.<option>         an option of sercore.models.build_model, e.g. model.speech=logmel model.width=256
@@ -33,22 +33,11 @@ example:
 """
 
 
-def _parse_set(items: list[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def run(args: argparse.Namespace) -> int:
+    from sercore.profiles import parse_assignments
     from sercore.train.run import train_run
 
-    overrides = _parse_set(args.set or [])
+    overrides = parse_assignments(args.set)
     if args.quiet:
         overrides["progress"] = False
     metrics = train_run(args.study, args.corpus, args.out, profile=args.profile, mechanism=args.mechanism,
