@@ -132,3 +132,173 @@ def test_bad_log_mel_settings_are_refused_by_the_encoder(settings, message):
         LogMelEncoder(**settings)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
     LogMelEncoder(n_mels=128, n_fft=800, win_ms=50, hop_ms=25, log="log10")  # the area setting is fine
+
+
+# -- tiny real runs: a manifest corpus of short noise files ------------------------------------------------
+
+FAST = {"max_steps": 2, "eval_every": 1, "n_boot": 10, "progress": False, "device": "cpu", "crop_seconds": 0.5,
+        "batch_size": 4, "model.text": False}
+SPLIT_ROWS = {"Train": 8, "Development": 4, "Test1": 4}
+
+
+def write_corpus(root: Path, splits=SPLIT_ROWS, classes=("ang", "hap"), seconds=0.3) -> Path:
+    """A manifest CSV with `splits` rows each, labels cycling through `classes`; returns the CSV path."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    lines = ["path,label,split,speaker,gender"]
+    for split, n in splits.items():
+        for i in range(n):
+            name = f"wav/{split}_{i}.wav"
+            sf.write(root / name, (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32), 16000)
+            lines.append(f"{name},{classes[i % len(classes)]},{split},spk{i % 2},{('Female', 'Male')[i % 2]}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "manifest.csv"
+
+
+def run(corpus, out, **changes):
+    from sercore.train import train_run
+
+    return train_run("fusion", corpus, out, profile="smoke", seed=0,
+                     **{**FAST, "cache_dir": str(out.parent / "cache"), **changes})
+
+
+# -- item 2: stale finished runs and checkpoints -------------------------------------------------------------
+
+def test_unchanged_rerun_is_reused_and_an_edited_label_retrains(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    first = run(corpus, tmp_path / "run")
+    keys = {k: first["provenance"][k] for k in ("data_key", "code_key")}
+    assert all(len(v) == 64 for v in keys.values())
+    assert first["data"]["rows"]["Train"] == 8
+    written = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
+    again = run(corpus, tmp_path / "run")
+    assert again == first and (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == written
+
+    # same path, same parameters, one label changed and two Train rows removed: a new run, trained afresh
+    lines = corpus.read_text().splitlines()
+    lines[1] = lines[1].replace(",ang,", ",hap,")
+    del lines[2:4]
+    corpus.write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="other parameters, data or code; not resumed"):
+        edited = run(corpus, tmp_path / "run")
+    assert edited["provenance"]["data_key"] != keys["data_key"]
+    assert edited["provenance"]["code_key"] == keys["code_key"]
+    assert edited["data"]["rows"]["Train"] == 6 and edited["training"]["resumed_at_step"] is None
+
+
+def test_changed_audio_bytes_change_the_data_key(tmp_path):
+    import soundfile as sf
+
+    from sercore.data import load_corpus
+    from sercore.train.run import data_key
+
+    corpus = write_corpus(tmp_path / "corpus")
+    table, _ = load_corpus(corpus)
+    before = data_key(table)
+    assert data_key(table) == before
+    sf.write(table.path[0], np.zeros(4800, dtype=np.float32), 16000)
+    assert data_key(table) != before
+
+
+def test_code_key_covers_the_training_code_not_the_book(tmp_path, monkeypatch):
+    import sercore.train.run as run_module
+
+    package = tmp_path / "sercore"
+    for name in ("metrics.py", "book.py", "train/run.py", "train/cli.py"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(run_module, "__file__", str(package / "train" / "run.py"))
+    key = run_module.code_key()
+    (package / "book.py").write_text("# edited\n")
+    (package / "train" / "cli.py").write_text("# edited\n")
+    assert run_module.code_key() == key
+    (package / "metrics.py").write_text("# edited\n")
+    assert run_module.code_key() != key
+
+
+def test_resume_checkpoint_is_used_only_for_the_same_data(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    run(corpus, tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.json"
+    metrics.unlink()  # as if killed after its last checkpoint: unchanged data resumes from it
+    assert run(corpus, tmp_path / "run")["training"]["resumed_at_step"] == 2
+    metrics.unlink()
+    corpus.write_text(corpus.read_text().replace(",hap,Train", ",ang,Train", 1))
+    with pytest.warns(UserWarning, match="other parameters, data or code; not resumed, moved to last.pt.stale"):
+        redone = run(corpus, tmp_path / "run")
+    assert redone["training"]["resumed_at_step"] is None and redone["training"]["steps"] == 2
+    assert (tmp_path / "run" / "checkpoints" / "last.pt.stale").is_file()
+
+
+# -- item 17: corrupt checkpoint, --retrain, recorded device and cache --------------------------------------
+
+def test_truncated_last_checkpoint_is_moved_aside_and_training_starts_over(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    whole = run(corpus, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:200])
+    (tmp_path / "run" / "metrics.json").unlink()
+    with pytest.warns(UserWarning, match=r"last\.pt: unreadable checkpoint .*moved to last\.pt\.corrupt, training "
+                                         r"starts over from step 0"):
+        redone = run(corpus, tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "last.pt.corrupt").is_file()
+    assert redone["training"]["resumed_at_step"] is None
+    assert redone["splits"] == whole["splits"]  # from scratch, deterministic: the same results
+
+
+def test_retrain_ignores_a_finished_run_and_no_resume_does_not(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    first = run(corpus, tmp_path / "run")
+    assert run(corpus, tmp_path / "run", resume=False)["provenance"]["created"] == first["provenance"]["created"]
+    metrics = tmp_path / "run" / "metrics.json"
+    written = metrics.stat().st_mtime_ns
+    again = run(corpus, tmp_path / "run", retrain=True)
+    assert metrics.stat().st_mtime_ns != written and again["training"]["resumed_at_step"] is None
+    assert again["splits"] == first["splits"]
+
+
+def test_cli_help_documents_resume_and_retrain():
+    from sercore.cli import build_parser
+
+    parser = build_parser()
+    text = " ".join(parser._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert "--retrain" in text and "--no-resume" in text and "a finished run is still not retrained" in text
+    args = parser.parse_args(["train", "--study", "fusion", "--corpus", "c", "--out", "o", "--retrain"])
+    assert args.retrain and not args.no_resume
+
+
+def test_provenance_records_the_device_used_and_no_unused_cache(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    metrics = run(corpus, tmp_path / "run")
+    assert metrics["provenance"]["device"]["torch_device"] == "cpu"
+    parameters = metrics["provenance"]["parameters"]
+    assert "cache_dir" not in parameters["train"] and "cache_dir" not in parameters["features"]
+    # where the cache lies changes no result: another cache folder reuses the finished run
+    assert run(corpus, tmp_path / "run", cache_dir=str(tmp_path / "elsewhere")) == metrics
+
+
+# -- item 4: degenerate corpora ------------------------------------------------------------------------------
+
+def test_one_class_corpus_is_refused_naming_the_class(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", classes=("ang",))
+    with pytest.raises(ValueError, match=r"Train has only ang: 8 rows; a classifier needs at least two classes"):
+        run(corpus, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_corpus_without_test_splits_records_them_absent(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", splits={"Train": 8, "Development": 4})
+    with pytest.warns(UserWarning, match=r"expected split\(s\) Test\* absent"):
+        metrics = run(corpus, tmp_path / "run")
+    assert metrics["absent_splits"] == ["Test*"] and set(metrics["splits"]) == {"Development"}
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["absent_splits"] == ["Test*"]
+
+
+def test_absent_splits_by_layout():
+    from sercore.train.run import absent_splits
+
+    assert absent_splits("msp-podcast", ["Train", "Development", "Test1"]) == ["Test2"]
+    assert absent_splits("iemocap", ["Train", "Development", "Test"]) == []
+    assert absent_splits("manifest", ["Train", "Development", "Test-B"]) == []
