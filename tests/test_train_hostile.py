@@ -302,3 +302,91 @@ def test_absent_splits_by_layout():
     assert absent_splits("msp-podcast", ["Train", "Development", "Test1"]) == ["Test2"]
     assert absent_splits("iemocap", ["Train", "Development", "Test"]) == []
     assert absent_splits("manifest", ["Train", "Development", "Test-B"]) == []
+
+
+# -- item 9: one long utterance in an evaluated split ------------------------------------------------------
+
+class AttentionToy(torch.nn.Module):
+    """Softmax self-attention over the frames -> masked mean -> logits: quadratic in T without chunking."""
+
+    def __init__(self, dim: int = 8, n_classes: int = 4):
+        from sercore.attention.softmax import SoftmaxAttention
+
+        super().__init__()
+        self.mixer = SoftmaxAttention(dim, 2)
+        self.out = torch.nn.Linear(dim, n_classes)
+
+    def forward(self, batch):
+        mask = batch["speech_mask"]
+        h = self.mixer(batch["speech"], mask) * mask[..., None]
+        return {"logits": self.out(h.sum(1) / mask.sum(1, keepdim=True))}
+
+
+def long_item_data():
+    data = make_toy_data(splits={"Train": 4, "Development": 40})
+    rows = data.rows("Development", "label")
+    long_row = rows[7]
+    data.speech[long_row] = np.random.default_rng(1).normal(size=(3000, 8)).astype(np.float32)
+    return data, rows, long_row
+
+
+def test_eval_batches_respect_the_frame_cap_and_keep_the_order():
+    from sercore.train.datasets import EvalItems
+
+    data, rows, long_row = long_item_data()
+    items = EvalItems(data, rows, batch_size=16, max_frames=600)
+    seen = []
+    for batch in items.batches():
+        frames = batch["speech"].shape[0] * batch["speech"].shape[1]
+        positions = batch["utt_index"].tolist()
+        assert frames <= 600 or positions == [7]  # only the long item, alone, exceeds the cap
+        assert len(positions) <= 16
+        seen += positions
+    assert sorted(seen) == list(range(len(rows))) and items.n_batches() > len(rows) // 16
+    assert EvalItems(data, rows, batch_size=16).n_batches() == 3  # without a cap: batch_size alone
+
+
+def test_capped_evaluation_gives_the_same_predictions_in_row_order(monkeypatch):
+    import sercore.attention.softmax as softmax
+    from sercore.train.datasets import EvalItems
+    from sercore.train.trainer import predict
+
+    data, rows, long_row = long_item_data()
+    torch.manual_seed(0)
+    model = AttentionToy()
+    scores = []
+    real = softmax.explicit_attention
+
+    def recording(q, k, v, allowed=None):
+        scores.append(q.shape[0] * q.shape[2] * k.shape[2])  # query x key scores per head
+        return real(q, k, v, allowed)
+
+    monkeypatch.setattr(softmax, "explicit_attention", recording)
+    capped = predict(model, EvalItems(data, rows, batch_size=16, max_frames=600), torch.device("cpu"))["probs"]
+    assert max(scores) <= softmax.QUERY_CHUNK * 3000  # the long item: query blocks, never 3000 x 3000
+    monkeypatch.undo()
+    # the reference: each utterance alone, with gradients on (the unchunked softmax path)
+    alone = []
+    for r in rows:
+        x = torch.from_numpy(np.asarray(data.speech[r], dtype=np.float32))[None]
+        out = model({"speech": x, "speech_mask": torch.ones(x.shape[:2], dtype=torch.bool)})["logits"]
+        alone.append(torch.softmax(out, -1).detach().numpy()[0])
+    np.testing.assert_allclose(capped, np.stack(alone), atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_query_chunked_softmax_equals_the_single_pass(causal):
+    from sercore.attention.softmax import QUERY_CHUNK, SoftmaxAttention
+
+    torch.manual_seed(0)
+    mixer = SoftmaxAttention(16, 2, causal=causal)
+    t = QUERY_CHUNK * 2 + 300
+    x = torch.randn(3, t, 16)
+    mask = torch.ones(3, t, dtype=torch.bool)
+    mask[1, 1500:] = False
+    mask[2] = False  # a sample with no real frame: zeros, not NaN
+    single = mixer(x, mask).detach()  # gradients on: one pass, [B, H, T, T] scores
+    with torch.no_grad():
+        chunked = mixer(x, mask)
+    torch.testing.assert_close(chunked, single, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(chunked).all() and (chunked[2] == 0).all()

@@ -386,8 +386,9 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         rows = data.rows(split, target)
         if segmented:
             return EvalItems(data, rows, settings.eval_batch_size, seg_frames,
-                             int(round(settings.segment_hop_test * fps)), settings.short_segments)
-        return EvalItems(data, rows, settings.eval_batch_size)
+                             int(round(settings.segment_hop_test * fps)), settings.short_segments,
+                             max_frames=settings.eval_max_frames)
+        return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
 
     present = list(dict.fromkeys(data.split.tolist()))
     splits = [s for s in present if s != "Train"]
