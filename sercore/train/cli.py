@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                         **overrides)
     summary = {split: {k: v["value"] for k, v in m.items() if isinstance(v, dict) and "value" in v}
                for split, m in metrics["splits"].items()}
-    print(json.dumps({"out": str(args.out), "corpus_kind": metrics["corpus_kind"], "splits": summary}, indent=2))
+    print(json.dumps({"out": str(args.out), "corpus_kind": metrics["corpus_kind"], "splits": summary,
+                      "absent_splits": metrics.get("absent_splits", [])}, indent=2))
     return 0
 
 
