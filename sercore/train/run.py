@@ -144,7 +144,10 @@ def data_key(table: pd.DataFrame) -> str:
     cells = table[list(TABLE_COLUMNS)].astype(object)
     for row in cells.where(cells.notna(), None).itertuples(index=False):
         digest.update(json.dumps(list(row), default=str).encode())
-        digest.update(sha256_file(row.path).encode())
+        try:
+            digest.update(sha256_file(row.path).encode())
+        except OSError as error:  # the row fails (and is counted) at feature extraction, not here
+            digest.update(f"unreadable: {type(error).__name__}".encode())
     return digest.hexdigest()
 
 
