@@ -15,6 +15,8 @@ mechanisms:  {', '.join(MECHANISMS)}  (the token mixer; for fusion the sequence 
 --set key=value (repeatable), value parsed as YAML, numbers as numbers (3, 1e-4, true, [1, 7], null):
   a train setting        epochs=2  batch_size=16  lr=3e-4  eval_every=50  max_steps=100  n_boot=200
                          crop_seconds=3  device=cpu  amp=bf16  classes=[N,H,A,S]  avd_range=[1,7]
+                         eval_max_frames=32768 (padded frames per evaluation batch; a longer utterance
+                         is evaluated alone). Each value is checked: a bad one stops with what is allowed.
   model.<option>         an option of sercore.models.build_model, e.g. model.speech=logmel model.width=256
   features.<key>[.<key>] the profile's features section, e.g. features.ssl_model_dir=/models/wavlm-large
   corpus.<option>        an option of sercore.data.load_corpus, e.g. corpus.fold=2 (IEMOCAP)
