@@ -83,29 +83,38 @@ def versions(packages=PACKAGES) -> dict[str, str | None]:
     return found
 
 
-def device_info() -> dict[str, Any]:
+def device_info(device=None) -> dict[str, Any]:
+    """The machine, and when `device` (the torch device a run used) is given: "torch_device" ("cpu",
+    "cuda:0", ...) and, for a CUDA device, "cuda_device" = the name of that very GPU."""
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor(),
                             "cpu_count": os.cpu_count()}
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["cuda_device"] = torch.cuda.get_device_name()
+        if device is not None:
+            device = torch.device(device)
+            if device.type == "cuda" and device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+            info["torch_device"] = str(device)
+        if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+            info["cuda_device"] = torch.cuda.get_device_name(device)
             info["cuda_version"] = torch.version.cuda
     except ImportError:
         pass
     return info
 
 
-def provenance(parameters: dict | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The block every results file carries: parameters, seed, git SHA, versions, device, time."""
+def provenance(parameters: dict | None = None, seed: int | None = None, device=None, **keys) -> dict[str, Any]:
+    """The block every results file carries: parameters, seed, git SHA, versions, device (with the torch
+    device used, when given), time, and any content keys passed (e.g. data_key=, code_key=)."""
     return {
         "parameters": parameters or {},
         "seed": seed,
+        **keys,
         "git_sha": git_sha(),
         "versions": versions(),
-        "device": device_info(),
+        "device": device_info(device),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

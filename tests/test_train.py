@@ -134,12 +134,14 @@ def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     assert not list((tmp_path / "ckpt").glob(".*.tmp"))
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path):
+def test_checkpoint_of_another_run_is_set_aside_not_resumed(tmp_path):
     data = make_toy_data()
     with pytest.raises(Interrupt):
         make_trainer(tmp_path, data, callbacks=[interrupt_at(6)]).fit()
-    with pytest.raises(ValueError, match="different parameters"):
-        make_trainer(tmp_path, data, fingerprint="other").fit()
+    with pytest.warns(UserWarning, match="other parameters, data or code; not resumed, moved to last.pt.stale"):
+        summary = make_trainer(tmp_path, data, fingerprint="other").fit()
+    assert summary["resumed_at_step"] is None and summary["steps"] == 24
+    assert (tmp_path / "ckpt" / "last.pt.stale").is_file()
     fresh = make_trainer(tmp_path, data, fingerprint="other")
     fresh.resume = False
     assert fresh.fit()["resumed_at_step"] is None

@@ -26,27 +26,21 @@ def register(subparsers) -> None:
     parser.add_argument("--preset", help="key in the profile's features section holding the encoder settings "
                         "(default: the encoder kind, e.g. logmel; logmel_area is the 128-mel log10 setting)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one encoder setting (value parsed as YAML); repeatable")
+                        help="override one encoder setting (value parsed as YAML, 3e-4 as a number); "
+                        "repeatable")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 
 def _settings(args) -> tuple[dict, str | None]:
-    import yaml
-
-    from sercore.profiles import section
+    from sercore.profiles import parse_assignments, section
 
     features = section(args.profile, "features")
     preset = args.preset or args.encoder.partition(":")[0]
     if args.preset and args.preset not in features:
         raise SystemExit(f"profile {args.profile!r} has no features.{args.preset} "
                          f"(it has: {', '.join(sorted(features)) or 'no features section'})")
-    settings = dict(features.get(preset) or {})
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key.strip()] = yaml.safe_load(value)
+    settings = {**(features.get(preset) or {}), **parse_assignments(args.overrides)}
     return settings, args.cache or features.get("cache_dir")
 
 

@@ -8,6 +8,11 @@ Conventions (chosen to match librosa's defaults, which the area-attention public
 - Mel scale: "slaney" (linear below 1 kHz, logarithmic above; librosa's default) or "htk"
   (2595 * log10(1 + f / 700)). Filter norm: "slaney" scales each triangle to unit area (2 / bandwidth in Hz,
   librosa's default), None leaves peaks at 1.
+
+Settings are checked on every call (so LogMelEncoder's constructor, which calls log_mel once, refuses bad
+ones at once) by check_settings: one line naming the setting, its value and what is allowed. A bool is
+not a number, and settings that would run but mean nothing (n_mels=0, a mel band with no FFT bin in it)
+are refused.
 """
 
 from __future__ import annotations
@@ -98,6 +103,50 @@ def power_spectrogram(wave: np.ndarray, n_fft: int, hop_length: int, win_length:
     return out
 
 
+def _setting_error(name, value, allowed: str) -> ValueError:
+    return ValueError(f"log-Mel setting {name}={value!r}: must be {allowed}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_settings(sample_rate, n_mels, win_ms, hop_ms, n_fft, log, floor, f_min, f_max, mel_scale, norm,
+                   vtlp_factor, vtlp_f_hi) -> None:
+    """ValueError (one line) for the first log_mel setting that is out of range; see the module docstring."""
+    for name, value in (("sample_rate", sample_rate), ("n_mels", n_mels)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise _setting_error(name, value, "an integer >= 1")
+    for name, value in (("win_ms", win_ms), ("hop_ms", hop_ms), ("floor", floor), ("vtlp_f_hi", vtlp_f_hi)):
+        if not (_is_number(value) and value > 0):
+            raise _setting_error(name, value, "a number > 0")
+    win_length = int(round(sample_rate * win_ms / 1000.0))
+    hop_length = int(round(sample_rate * hop_ms / 1000.0))
+    if win_length < 1 or hop_length < 1:
+        raise _setting_error("win_ms" if win_length < 1 else "hop_ms", win_ms if win_length < 1 else hop_ms,
+                             f"at least one sample at sample_rate={sample_rate}")
+    if n_fft is not None and not (isinstance(n_fft, int) and not isinstance(n_fft, bool) and n_fft >= win_length):
+        raise _setting_error("n_fft", n_fft, f"null or an integer >= the window ({win_length} samples)")
+    if log not in ("ln", "log10"):
+        raise _setting_error("log", log, "'ln' or 'log10'")
+    if mel_scale not in ("slaney", "htk"):
+        raise _setting_error("mel_scale", mel_scale, "'slaney' or 'htk'")
+    if norm not in ("slaney", None):
+        raise _setting_error("norm", norm, "'slaney' or null")
+    nyquist = sample_rate / 2.0
+    if not (_is_number(f_min) and 0 <= f_min < nyquist):
+        raise _setting_error("f_min", f_min, f"a number in [0, {nyquist}) Hz")
+    if f_max is not None and not (_is_number(f_max) and f_min < f_max <= nyquist):
+        raise _setting_error("f_max", f_max, f"null or a number in ({f_min}, {nyquist}] Hz (above f_min)")
+    if vtlp_factor is not None and not _is_number(vtlp_factor):
+        raise _setting_error("vtlp_factor", vtlp_factor, "null or a number in [0.8, 1.2]")
+    n_fft = 1 << (win_length - 1).bit_length() if n_fft is None else n_fft
+    empty = int((mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, mel_scale, norm).max(axis=1) <= 0).sum())
+    if empty:
+        raise _setting_error("n_mels", n_mels, f"at most what n_fft={n_fft} resolves: {empty} of the bands get no "
+                             "FFT bin (use fewer bands or a larger n_fft)")
+
+
 def log_mel(wave: np.ndarray, sample_rate: int = 16000, n_mels: int = 80, win_ms: float = 25.0,
             hop_ms: float = 10.0, n_fft: int | None = None, log: str = "ln", floor: float = 1e-10,
             f_min: float = 0.0, f_max: float | None = None, mel_scale: str = "slaney",
@@ -110,14 +159,12 @@ def log_mel(wave: np.ndarray, sample_rate: int = 16000, n_mels: int = 80, win_ms
     vtlp_factor (in [0.8, 1.2]) warps the power spectrum before the mel filters (sercore.features.vtlp): the
     features of a VTLP copy without a round trip through the waveform.
     """
+    check_settings(sample_rate, n_mels, win_ms, hop_ms, n_fft, log, floor, f_min, f_max, mel_scale, norm,
+                   vtlp_factor, vtlp_f_hi)
     win_length = int(round(sample_rate * win_ms / 1000.0))
     hop_length = int(round(sample_rate * hop_ms / 1000.0))
-    if win_length <= 0 or hop_length <= 0:
-        raise ValueError(f"window and hop must be at least one sample, got win_ms={win_ms}, hop_ms={hop_ms}")
     if n_fft is None:
         n_fft = 1 << (win_length - 1).bit_length()
-    if log not in ("ln", "log10"):
-        raise ValueError(f"unknown log {log!r}: use 'ln' or 'log10'")
     power = power_spectrogram(wave, n_fft, hop_length, win_length)
     if vtlp_factor is not None:
         power = vtlp_spectrogram(power, vtlp_factor, sample_rate, vtlp_f_hi)

@@ -12,16 +12,22 @@ EPILOG = f"""\
 studies:     {', '.join(STUDIES)}
 mechanisms:  {', '.join(MECHANISMS)}  (the token mixer; for fusion the sequence mixers, not area)
 
---set key=value (repeatable), value parsed as YAML (3, 1e-4, true, [1, 7], null):
+--set key=value (repeatable), value parsed as YAML, numbers as numbers (3, 1e-4, true, [1, 7], null):
   a train setting        epochs=2  batch_size=16  lr=3e-4  eval_every=50  max_steps=100  n_boot=200
                          crop_seconds=3  device=cpu  amp=bf16  classes=[N,H,A,S]  avd_range=[1,7]
+                         eval_max_frames=32768 (padded frames per evaluation batch; a longer utterance
+                         is evaluated alone). Each value is checked: a bad one stops with what is allowed.
   model.<option>         an option of sercore.models.build_model, e.g. model.speech=logmel model.width=256
   features.<key>[.<key>] the profile's features section, e.g. features.ssl_model_dir=/models/wavlm-large
   corpus.<option>        an option of sercore.data.load_corpus, e.g. corpus.fold=2 (IEMOCAP)
 
 writes OUT/metrics.json, OUT/predictions.csv and OUT/checkpoints/; an interrupted run resumes from its
-last checkpoint and ends exactly as an uninterrupted one; a finished run with the same parameters is not
-trained again.
+last checkpoint and ends exactly as an uninterrupted one; a finished run with the same parameters, the same
+corpus content (table and audio) and the same sercore code is not trained again (its metrics come back).
+A checkpoint of other parameters, data or code, or an unreadable one, is moved aside (last.pt.stale,
+last.pt.corrupt) with a warning and training starts over.
+  --no-resume   do not resume from a checkpoint (a finished run is still returned as it is)
+  --retrain     train afresh: ignore a finished metrics.json and any checkpoint
 
 several GPUs or nodes (DistributedDataParallel; batch_size is the global batch, split across processes):
   torchrun --nproc_per_node=N -m sercore train --study fusion --corpus PATH --out DIR ...
@@ -33,29 +39,20 @@ example:
 """
 
 
-def _parse_set(items: list[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def run(args: argparse.Namespace) -> int:
+    from sercore.profiles import parse_assignments
     from sercore.train.run import train_run
 
-    overrides = _parse_set(args.set or [])
+    overrides = parse_assignments(args.set)
     if args.quiet:
         overrides["progress"] = False
     metrics = train_run(args.study, args.corpus, args.out, profile=args.profile, mechanism=args.mechanism,
-                        seed=args.seed, resume=not args.no_resume, **overrides)
+                        seed=args.seed, resume=not args.no_resume, retrain=args.retrain,
+                        **overrides)
     summary = {split: {k: v["value"] for k, v in m.items() if isinstance(v, dict) and "value" in v}
                for split, m in metrics["splits"].items()}
-    print(json.dumps({"out": str(args.out), "corpus_kind": metrics["corpus_kind"], "splits": summary}, indent=2))
+    print(json.dumps({"out": str(args.out), "corpus_kind": metrics["corpus_kind"], "splits": summary,
+                      "absent_splits": metrics.get("absent_splits", [])}, indent=2))
     return 0
 
 
@@ -75,6 +72,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder for this run")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (see below)")
-    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="ignore an existing checkpoint in --out; a finished run is still not retrained")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again even if --out holds a finished run of the same parameters, data and "
+                             "code (ignores its metrics.json and checkpoints)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

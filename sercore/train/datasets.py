@@ -14,7 +14,9 @@ Inputs
   drawn from numpy Generator([seed, epoch, row]) so that it depends on nothing but those three numbers
   (a resumed or sharded run draws the same crops). Shorter utterances are repeated end to end until they
   fill the crop ("repetition padding", as the main paper did), so training batches need no padding.
-- Evaluation: whole utterances, zero-padded to the longest in the batch, with speech_mask.
+- Evaluation: whole utterances, zero-padded to the longest in the batch, with speech_mask. Batches are cut
+  by length (longest first) to at most `batch_size` items and `max_frames` padded frames (items x longest);
+  an item longer than max_frames is a batch of its own (see EvalItems for the memory bound).
 - Segment models (area-attention CNN): fixed windows of `segment_frames` frames every `hop_frames`
   (2 s windows, 1 s hop to train, 0.4 s hop to test in the paper). Utterances shorter than one window
   are skipped, as in the paper, or repetition-padded to one window with short_segments="pad".
@@ -246,33 +248,55 @@ class SegmentItems:
 
 
 class EvalItems:
-    """Every utterance of a set, in batches; batch["utt_index"] is the position in `rows` (0..len-1).
+    """Every utterance of a set, in batches; batch["utt_index"] is the position in `rows` (0..len-1), so
+    predictions come back in the order of `rows` whatever the batching.
 
-    Utterance models see whole utterances (longest first, to keep padding low); segment models see every
-    window at the test hop, several windows per utterance."""
+    Utterance models see whole utterances, segment models every window at the test hop (several windows per
+    utterance). Units are sorted longest first (ties in row order) and cut into batches of at most
+    `batch_size` units and at most `max_frames` padded frames (units x frames of the batch's longest); a
+    unit longer than max_frames goes alone. So an evaluation batch holds at most
+    max(max_frames, longest unit) frames per feature dimension: with a model whose memory grows linearly in
+    the frames (the attention mechanisms' no-grad paths: sercore.attention.softmax chunks its queries),
+    evaluation memory is bounded by that, not by batch_size x the longest utterance of the split.
+    max_frames=None: batch_size alone decides (the former behaviour)."""
 
     def __init__(self, data: Utterances, rows: Sequence[int], batch_size: int, segment_frames: int | None = None,
-                 hop_frames: int | None = None, short: str = "skip"):
+                 hop_frames: int | None = None, short: str = "skip", max_frames: int | None = None):
+        if batch_size < 1 or (max_frames is not None and max_frames < 1):
+            raise ValueError(f"EvalItems: batch_size and max_frames must be >= 1, got {batch_size}, {max_frames}")
         self.data, self.batch_size, self.segment_frames = data, batch_size, segment_frames
+        self.max_frames = max_frames
         rows = np.asarray(rows, dtype=np.int64)
         if segment_frames is None:
             self.rows = rows
-            order = sorted(range(len(rows)), key=lambda i: -data.n_frames(rows[i]))
-            self.units = [(i, 0) for i in order]
+            self.units = [(i, 0) for i in range(len(rows))]
+            lengths = [data.n_frames(r) for r in rows]
             self.skipped_rows = 0
         else:
             starts = [segment_starts(data.n_frames(r), segment_frames, hop_frames, short) for r in rows]
             self.rows = rows[[i for i, s in enumerate(starts) if s]]
             kept = [s for s in starts if s]
             self.units = [(i, s) for i, ss in enumerate(kept) for s in ss]
+            lengths = [segment_frames] * len(self.units)
             self.skipped_rows = len(rows) - len(self.rows)
+        order = sorted(range(len(self.units)), key=lambda u: -lengths[u])  # stable: ties keep row order
+        self.plan: list[list[int]] = []
+        for u in order:
+            batch = self.plan[-1] if self.plan else None
+            # longest first, so the batch's first unit sets its padded length
+            if batch and len(batch) < batch_size and \
+                    (max_frames is None or (len(batch) + 1) * lengths[batch[0]] <= max_frames):
+                batch.append(u)
+            else:
+                self.plan.append([u])
+        self.lengths = lengths
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        for begin in range(0, len(self.units), self.batch_size):
-            chunk = self.units[begin:begin + self.batch_size]
+        for plan in self.plan:
+            chunk = [self.units[u] for u in plan]
             positions = [i for i, _ in chunk]
             rows = self.rows[positions]
             if self.segment_frames is None:
@@ -285,7 +309,7 @@ class EvalItems:
                    **targets(self.data, rows), "utt_index": torch.tensor(positions, dtype=torch.int64)}
 
     def n_batches(self) -> int:
-        return math.ceil(len(self.units) / self.batch_size)
+        return len(self.plan)
 
 
 class EpochSampler:

@@ -10,7 +10,25 @@ Writes, atomically, in out_dir:
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
   checkpoints/     last.pt (resume point) and best.pt (best-dev weights).
-A finished metrics.json with the same parameters is returned as it is, without training again.
+
+What identifies a run: its parameters (study, mechanism, corpus path, profile, seed, the resolved train,
+model, features and corpus options) and two content keys, both in metrics.json provenance:
+  data_key  sha256 of the utterance table after the run's own filtering (utt_id, path, label, A/V/D, speaker,
+            gender, split, transcript of every row kept) and of every row's audio bytes
+            (sercore.features.cache.sha256_file), so an edited label, a removed row or a re-rendered wav
+            is a different run even though the corpus path is the same;
+  code_key  sha256 of the source of the sercore package minus the modules a training run never executes
+            (CODE_KEY_SKIP: the book, plots, benchmark, inspection, the command-line front ends).
+A finished metrics.json whose parameters and keys all match is returned as it is, without training again;
+the resume checkpoint carries a fingerprint of the same three, and one that differs is not loaded (a
+warning says so) and training starts over. retrain=True (CLI --retrain) ignores both and trains afresh;
+resume=False (CLI --no-resume) ignores only the checkpoint. Where the features are cached changes no result,
+so cache_dir is not a parameter (metrics.json data.cache_dir records the folder used).
+
+Degenerate corpora: a classification corpus whose Train rows hold fewer than two classes is refused (one
+class always scores macro-F1 1.0). Splits the layout leads one to expect (MSP-Podcast: Development, Test1,
+Test2; IEMOCAP: Development, Test; a manifest: Development and at least one Test*) that have no usable rows
+are listed in metrics.json "absent_splits" and warned about; the metrics cover the splits present.
 
 Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
@@ -24,6 +42,7 @@ import copy
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +63,17 @@ REGRESSION_STUDIES = ("dimensional",)
 GENERATED_MARK = "generated demonstration corpus"
 SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")
 SSL_FRAMES_PER_SECOND = 50.0
-# Settings that change how a run is shown, not what it computes: left out of its parameters.
-PRESENTATION_KEYS = ("progress",)
+# Settings that change how a run is shown or where its caches lie, not what it computes: left out of its
+# parameters (and so of its identity).
+PRESENTATION_KEYS = ("progress", "cache_dir")
+FEATURE_LOCATION_KEYS = ("cache_dir",)
+# sercore modules (relative to the package) a training run never executes: left out of the code key.
+CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "*/cli.py")
+TABLE_COLUMNS = ("utt_id", "path", "label", "arousal", "valence", "dominance", "speaker", "gender", "split",
+                 "transcript")
+# Splits each layout leads one to expect (besides Train); "Test*" means at least one split named Test...
+EXPECTED_SPLITS = {"msp-podcast": ("Development", "Test1", "Test2"), "iemocap": ("Development", "Test"),
+                   "manifest": ("Development", "Test*")}
 # Studies built around one mechanism (multitask pools with its own self-attention, dimensional has none).
 FIXED_MECHANISMS = {"ks-transformer": "keysparse", "area-cnn": "area", "multitask": "self-attention pooling",
                     "dimensional": "none"}
@@ -93,7 +121,8 @@ def _normalise(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def _finished(out_dir: Path, parameters: dict) -> dict | None:
+def _finished(out_dir: Path, parameters: dict, keys: dict) -> dict | None:
+    """The finished metrics.json in out_dir when its parameters and data/code keys equal these, else None."""
     path = out_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -101,9 +130,60 @@ def _finished(out_dir: Path, parameters: dict) -> dict | None:
         done = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None  # unreadable results are recomputed (they are written atomically, so this is rare)
-    if done.get("finished") and done.get("provenance", {}).get("parameters") == parameters:
+    recorded = done.get("provenance", {})
+    if done.get("finished") and recorded.get("parameters") == parameters and \
+            all(recorded.get(name) == value for name, value in keys.items()):
         return done
     return None
+
+
+def data_key(table: pd.DataFrame) -> str:
+    """sha256 of the table's rows (TABLE_COLUMNS, in order) and of each row's audio file (see the docstring)."""
+    from sercore.features.cache import sha256_file
+
+    digest = hashlib.sha256()
+    cells = table[list(TABLE_COLUMNS)].astype(object)
+    for row in cells.where(cells.notna(), None).itertuples(index=False):
+        digest.update(json.dumps(list(row), default=str).encode())
+        try:
+            digest.update(sha256_file(row.path).encode())
+        except OSError as error:  # the row fails (and is counted) at feature extraction, not here
+            digest.update(f"unreadable: {type(error).__name__}".encode())
+    return digest.hexdigest()
+
+
+def code_key() -> str:
+    """sha256 of the sercore source files a run executes (the package minus CODE_KEY_SKIP)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if any(relative.match(pattern) for pattern in CODE_KEY_SKIP):
+            continue
+        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def check_train_classes(labels, classes, where: str) -> None:
+    """ValueError unless the Train labels (class indices, -1 = none) hold at least two classes."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0], minlength=len(classes))
+    present = [f"{classes[c]}: {int(n)} rows" for c, n in enumerate(counts) if n]
+    if len(present) < 2:
+        found = f"only {present[0]}" if present else "no labelled rows"
+        raise ValueError(f"{where}: Train has {found}; a classifier needs at least two classes in Train")
+
+
+def absent_splits(layout: str | None, present) -> list[str]:
+    """The splits EXPECTED_SPLITS[layout] names that are not among `present` ("Test*": no Test... split)."""
+    absent = []
+    for name in EXPECTED_SPLITS.get(layout, ()):
+        if name.endswith("*"):
+            if not any(p.startswith(name[:-1]) for p in present):
+                absent.append(name)
+        elif name not in present:
+            absent.append(name)
+    return absent
 
 
 def speech_encoder(kind: str, features: dict):
@@ -230,11 +310,13 @@ def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int
 
 
 def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: str | None = None, seed: int = 0,
-              resume: bool = True, **overrides) -> dict:
+              resume: bool = True, retrain: bool = False, **overrides) -> dict:
     """Train `study` on `corpus`, select on its dev split, evaluate every other split; see the module docstring.
 
+    resume=False: do not load a resume checkpoint; retrain=True: also ignore a finished metrics.json.
     Returns the metrics dict that metrics.json holds."""
     from sercore.data import load_corpus
+    from sercore.data.corpus import detect_layout
     from sercore.models import build_model, model_options
 
     started = time.perf_counter()
@@ -249,11 +331,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     parameters = _normalise({
         "study": study, "mechanism": mechanism, "corpus": str(corpus), "profile": profile, "seed": seed,
         "train": {k: v for k, v in as_dict(settings).items() if k not in PRESENTATION_KEYS},
-        "model": model_cfg, "features": features_cfg, "corpus_options": corpus_over})
-    done = _finished(out_dir, parameters)
-    if done is not None:
-        return done
-    fingerprint = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
+        "model": model_cfg, "corpus_options": corpus_over,
+        "features": {k: v for k, v in features_cfg.items() if k not in FEATURE_LOCATION_KEYS}})
 
     world, device = distributed.start(settings.device)
     try:
@@ -262,6 +341,15 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         classes = class_list(table["label"].tolist(), settings.classes)
         usable, excluded = _usable_rows(table, task, classes)
         table = table[usable].reset_index(drop=True)
+        if task == "classification":
+            index = {c: i for i, c in enumerate(classes)}
+            check_train_classes([index[x] for x in table.loc[table["split"] == "Train", "label"]], classes,
+                                str(corpus))
+        keys = {"data_key": data_key(table), "code_key": code_key()}
+        done = None if retrain else _finished(out_dir, parameters, keys)
+        if done is not None:
+            return done
+        fingerprint = hashlib.sha256(json.dumps({**parameters, **keys}, sort_keys=True).encode()).hexdigest()
 
         model_args = model_arguments(study, mechanism, model_cfg)
         inputs = dict(build_model(study, **model_args).inputs)  # built once only to learn what it reads
@@ -284,14 +372,14 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         used_mechanism = model_args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
-                "corpus_kind": corpus_kind(corpus),
+                "corpus_kind": corpus_kind(corpus), "layout": detect_layout(corpus), "keys": keys,
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
                          "frames_per_second": fps, "text_features": text is not None}}
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
                                 seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
-                                device=device, resume=resume, started=started)
+                                device=device, resume=resume and not retrain, started=started)
     finally:
         distributed.stop(world)
 
@@ -300,7 +388,8 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
                      seed: int, parameters: dict, fingerprint: str, info: dict, world=None, device=None,
                      resume: bool = True, started: float | None = None, callbacks=()) -> dict:
     """Train `model` on data's Train rows, select on settings.dev_split, evaluate every split but Train and
-    write metrics.json + predictions.csv (rank 0). `info` (study, corpus, ...) is copied into the metrics."""
+    write metrics.json + predictions.csv (rank 0). `info` (study, corpus, ...) is copied into the metrics;
+    info["keys"] (data_key, code_key) goes into the provenance and info["layout"] decides absent_splits."""
     import torch
 
     started = time.perf_counter() if started is None else started
@@ -313,6 +402,11 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
     target = "label" if task == "classification" else "avd"
     seg_frames = segment_length(settings, fps)
     train_rows = data.rows("Train", target)
+    where = info.get("corpus", "the corpus")
+    if task == "classification":
+        check_train_classes(data.label[train_rows], data.classes, where)
+    elif not len(train_rows):
+        raise ValueError(f"{where}: no Train rows with arousal, valence and dominance to train on")
     if segmented:
         train_items = SegmentItems(data, train_rows, seg_frames, int(round(settings.segment_hop_train * fps)),
                                    settings.short_segments)
@@ -323,14 +417,19 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         rows = data.rows(split, target)
         if segmented:
             return EvalItems(data, rows, settings.eval_batch_size, seg_frames,
-                             int(round(settings.segment_hop_test * fps)), settings.short_segments)
-        return EvalItems(data, rows, settings.eval_batch_size)
+                             int(round(settings.segment_hop_test * fps)), settings.short_segments,
+                             max_frames=settings.eval_max_frames)
+        return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
 
     present = list(dict.fromkeys(data.split.tolist()))
     splits = [s for s in present if s != "Train"]
     if settings.dev_split not in splits:
-        raise ValueError(f"{info.get('corpus', 'the corpus')}: no {settings.dev_split!r} split to select the model "
+        raise ValueError(f"{where}: no {settings.dev_split!r} split to select the model "
                          f"on; splits with usable rows: {', '.join(present)}")
+    absent = absent_splits(info.get("layout"), present)
+    if absent and world.is_main:
+        warnings.warn(f"{where}: expected split(s) {', '.join(absent)} absent (no usable rows); metrics cover "
+                      f"{', '.join(splits)} only (metrics.json absent_splits)", stacklevel=2)
     trainer = Trainer(net, train_items, eval_items(settings.dev_split), settings, task=task,
                       checkpoint_dir=out_dir / "checkpoints", seed=seed, fingerprint=fingerprint, world=world,
                       device=device, resume=resume, callbacks=callbacks)
@@ -342,7 +441,8 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
                                          device, world, settings.amp)
         frames.append(frame)
     out = {
-        **{k: v for k, v in info.items() if k != "data"},
+        **{k: v for k, v in info.items() if k not in ("data", "keys")},
+        "absent_splits": absent,
         "task": task,
         "classes": list(data.classes) if task == "classification" else list(AVD_COLUMNS),
         "selection": {"split": settings.dev_split, "metric": "macro_f1" if task == "classification" else "ccc_mean",
@@ -351,7 +451,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         "training": summary,
         "data": {"rows": {s: int((data.split == s).sum()) for s in present}, "train_items": len(train_items),
                  **info.get("data", {})},
-        "provenance": provenance(parameters, seed),
+        "provenance": provenance(parameters, seed, device=device, **info.get("keys", {})),
         "world_size": world.size,
         "wall_time_s": time.perf_counter() - started,
         "finished": True,

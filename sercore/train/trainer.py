@@ -10,8 +10,13 @@ A checkpoint holds everything that decides what happens next: model, optimizer a
 step (which fixes the sampler position: batches are a pure function of seed and step), the RNG states of
 python, numpy and torch (CPU and CUDA) of every process (dropout), the best metric and the history. It is
 written atomically (temp file + rename), so a run killed while writing leaves the previous checkpoint, and
-stray temp files are never read. Resuming refuses a checkpoint whose fingerprint (a hash of the run's
-parameters) differs from the run's.
+stray temp files are never read.
+
+A last.pt that cannot be resumed is moved aside and training starts over from step 0, with one warning
+naming the file: one whose fingerprint (a hash of the run's parameters, data and code) differs from the
+run's goes to last.pt.stale, one that torch cannot read (truncated, not a checkpoint) or that lacks a field
+goes to last.pt.corrupt. Starting over, rather than from best.pt, because best.pt holds only weights: no
+optimizer, scheduler or RNG state, so a run continued from it could not end as an uninterrupted one.
 
 Class weights (inverse frequency, the "balanced" rule): w_c = n / (K * n_c), with n training items, n_c of
 them in class c, and K the number of classes present; absent classes get 0. Items are utterances, or
@@ -20,6 +25,7 @@ segments for segment models. The weights go to model.loss(batch, outputs, class_
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -195,14 +201,50 @@ class Trainer:
                              "steps_per_epoch": self.sampler.steps_per_epoch}}
         atomic_write(self.last_path, lambda tmp: torch.save(state, tmp))
 
+    def _set_aside(self, suffix: str, why: str) -> None:
+        """Move last.pt to last.pt<suffix> (rank 0) and warn once; training then starts over."""
+        target = self.last_path.with_name(self.last_path.name + suffix)
+        if self.world.distributed:  # every rank has read the file (and decided the same) before it moves
+            torch.distributed.barrier()
+        if self.world.is_main:
+            self.last_path.replace(target)
+            warnings.warn(f"{self.last_path}: {why}; not resumed, moved to {target.name}, training starts over "
+                          "from step 0", stacklevel=3)
+        if self.world.distributed:
+            torch.distributed.barrier()
+
     def _load(self) -> bool:
         if not (self.resume and self.last_path.is_file()):
             return False
-        # Our own file (pickled RNG states need weights_only=False): never point this at untrusted data.
-        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(f"{self.last_path}: checkpoint of a run with different parameters; use another "
-                             "output folder, or resume=False (CLI: --no-resume) to start this one afresh")
+        try:
+            # Our own file (pickled RNG states need weights_only=False): never point this at untrusted data.
+            state = torch.load(self.last_path, map_location="cpu", weights_only=False)
+            fingerprint = state["fingerprint"]
+        except Exception as error:  # truncated or foreign file: torch raises many kinds
+            self._set_aside(".corrupt", f"unreadable checkpoint ({type(error).__name__}: "
+                                        f"{str(error).splitlines()[0] if str(error) else 'no detail'})")
+            return False
+        if fingerprint != self.fingerprint:
+            self._set_aside(".stale", "checkpoint of a run with other parameters, data or code")
+            return False
+        fresh = copy.deepcopy({"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                               "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                               "rng": _rng_state()})
+        try:
+            return self._restore(state)
+        except (KeyError, TypeError, RuntimeError, ValueError) as error:  # a field missing or of the wrong shape
+            unwrap(self.model).load_state_dict(fresh["model"])  # undo what was loaded before the failure
+            self.optimizer.load_state_dict(fresh["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(fresh["scheduler"])
+            _set_rng_state(fresh["rng"])
+            self.plateau.bad_checks = 0
+            self.step, self.best_metric, self.best_step, self.history, self.elapsed = 0, -math.inf, None, [], 0.0
+            self._set_aside(".corrupt", f"checkpoint does not fit this run ({type(error).__name__}: "
+                                        f"{str(error).splitlines()[0] if str(error) else 'no detail'})")
+            return False
+
+    def _restore(self, state: dict) -> bool:
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
