@@ -116,10 +116,13 @@ def load_msp_podcast(root, classes=CLASSES, check_audio: bool = True,
             continue
         item = f"line {line.number}"
         cells = csv_cells(line, report, item)
-        if cells is None:
-            continue
-        if len(cells) != len(header):
-            report.skip(f"malformed row ({len(cells)} fields, header has {len(header)})", item)
+        if cells is None or len(cells) != len(header):
+            if cells is not None:
+                report.skip(f"malformed row ({len(cells)} fields, header has {len(header)})", item)
+            # the file this broken line most likely names is accounted for by its skip, not counted again
+            guess = line.text.split(",")
+            if len(guess) > where["FileName"]:
+                named_files.add(normal_path(audios / guess[where["FileName"]].strip().strip('"')))
             continue
         row = {name: cells[index].strip() for name, index in where.items()}
         name = row["FileName"]
