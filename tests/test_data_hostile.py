@@ -33,14 +33,6 @@ def _truncate(path, keep=0.5):
     return path
 
 
-def _note(report, prefix):
-    """The numbers of the accounting note that starts with prefix: {"total": N, "kept": K, ...}."""
-    (note,) = [n for n in report.notes if n.startswith(prefix)]
-    total = int(re.search(r": (\d+) ", note).group(1))
-    return {"total": total, **{what: int(n) for n, what in re.findall(r"(\d+) ([a-z/ ]+?)(?:,|$| \()",
-                                                                        note.split(": ", 2)[2])}}
-
-
 def _msp(root, rows, names=None, raw=None):
     """An MSP-Podcast folder: a 0.5 s tone and a transcript per name, the labels file from rows (or raw bytes)."""
     for name in names if names is not None else [r.split(",")[0] for r in rows]:
@@ -66,9 +58,10 @@ def test_unterminated_quote_costs_one_line_msp(tmp_path):
     table, report = load_msp_podcast(_msp(tmp_path, rows, names=[f"u{i:03d}.wav" for i in range(10)]))
     assert len(table) == report.kept == 9 and "u003" not in set(table.utt_id)
     assert report.skipped[QUOTE] == 1 and report.examples[f"skipped: {QUOTE}"] == ["line 5"]
-    assert _note(report, "Labels/labels_consensus.csv") == {"total": 11, "kept": 9, "skipped": 1, "blank": 1}
+    assert report.accounts["Labels/labels_consensus.csv"] == {"total": 11, "kept": 9, "skipped": 1, "blank": 1}
     # its audio was named by the skipped line only: not counted a second time as unlabelled
-    assert _note(report, "Audios/") == {"total": 10, "kept": 9, "named by a skipped row": 1, "named by no row": 0}
+    assert report.accounts["Audios/"] == {"total": 10, "kept": 9, "named by a skipped row": 1,
+                                          "named by no row (skipped)": 0}
 
 
 def test_unterminated_quote_costs_one_line_manifest(tmp_path):
@@ -81,7 +74,7 @@ def test_unterminated_quote_costs_one_line_manifest(tmp_path):
     assert table.utt_id.tolist() == ["a0", "a2", "a3"]
     assert table.transcript.iloc[2] == 'quoted, with "inner" quotes'
     assert report.skipped == {QUOTE: 1} and report.examples[f"skipped: {QUOTE}"] == ["line 3"]
-    assert _note(report, "m.csv") == {"total": 5, "kept": 3, "skipped": 1, "blank": 1}
+    assert report.accounts["m.csv"] == {"total": 5, "kept": 3, "skipped": 1, "blank": 1}
 
 
 # ---------------------------------------------------------------- item 6: audio without a label line
@@ -139,9 +132,10 @@ def test_iemocap_audio_without_label_line_is_counted(tmp_path, case):
     malformed = {"truncated": 1}.get(case, 0)
     assert report.skipped.get("malformed row", 0) == malformed
     assert report.skipped[NO_LABEL] == 4 - kept
-    audio = _note(report, "Session*/sentences/wav/")
-    assert audio["total"] == 8 == audio["kept"] + audio["named by a skipped row"] + audio["named by no row"]
-    assert audio["named by no row"] == 4 - kept
+    audio = report.accounts["Session*/sentences/wav/"]
+    assert audio["total"] == 8 == sum(audio[k] for k in ("kept", "named by a skipped row",
+                                                         "named by no row (skipped)"))
+    assert audio["named by no row (skipped)"] == 4 - kept
 
 
 def test_msp_audio_without_labels_row_is_counted(tmp_path):
@@ -152,8 +146,10 @@ def test_msp_audio_without_labels_row_is_counted(tmp_path):
     assert report.kept == 3 and report.skipped == {NO_ROW: 3}
     assert sorted(report.examples[f"skipped: {NO_ROW}"]) == ["Audios/notes.txt", "Audios/u003.wav",
                                                             "Audios/u004.wav"]
-    assert _note(report, "Audios/") == {"total": 6, "kept": 3, "named by a skipped row": 0,
-                                        "named by no row": 3}
+    assert report.accounts["Audios/"] == {"total": 6, "kept": 3, "named by a skipped row": 0,
+                                          "named by no row (skipped)": 3}
+    assert "Audios/: 1 file with a name starting with \".\" (not audio: macOS ._ copies, editor files) " \
+           "left out" in report.notes
 
 
 # ---------------------------------------------------------------- item 7: encodings, line by line
@@ -167,7 +163,7 @@ def test_non_utf8_line_is_skipped_and_counted(tmp_path):
     (tmp_path / "m" / "m.csv").write_bytes(b"path,label\na.wav,N\nb\xe9.wav,N\r\n")
     table, report = load_manifest(tmp_path / "m" / "m.csv")
     assert table.utt_id.tolist() == ["a"] and report.skipped == {NOT_UTF8: 1}
-    assert _note(report, "m.csv") == {"total": 2, "kept": 1, "skipped": 1, "blank": 0}
+    assert report.accounts["m.csv"] == {"total": 2, "kept": 1, "skipped": 1, "blank": 0}
 
 
 def test_utf16_files_are_read_and_noted(tmp_path):
@@ -282,7 +278,8 @@ def test_shared_stem_says_which_file_was_kept(tmp_path):
     assert report.examples[f"skipped: {shared}"] == ["x.flac (stem x: x.wav kept, x.flac skipped)"]
     assert report.examples["skipped: duplicate FileName"] == ["x.wav (line 4; line 2 kept)"]
     # x.flac was named by a skipped row: not also counted as audio without a row
-    assert _note(report, "Audios/") == {"total": 2, "kept": 1, "named by a skipped row": 1, "named by no row": 0}
+    assert report.accounts["Audios/"] == {"total": 2, "kept": 1, "named by a skipped row": 1,
+                                          "named by no row (skipped)": 0}
 
 
 def test_msp_release_before_1_11(tmp_path):
@@ -330,14 +327,14 @@ def test_corrupted_msp_corpus_accounts_for_every_line_and_file(tmp_path, capsys)
     table, report = load_msp_podcast(root)
 
     physical = raw.count(b"\n") - 1  # data lines after the header
-    lines = _note(report, "Labels/labels_consensus.csv")
+    lines = report.accounts["Labels/labels_consensus.csv"]
     assert lines["total"] == physical == len(rows) == lines["kept"] + lines["skipped"] + lines["blank"]
     assert (lines["kept"], lines["blank"]) == (len(table), 2) and len(table) == 14
-    audio = _note(report, "Audios/")
+    audio = report.accounts["Audios/"]
     assert audio["total"] == _files_on_disk(root / "Audios") == len(names)
-    assert audio["total"] == audio["kept"] + audio["named by a skipped row"] + audio["named by no row"]
-    assert (audio["kept"], audio["named by no row"]) == (14, 2) and report.skipped[NO_ROW] == 2
-    assert report.n_skipped == lines["skipped"] + audio["named by no row"]
+    assert audio["total"] == audio["kept"] + audio["named by a skipped row"] + audio["named by no row (skipped)"]
+    assert (audio["kept"], audio["named by no row (skipped)"]) == (14, 2) and report.skipped[NO_ROW] == 2
+    assert report.n_skipped == lines["skipped"] + audio["named by no row (skipped)"]
     assert report.skipped[QUOTE] == report.skipped[NOT_UTF8] == report.skipped[SHORT] == 1
     assert report.repaired[TRUNCATED] == report.repaired["A/V/D outside 1..7 (set to NaN)"] == 1
     assert report.repaired["transcript not valid UTF-8 (bad bytes replaced)"] == 1
@@ -373,17 +370,17 @@ def test_corrupted_iemocap_corpus_accounts_for_every_line_and_file(tmp_path, cap
 
     physical = sum(p.read_bytes().decode("utf-16" if p.read_bytes()[:2] == b"\xff\xfe" else "latin-1")
                    .count("\n") for p in tmp_path.glob("Session*/dialog/EmoEvaluation/*.txt"))
-    lines = _note(report, "EmoEvaluation files")
+    lines = report.accounts["EmoEvaluation files"]
     assert lines["total"] == physical + 1  # + the truncated file's unterminated last line
     assert lines["total"] == lines["kept"] + lines["skipped"] + lines["header/evaluator"] + lines["blank"]
     # d1: the indented line, the 6.5 (NaN), exc, the truncated wav, M003; d2: the first two; Session2: 4
     assert lines["kept"] == len(table) == 5 + 2 + 4
-    audio = _note(report, "Session*/sentences/wav/")
+    audio = report.accounts["Session*/sentences/wav/"]
     assert audio["total"] == _files_on_disk(tmp_path, ".wav") == 8 + 4 + 2 + 2 + 4
-    assert audio["total"] == audio["kept"] + audio["named by a skipped row"] + audio["named by no row"]
+    assert audio["total"] == audio["kept"] + audio["named by a skipped row"] + audio["named by no row (skipped)"]
     # d2's last two utterances (line cut, then none), d3 and d4 entirely: audio without a label line
-    assert audio["named by no row"] == report.skipped[NO_LABEL] == 2 + 2 + 2
-    assert report.n_skipped == lines["skipped"] + audio["named by no row"]
+    assert audio["named by no row (skipped)"] == report.skipped[NO_LABEL] == 2 + 2 + 2
+    assert report.n_skipped == lines["skipped"] + audio["named by no row (skipped)"]
     assert report.skipped[NOT_UTF8] == report.skipped[SHORT] == 1
     assert report.skipped["malformed row (not an utterance, evaluator or header line)"] == 1
     assert report.skipped["malformed row"] == 1 and report.skipped["class fru not in the 4-class set"] == 1

@@ -39,7 +39,7 @@ import pandas as pd
 
 from sercore.data.audio import SAMPLE_RATE
 from sercore.data.report import LoadReport
-from sercore.data.table import (NOT_UTF8, account_audio, audio_files, audio_usable, lines_note, make_table,
+from sercore.data.table import (NOT_UTF8, account_audio, audio_files, audio_usable, make_table,
                                 normal_path, read_lines, require_root)
 
 SESSIONS = (1, 2, 3, 4, 5)
@@ -126,14 +126,15 @@ def load_iemocap(root, fold: int = 1, dev_session: int | None = None, happy: str
 
     rows, seen = [], set()
     kept_files, named_files, wavs = set(), set(), []
-    counts = {"total": 0, "kept": 0, "skipped": 0, "header/evaluator": 0, "blank": 0}
+    n_lines, counts = 0, {"kept": 0, "skipped": 0, "header/evaluator": 0, "blank": 0}
     for session in present:
         session_dir = root / f"Session{session}"
-        wavs += audio_files(session_dir / "sentences" / "wav", "*.wav")
+        wavs += audio_files(session_dir / "sentences" / "wav", report, f"Session{session}/sentences/wav/",
+                            "*.wav")
         transcripts = _transcripts(session_dir, report)
         for evaluation in _text_files(session_dir / "dialog" / "EmoEvaluation"):
             for line in _lines(evaluation, report):
-                counts["total"] += 1
+                n_lines += 1
                 text = line.text.strip()  # real files carry stray leading spaces on some lines
                 if not text:
                     counts["blank"] += 1
@@ -159,7 +160,7 @@ def load_iemocap(root, fold: int = 1, dev_session: int | None = None, happy: str
                 kept_files.add(Path(row["path"]))
                 counts["kept"] += 1
                 rows.append({**row, "split": split_of[session], "transcript": transcript})
-    report.note(lines_note("EmoEvaluation files", "lines", counts))
+    report.account("EmoEvaluation files", "lines", n_lines, counts)
     account_audio(wavs, kept_files, named_files, report, NO_LABEL, "Session*/sentences/wav/", root)
     report.kept = len(rows)
     table = make_table(rows)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from sercore.data.audio import SAMPLE_RATE
 from sercore.data.report import LoadReport
-from sercore.data.table import (audio_usable, csv_cells, is_blank, lines_note, make_table, normalise_gender,
+from sercore.data.table import (audio_usable, csv_cells, is_blank, make_table, normalise_gender,
                                 read_lines)
 
 REQUIRED = ("path", "label")
@@ -125,7 +125,6 @@ def load_manifest(csv_path, classes=None, check_audio: bool = True,
                      "gender": normalise_gender(row.get("gender"), report, item),
                      "split": split, "transcript": row.get("transcript", "")})
     report.kept = len(rows)
-    report.note(lines_note(csv_path.name, "data lines after the header",
-                           {"total": max(len(lines) - 1, 0), "kept": len(rows),
-                            "skipped": report.n_skipped - skipped_before, "blank": blank}))
+    report.account(csv_path.name, "data lines after the header", len(lines) - 1,
+                   {"kept": len(rows), "skipped": report.n_skipped - skipped_before, "blank": blank})
     return make_table(rows), report

@@ -36,7 +36,7 @@ import pandas as pd
 from sercore.data.audio import SAMPLE_RATE
 from sercore.data.prosody import CLASSES
 from sercore.data.report import LoadReport
-from sercore.data.table import (account_audio, audio_files, audio_usable, csv_cells, is_blank, lines_note,
+from sercore.data.table import (account_audio, audio_files, audio_usable, csv_cells, is_blank,
                                 make_table, normal_path, normalise_gender, read_lines, require_root)
 
 LABELS = Path("Labels") / "labels_consensus.csv"
@@ -181,8 +181,7 @@ def load_msp_podcast(root, classes=CLASSES, check_audio: bool = True,
                      "gender": normalise_gender(row["Gender"], report, name), "split": split,
                      "transcript": transcript})
     report.kept = len(rows)
-    report.note(lines_note(str(path.relative_to(root)), "data lines after the header",
-                           {"total": len(lines) - 1, "kept": len(rows), "skipped": report.n_skipped - skipped_before,
-                            "blank": blank}))
-    account_audio(audio_files(audios), kept_files, named_files, report, NO_ROW, "Audios/", root)
+    report.account(str(path.relative_to(root)), "data lines after the header", len(lines) - 1,
+                   {"kept": len(rows), "skipped": report.n_skipped - skipped_before, "blank": blank})
+    account_audio(audio_files(audios, report, "Audios/"), kept_files, named_files, report, NO_ROW, "Audios/", root)
     return make_table(rows), report

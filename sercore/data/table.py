@@ -93,31 +93,29 @@ def is_blank(line: Line) -> bool:
     return line.valid and not line.text.replace(",", "").strip()
 
 
-def lines_note(name: str, unit: str, counts: dict[str, int]) -> str:
-    """The line accounting of a labels file (or a set of them) for the report: "<name>: N <unit>: K kept,
-    S skipped, ..."; the counts are measured separately, so a sum that differs from N shows a lost line."""
-    total = counts.pop("total")
-    return f"{name}: {total} {unit}: " + ", ".join(f"{count} {what}" for what, count in counts.items())
-
-
-def audio_files(folder: Path, pattern: str = "*") -> list[Path]:
-    """Files under folder (any depth) matching pattern; names starting with "." (the "._name" copies
-    macOS leaves, editor files) are not audio and are left out."""
+def audio_files(folder: Path, report: LoadReport, where: str, pattern: str = "*") -> list[Path]:
+    """Files under folder (any depth) matching pattern. Names starting with "." (the "._name" copies
+    macOS leaves, editor files) are not audio: left out, and their number noted."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob(pattern) if p.is_file() and not p.name.startswith("."))
+    found = sorted(p for p in folder.rglob(pattern) if p.is_file())
+    hidden = sum(p.name.startswith(".") for p in found)
+    if hidden:
+        report.note(f"{where}: {hidden} file{'s' if hidden > 1 else ''} with a name starting with \".\" "
+                    "(not audio: macOS ._ copies, editor files) left out")
+    return [p for p in found if not p.name.startswith(".")]
 
 
 def account_audio(files: list[Path], kept: set[Path], named: set[Path], report: LoadReport, reason: str,
                   where: str, base: Path) -> None:
     """Count every audio file: kept, named by a row that was skipped (already counted there), or named by
-    no row at all (skipped here under `reason`); the sums go in a note."""
+    no row at all (skipped here under `reason`); report.account records the three counts."""
     unlisted = [p for p in files if p not in kept and p not in named]
     for path in unlisted:
         report.skip(reason, str(path.relative_to(base)))
     n_kept = sum(p in kept for p in files)
-    report.note(f"{where}: {len(files)} audio files: {n_kept} kept, {len(files) - n_kept - len(unlisted)} "
-                f"named by a skipped row, {len(unlisted)} named by no row (skipped)")
+    report.account(where, "audio files", len(files), {"kept": n_kept, "named by a skipped row": sum(
+        p not in kept and p in named for p in files), "named by no row (skipped)": len(unlisted)})
 
 
 def normal_path(path: Path) -> Path:
