@@ -117,15 +117,18 @@ def test_iemocap_leading_whitespace_line_is_read(tmp_path):
     assert set(table[table.split == "Test"].utt_id) == set(utts) and report.n_skipped == 0
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "missing"])
+@pytest.mark.parametrize("case", ["empty", "truncated", "missing", "utf16 without BOM"])
 def test_iemocap_audio_without_label_line_is_counted(tmp_path, case):
     utts = _two_sessions(tmp_path, {})
     full = _evaluation(*[(u, "sad", "2.0, 2.0, 2.0") for u in utts])
-    text = {"empty": b"", "truncated": full[: full.index(utts[2].encode()) + 10], "missing": None}[case]
+    text = {"empty": b"", "truncated": full[: full.index(utts[2].encode()) + 10], "missing": None,
+            "utf16 without BOM": full.decode().encode("utf-16-le")}[case]
     if text is not None:
         (tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt").write_bytes(text)
     table, report = load_iemocap(tmp_path, fold=1, dev_session=2)
-    kept = {"empty": 0, "truncated": 2, "missing": 0}[case]
+    unreadable = "text file unreadable (mostly NUL bytes: UTF-16 without a byte-order mark?)"
+    assert report.skipped.get(unreadable, 0) == (case == "utf16 without BOM")  # the file, not the run
+    kept = {"truncated": 2}.get(case, 0)
     assert (table.split == "Test").sum() == kept
     # truncated: line of utts[2] is cut inside the id ("malformed row"; its id no longer names its wav),
     # utts[3] has no line at all: both wavs are counted once each

@@ -14,9 +14,9 @@ Classes: ang, hap, neu, sad, with exc merged into hap (`happy="hap+exc"`; "exc" 
 variants some papers use, e.g. the area-attention study took excited only). Every other code (fru, sur,
 fea, dis, oth, xxx) is dropped and counted per code.
 
-Accounting: a note gives the EmoEvaluation lines as kept + skipped + header/evaluator + blank, each
-file read one physical line at a time (a line that is not UTF-8 is skipped and counted; see
-sercore.data.table.read_lines). Then every wav under Session*/sentences/wav/ of the sessions present is
+Accounting: report.accounts gives the EmoEvaluation lines as kept + skipped + header/evaluator + blank,
+each file read one physical line at a time (a line that is not UTF-8 is skipped and counted; see
+sercore.data.table.read_lines; a file that is not text at all is skipped and counted). Then every wav under Session*/sentences/wav/ of the sessions present is
 kept, named by a skipped line, or counted as audio without a label line (an EmoEvaluation file that is
 empty, truncated or missing). Transcript lines that are not UTF-8 are kept with the bad bytes replaced,
 counted as repaired.

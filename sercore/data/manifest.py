@@ -14,8 +14,8 @@ trainer would misread; an empty split cell is set to Train, counted as repaired.
 
 Rows are read one physical line each (sercore.data.table.read_lines): no field may span lines (quote a
 comma, not a line break), a line that is not UTF-8 or has an unbalanced quote is skipped and counted,
-and a note gives data lines = kept + skipped + blank. Two rows with one utt_id: the first is kept, and
-the report says which path was kept (x.wav and x.flac share the default utt_id x).
+and report.accounts gives data lines = kept + skipped + blank. Two rows with one utt_id: the first is
+kept, and the report says which path was kept (x.wav and x.flac share the default utt_id x).
 """
 
 from __future__ import annotations

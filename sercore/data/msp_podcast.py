@@ -18,9 +18,9 @@ Development (counted as repaired).
 
 The report accounts for every line and every audio file: the labels file is read one physical line at
 a time (sercore.data.table.read_lines: a line that is not UTF-8 or has an unbalanced quote costs that
-line only), and a note gives data lines = kept + skipped + blank. Every file under Audios/ is kept,
-named by a skipped row, or counted as audio without a labels row: the usual cause is Test3, whose audio
-is released without labels for challenge submissions. Transcripts that are not valid UTF-8 are read
+line only), and report.accounts (also printed as a note) gives data lines = kept + skipped + blank.
+Every file under Audios/ is kept, named by a skipped row, or counted as audio without a labels row: the
+usual cause is Test3, whose audio is released without labels for challenge submissions. Transcripts that are not valid UTF-8 are read
 with the bad bytes replaced, counted as repaired.
 """
 
@@ -183,5 +183,6 @@ def load_msp_podcast(root, classes=CLASSES, check_audio: bool = True,
     report.kept = len(rows)
     report.account(str(path.relative_to(root)), "data lines after the header", len(lines) - 1,
                    {"kept": len(rows), "skipped": report.n_skipped - skipped_before, "blank": blank})
-    account_audio(audio_files(audios, report, "Audios/"), kept_files, named_files, report, NO_ROW, "Audios/", root)
+    account_audio(audio_files(audios, report, "Audios/"), kept_files, named_files, report, NO_ROW, "Audios/",
+                  root)
     return make_table(rows), report
