@@ -20,8 +20,8 @@ The report accounts for every line and every audio file: the labels file is read
 a time (sercore.data.table.read_lines: a line that is not UTF-8 or has an unbalanced quote costs that
 line only), and report.accounts (also printed as a note) gives data lines = kept + skipped + blank.
 Every file under Audios/ is kept, named by a skipped row, or counted as audio without a labels row: the
-usual cause is Test3, whose audio is released without labels for challenge submissions. Transcripts that are not valid UTF-8 are read
-with the bad bytes replaced, counted as repaired.
+usual cause is Test3, whose audio is released without labels for challenge submissions. Transcripts
+that are not valid UTF-8 are read with the bad bytes replaced, counted as repaired.
 """
 
 from __future__ import annotations
