@@ -18,8 +18,8 @@ Accounting: report.accounts gives the EmoEvaluation lines as kept + skipped + he
 each file read one physical line at a time (a line that is not UTF-8 is skipped and counted; see
 sercore.data.table.read_lines; a file that is not text at all is skipped and counted). Then every wav
 under Session*/sentences/wav/ of the sessions present is kept, named by a skipped line, or counted as
-audio without a label line (an EmoEvaluation file that is empty, truncated or missing). Transcript lines that are not UTF-8 are kept with the bad bytes replaced,
-counted as repaired.
+audio without a label line (an EmoEvaluation file that is empty, truncated or missing). Transcript
+lines that are not UTF-8 are kept with the bad bytes replaced, counted as repaired.
 
 Speaker = session + the gender letter of the utterance id's last part (Ses01F_impro01_M003 -> Ses01_M,
 Male): the dialog prefix names who leads the dialog, not who speaks.
