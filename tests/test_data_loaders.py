@@ -165,7 +165,7 @@ def _bad_msp(root):
             "x.wav,X,4.0,4.0,4.0,8,Male,Train",
             "z.wav,Z,4.0,4.0,4.0,8,Male,Train",
             "avd.wav,N,high,4.0,4.0,8,Male,Train",
-            "split.wav,N,4.0,4.0,4.0,8,Male,Validation",
+            "split.wav,N,4.0,4.0,4.0,8,Male,Bogus",
             "short.wav,N,4.0",
             ",N,4.0,4.0,4.0,8,Male,Train",
             "dup.wav,C,4.0,3.0,4.0,9,Unknown,Test2",

@@ -40,17 +40,58 @@ FLOAT_PEAK = "float samples above 1 (kept unscaled)"
 
 @dataclass(frozen=True)
 class AudioInfo:
+    """Header facts. frames: the frames the file really holds (what read_audio returns). header_frames:
+    the frames a WAV header claims when that is more than the file holds (a truncated file), else None."""
+
     sample_rate: int
     channels: int
     frames: int
+    header_frames: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.header_frames is not None
 
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate
 
 
+# bytes per sample of the WAV encodings whose data chunk size converts exactly to frames
+WAV_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                    "ULAW": 1, "ALAW": 1}
+
+
+def _wav_claimed_frames(path: Path, info) -> int | None:
+    """Frames the data chunk of a PCM/float WAV header claims, or None when that cannot be told (other
+    formats, a malformed chunk list, or the 0 / 0xFFFFFFFF size streaming writers leave open). The chunk
+    list is walked rather than assuming the usual 44-byte header, since fact, PEAK or LIST chunks may
+    come before the data."""
+    sample_bytes = WAV_SAMPLE_BYTES.get(info.subtype)
+    if info.format not in ("WAV", "WAVEX") or sample_bytes is None or info.channels <= 0:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        for _ in range(64):  # real files have a handful of chunks before the data
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return None if size in (0, 0xFFFFFFFF) else size // (sample_bytes * info.channels)
+            handle.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even length
+    return None
+
+
 def inspect_audio(path: str | os.PathLike) -> AudioInfo:
-    """Header facts of an audio file without decoding it; AudioError when it is missing, unreadable or empty."""
+    """Header facts of an audio file without decoding it; AudioError when it is missing, unreadable or empty.
+
+    libsndfile already counts only the frames a truncated file holds; for PCM/float WAV the header's own
+    claim is read too, so a truncated file is told apart (AudioInfo.header_frames) instead of passing as a
+    shorter recording.
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, MISSING)
@@ -60,7 +101,9 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(path, UNREADABLE, str(error)) from error
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, EMPTY)
-    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames))
+    claimed = _wav_claimed_frames(path, info)
+    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
+                     header_frames=claimed if claimed is not None and claimed > info.frames else None)
 
 
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -9,13 +9,14 @@ import pandas as pd
 
 from sercore.data.iemocap import load_iemocap
 from sercore.data.manifest import load_manifest
-from sercore.data.msp_podcast import LABELS, load_msp_podcast
+from sercore.data.msp_podcast import LABELS, labels_path, load_msp_podcast
 from sercore.data.report import LoadReport
 
 
 def detect_layout(root) -> str:
-    """"manifest" for a CSV file, "msp-podcast" for a folder with Labels/labels_consensus.csv, "iemocap"
-    for a folder with Session* folders; FileNotFoundError saying what was expected otherwise."""
+    """"manifest" for a CSV file, "msp-podcast" for a folder with Labels/labels_consensus.csv (or the
+    pre-1.11 labels_concensus.csv), "iemocap" for a folder with Session* folders; FileNotFoundError
+    saying what was expected otherwise."""
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"corpus {root} does not exist: expected an MSP-Podcast folder (with {LABELS}), "
@@ -24,7 +25,7 @@ def detect_layout(root) -> str:
         if root.suffix.lower() == ".csv":
             return "manifest"
         raise ValueError(f"{root} is a file but not a .csv manifest")
-    if (root / LABELS).is_file():
+    if labels_path(root) is not None:
         return "msp-podcast"
     if any(p.is_dir() for p in root.glob("Session*")):
         return "iemocap"

@@ -2,7 +2,9 @@
 
 Loaders never drop anything silently and never stop a whole corpus for one bad file: every skipped or
 repaired item is counted under a reason with a few example names, and `str(report)` is what the user
-reads (the `corpus` command prints it).
+reads (the `corpus` command prints it). Each input a loader reads in full (a labels file, the audio
+folder) is also accounted for as a whole: `account` records its total and how it divides (e.g. data
+lines = kept + skipped + blank), counted separately, so a lost line shows as a sum that differs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class LoadReport:
     repaired: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    accounts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def skip(self, reason: str, item: str) -> None:
         """Count one item left out of the table, under `reason`."""
@@ -35,6 +38,11 @@ class LoadReport:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def account(self, source: str, unit: str, total: int, parts: dict[str, int]) -> None:
+        """Record how the `total` units of one input divide into `parts` (also as a note for the reader)."""
+        self.accounts[source] = {"total": total, **parts}
+        self.note(f"{source}: {total} {unit}: " + ", ".join(f"{count} {what}" for what, count in parts.items()))
 
     def _example(self, key: str, item: str) -> None:
         examples = self.examples.setdefault(key, [])
@@ -51,7 +59,8 @@ class LoadReport:
 
     def to_dict(self) -> dict:
         return {"corpus": self.corpus, "root": self.root, "kept": self.kept, "skipped": dict(self.skipped),
-                "repaired": dict(self.repaired), "examples": self.examples, "notes": list(self.notes)}
+                "repaired": dict(self.repaired), "examples": self.examples, "notes": list(self.notes),
+                "accounts": {source: dict(parts) for source, parts in self.accounts.items()}}
 
     def __str__(self) -> str:
         lines = [f"{self.corpus} corpus at {self.root}: {self.kept} utterances kept, "
