@@ -133,7 +133,6 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
     during this page) or not run (after an interruption). An executed copy is replaced only by a finished
     execution; `timeout` is the per-cell limit in seconds unless a run gives its own `timeout`.
     """
-    import papermill
 
     # Progress bars are for people at a terminal; in a rendered page they are hundreds of stderr lines.
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -142,43 +141,62 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
     selected = [run for run in runs if not only or run["name"] in only]
     rows = []
     for index, run in enumerate(selected):
-        notebook, executed, parameters, digest = _plan(run, root, profile, names)
-        row = {"page": run["name"], "status": "", "seconds": None, "reason": "", "output": executed,
-               "digest": digest}
+        row = {"page": run["name"], "status": "", "seconds": None, "reason": "", "output": root / run["output"],
+               "digest": None}
         rows.append(row)
-        if digest is None:
-            row.update(status="missing", reason=f"no notebook {run['notebook']}")
-            continue
-        if not force and executed.is_file() and _stored_hash(executed) == digest:
-            row["status"] = "unchanged"
-            continue
-        executed.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder as the executed copy, so the final rename is atomic; hidden, and not in _toc.yml.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".running.ipynb", dir=executed.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        cell_timeout = run.get("timeout", timeout)
-        print(f"[book] running {run['notebook']} -> {run['output']} with {parameters}", flush=True)
-        start = time.perf_counter()
         try:
-            papermill.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=kernel,
-                                       language="python", cwd=str(executed.parent), progress_bar=False,
-                                       execution_timeout=cell_timeout)
-            seconds = time.perf_counter() - start
-            _store_hash(tmp, digest, parameters, seconds)
-            os.replace(tmp, executed)
-            row.update(status="executed", seconds=seconds)
+            _execute_page(run, row, root, profile, names, force, run.get("timeout", timeout), kernel)
         except KeyboardInterrupt:
-            row.update(status="interrupted", seconds=time.perf_counter() - start, reason="stopped by Ctrl-C")
+            # Ctrl-C stops the run; _execute_page already removed its temporary copy.
+            row.update(status="interrupted", reason="stopped by Ctrl-C")
             rows.extend({"page": later["name"], "status": "not run", "seconds": None,
                          "reason": "the run was interrupted before this page", "output": root / later["output"],
                          "digest": None} for later in selected[index + 1:])
             break
-        except Exception as error:  # every way an execution can fail is this page's failure, not the run's
-            row.update(status="failed", seconds=time.perf_counter() - start, reason=_failure_reason(error))
-        finally:
-            tmp.unlink(missing_ok=True)
     return rows
+
+
+def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, force: bool,
+                  cell_timeout: float | None, kernel: str) -> None:
+    """Run one page unless its copy is current, filling `row`; only Ctrl-C escapes."""
+    import papermill
+
+    notebook, executed, parameters, digest = _plan(run, root, profile, names)
+    row["digest"] = digest
+    if digest is None:
+        row.update(status="missing", reason=f"no notebook {run['notebook']}")
+        return
+    if not force and executed.is_file() and _stored_hash(executed) == digest:
+        row["status"] = "unchanged"
+        return
+    print(f"[book] running {run['notebook']} -> {run['output']} with {parameters}", flush=True)
+    tmp = None
+    start = time.perf_counter()
+    try:
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the executed copy, so the final rename is atomic; hidden, and not in _toc.yml.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".running.ipynb",
+                                        dir=executed.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=kernel,
+                                   language="python", cwd=str(executed.parent), progress_bar=False,
+                                   execution_timeout=cell_timeout)
+        seconds = time.perf_counter() - start
+        _store_hash(tmp, digest, parameters, seconds)
+        os.replace(tmp, executed)
+        row.update(status="executed", seconds=seconds)
+    except Exception as error:  # every way an execution can fail is this page's failure, not the run's
+        row.update(status="failed", seconds=time.perf_counter() - start, reason=_failure_reason(error))
+        if isinstance(error, papermill.PapermillExecutionError) and error.ename == "KeyboardInterrupt":
+            # Ctrl-C reached the kernel's cell before the driver: the person still asked to stop.
+            raise KeyboardInterrupt from error
+    except KeyboardInterrupt:
+        row["seconds"] = time.perf_counter() - start
+        raise
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _names(profile: str, root: Path) -> dict:

@@ -125,6 +125,18 @@ def test_ctrl_c_stops_the_run_and_leaves_no_half_page(tmp_path, monkeypatch):
     assert not _temporaries(tmp_path) and not (tmp_path / "executed" / "second.ipynb").exists()
 
 
+def test_ctrl_c_seen_first_by_the_kernel_also_stops_the_run(tmp_path, monkeypatch):
+    runs = _tiny_book(tmp_path, {"first": "x = 1", "second": "x = 2"})
+
+    def interrupted_cell(input_path, output_path, **kwargs):
+        raise papermill.PapermillExecutionError(1, 2, "sleep()", "KeyboardInterrupt", "", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted_cell)
+    rows = book.execute_pages(runs, tmp_path, "smoke", {"profile": "smoke"})
+    assert [row["status"] for row in rows] == ["interrupted", "not run"]
+    assert not _temporaries(tmp_path) and not (tmp_path / "executed" / "first.ipynb").exists()
+
+
 def test_book_prints_summary_names_left_out_pages_and_fails(tmp_path, monkeypatch, capsys):
     _tiny_book(tmp_path, {"good": "x = 1", "crash": "x = 2"})
     import sercore.data
