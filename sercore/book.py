@@ -3,7 +3,8 @@
     python -m sercore book --profile default
 
 book/runs.yaml lists the pages: which notebook, where its executed copy goes, its parameters ("{profile}",
-"{corpus}" and "{root}" are filled in) and optionally a per-cell `timeout` in seconds. A page is re-executed
+"{corpus}" and "{root}" are filled in; any other placeholder, or a timeout that is not a positive number, is
+refused naming the file) and optionally a per-cell `timeout` in seconds. A page is re-executed
 only when its inputs changed: the hash of (notebook, parameters, profile file, sercore's source) is stored in
 the executed notebook's metadata and compared before running.
 
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import string
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ from sercore.profiles import load_profile
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(__file__).resolve().parent
 RUNS_FILE = ROOT / "book" / "runs.yaml"
+PLACEHOLDERS = ("profile", "corpus", "root")  # what "{...}" in a run's parameters may name
 
 # Statuses of a page in one driver run; the first two leave a servable executed copy behind.
 OK_STATUSES = ("executed", "unchanged")
@@ -54,7 +57,26 @@ def load_runs(runs_file: Path = RUNS_FILE) -> list[dict]:
         missing = {"name", "notebook", "output"} - set(run)
         if missing:
             raise ValueError(f"{runs_file}: run {run!r} lacks {', '.join(sorted(missing))}")
+        unknown = sorted(_placeholders(run.get("parameters", {})) - set(PLACEHOLDERS))
+        if unknown:
+            raise ValueError(f"{runs_file}: run {run['name']!r} uses {', '.join('{' + u + '}' for u in unknown)}"
+                             f" in its parameters; the driver fills only {', '.join(PLACEHOLDERS)}")
+        timeout = run.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout <= 0):
+            raise ValueError(f"{runs_file}: run {run['name']!r} has timeout {timeout!r}; expected seconds > 0")
     return runs
+
+
+def _placeholders(value) -> set[str]:
+    """The "{name}" fields used in a parameters value (strings, dicts and lists of them)."""
+    if isinstance(value, str):
+        return {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+    if isinstance(value, dict):
+        return set().union(*map(_placeholders, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_placeholders, value))
+    return set()
 
 
 def _fill(value, names: dict):
@@ -106,12 +128,14 @@ def _failure_reason(error: BaseException) -> str:
 
     if isinstance(error, papermill.PapermillExecutionError):
         return _one_line(f"cell {error.exec_count}: {error.ename}: {error.evalue}")
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
     name = type(error).__name__
-    if name == "DeadKernelError":
+    if isinstance(error, DeadKernelError):
         return f"the kernel died ({name}: {_one_line(error)})"
-    if name == "CellTimeoutError":
+    if isinstance(error, CellTimeoutError):
         # nbclient's message is several lines with a preview of the cell; its first line says enough.
-        return f"{name}: {str(error).strip().splitlines()[0]}"
+        return f"{name}: {(str(error).strip().splitlines() or ['a cell timed out'])[0]}"
     return _one_line(f"{name}: {error}") or name
 
 
@@ -126,7 +150,7 @@ def _plan(run: dict, root: Path, profile: str, names: dict) -> tuple[Path, Path,
 def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None = None,
                   only: list[str] | None = None, force: bool = False, timeout: float | None = None,
                   kernel: str = "python3") -> list[dict]:
-    """Execute the pages of `runs` (paths relative to `root`) whose inputs changed; one row per page.
+    """Execute the pages of `runs` (load_runs's list; paths relative to `root`) whose inputs changed.
 
     A row is {page, status, seconds, reason, output, digest}; status is executed, unchanged, failed (cell
     error, dead kernel, timeout or any other execution error), missing (no notebook), interrupted (Ctrl-C
@@ -137,7 +161,7 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
     # Progress bars are for people at a terminal; in a rendered page they are hundreds of stderr lines.
     os.environ.setdefault("TQDM_DISABLE", "1")
     root = Path(root)
-    names = names if names is not None else {"profile": profile, "root": str(root)}
+    names = names if names is not None else _names(profile, root)
     selected = [run for run in runs if not only or run["name"] in only]
     rows = []
     for index, run in enumerate(selected):

@@ -108,6 +108,18 @@ def test_stale_or_unfinished_copy_is_not_served(tmp_path):
     assert "never executed" in left_out["executed/never"]
 
 
+@pytest.mark.parametrize("entry, message", [
+    ({"parameters": {"corpus": "{corpsu}"}}, r"runs.yaml: run 'p' uses \{corpsu\}.*fills only profile, corpus, root"),
+    ({"timeout": "ten"}, r"runs.yaml: run 'p' has timeout 'ten'; expected seconds > 0"),
+    ({"timeout": 0}, r"runs.yaml: run 'p' has timeout 0"),
+])
+def test_bad_run_entry_is_refused_naming_the_file(tmp_path, entry, message):
+    runs = tmp_path / "runs.yaml"
+    runs.write_text(yaml.safe_dump({"runs": [{"name": "p", "notebook": "p.ipynb", "output": "o.ipynb", **entry}]}))
+    with pytest.raises(ValueError, match=message):
+        book.load_runs(runs)
+
+
 def test_ctrl_c_stops_the_run_and_leaves_no_half_page(tmp_path, monkeypatch):
     runs = _tiny_book(tmp_path, {"first": "x = 1", "second": "x = 2"})
     (tmp_path / "executed").mkdir()
