@@ -155,13 +155,17 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
     A row is {page, status, seconds, reason, output, digest}; status is executed, unchanged, failed (cell
     error, dead kernel, timeout or any other execution error), missing (no notebook), interrupted (Ctrl-C
     during this page) or not run (after an interruption). An executed copy is replaced only by a finished
-    execution; `timeout` is the per-cell limit in seconds unless a run gives its own `timeout`.
+    execution; `timeout` is the per-cell limit in seconds unless a run gives its own `timeout`. A name in
+    `only` that no run has is refused (ValueError) before anything runs.
     """
 
     # Progress bars are for people at a terminal; in a rendered page they are hundreds of stderr lines.
     os.environ.setdefault("TQDM_DISABLE", "1")
     root = Path(root)
     names = names if names is not None else _names(profile, root)
+    unknown = sorted(set(only or []) - {run["name"] for run in runs})
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)}: no such page; pages: {', '.join(r['name'] for r in runs)}")
     selected = [run for run in runs if not only or run["name"] in only]
     rows = []
     for index, run in enumerate(selected):

@@ -120,6 +120,13 @@ def test_bad_run_entry_is_refused_naming_the_file(tmp_path, entry, message):
         book.load_runs(runs)
 
 
+def test_unknown_only_page_is_refused_before_running(tmp_path):
+    runs = _tiny_book(tmp_path, {"data": "x = 1"})
+    with pytest.raises(ValueError, match=r"--only dta: no such page; pages: data"):
+        book.execute_pages(runs, tmp_path, "smoke", only=["dta"])
+    assert not (tmp_path / "executed").exists()
+
+
 def test_ctrl_c_stops_the_run_and_leaves_no_half_page(tmp_path, monkeypatch):
     runs = _tiny_book(tmp_path, {"first": "x = 1", "second": "x = 2"})
     (tmp_path / "executed").mkdir()
