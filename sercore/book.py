@@ -163,6 +163,7 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
     os.environ.setdefault("TQDM_DISABLE", "1")
     root = Path(root)
     names = names if names is not None else _names(profile, root)
+    load_profile(profile)  # an unknown profile fails every page alike: refuse it once, before running
     unknown = sorted(set(only or []) - {run["name"] for run in runs})
     if unknown:
         raise ValueError(f"--only {' '.join(unknown)}: no such page; pages: {', '.join(r['name'] for r in runs)}")
@@ -189,7 +190,11 @@ def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, f
     """Run one page unless its copy is current, filling `row`; only Ctrl-C escapes."""
     import papermill
 
-    notebook, executed, parameters, digest = _plan(run, root, profile, names)
+    try:
+        notebook, executed, parameters, digest = _plan(run, root, profile, names)
+    except OSError as error:  # e.g. a notebook that cannot be read: this page fails, the others still run
+        row.update(status="failed", reason=_one_line(f"{run['notebook']}: {type(error).__name__}: {error}"))
+        return
     row["digest"] = digest
     if digest is None:
         row.update(status="missing", reason=f"no notebook {run['notebook']}")

@@ -3,6 +3,7 @@ is interrupted fails alone, leaves no half-executed copy, keeps its previous cop
 of the HTML together with stale copies; the run ends with a summary and a non-zero exit code."""
 
 import json
+import shutil
 
 import nbformat
 import papermill
@@ -125,6 +126,28 @@ def test_unknown_only_page_is_refused_before_running(tmp_path):
     with pytest.raises(ValueError, match=r"--only dta: no such page; pages: data"):
         book.execute_pages(runs, tmp_path, "smoke", only=["dta"])
     assert not (tmp_path / "executed").exists()
+
+
+def test_unreadable_notebook_fails_its_page_alone(tmp_path, monkeypatch):
+    runs = _tiny_book(tmp_path, {"locked": "x = 1", "open": "x = 2"})
+    real_read_bytes = book.Path.read_bytes
+
+    def read_bytes(path):
+        if path.name == "locked.ipynb":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(book.Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(papermill, "execute_notebook", lambda source, out, **kwargs: shutil.copy(source, out))
+    rows = book.execute_pages(runs, tmp_path, "smoke", {"profile": "smoke"})
+    assert [row["status"] for row in rows] == ["failed", "executed"]
+    assert rows[0]["reason"].startswith("notebooks/locked.ipynb: PermissionError") and "\n" not in rows[0]["reason"]
+
+
+def test_unknown_profile_is_refused_before_running(tmp_path):
+    runs = _tiny_book(tmp_path, {"data": "x = 1"})
+    with pytest.raises(FileNotFoundError, match="profile 'nosuch' not found"):
+        book.execute_pages(runs, tmp_path, "nosuch")
 
 
 def test_ctrl_c_stops_the_run_and_leaves_no_half_page(tmp_path, monkeypatch):
