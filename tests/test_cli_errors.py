@@ -24,19 +24,22 @@ def _sercore(*args, debug_env=False):
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """An IEMOCAP-layout folder (empty sessions: enough to reach the fold check) and a non-empty folder."""
+    """An IEMOCAP-layout folder (empty sessions: enough to reach the fold check), a non-empty folder, a CSV."""
     root = tmp_path_factory.mktemp("cli")
     for session in range(1, 6):
         (root / "iemocap" / f"Session{session}" / "sentences" / "wav").mkdir(parents=True)
         (root / "iemocap" / f"Session{session}" / "dialog" / "EmoEvaluation").mkdir(parents=True)
     (root / "full").mkdir()
     (root / "full" / "notes.txt").write_text("someone's files\n")
+    (root / "manifest.csv").write_text("path,label\n")
     return root
 
 
 CASES = {
     "missing root": (lambda r: ["corpus", r / "nope"], ["nope does not exist"]),
     "bad fold": (lambda r: ["corpus", "--fold", 9, r / "iemocap"], ["fold must be one of 1..5", "got 9"]),
+    "fold on a manifest": (lambda r: ["corpus", "--fold", 2, r / "manifest.csv"],  # a SystemExit("...")
+                           ["--fold applies to IEMOCAP corpora only"]),
     "existing output": (lambda r: ["generate", "--out", r / "full"], ["full is not empty"]),
     "unknown profile": (lambda r: ["train", "--study", "fusion", "--corpus", r / "iemocap", "--out", r / "o1",
                                    "--profile", "nosuch"], ["profile 'nosuch' not found"]),
