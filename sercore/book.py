@@ -2,11 +2,21 @@
 
     python -m sercore book --profile default
 
-book/runs.yaml lists the pages: which notebook, where its executed copy goes, and its parameters
-("{profile}" and "{corpus}" are filled in). A page is re-executed only when its inputs changed: the hash of
-(notebook, parameters, profile file, sercore's source) is stored in the executed notebook's metadata and
-compared before running. Jupyter Book then builds with execution off, from the table of contents entries
-that exist; missing pages are named, not silently dropped.
+book/runs.yaml lists the pages: which notebook, where its executed copy goes, its parameters ("{profile}",
+"{corpus}" and "{root}" are filled in; any other placeholder, or a timeout that is not a positive number, is
+refused naming the file) and optionally a per-cell `timeout` in seconds. A page is re-executed
+only when its inputs changed: the hash of (notebook, parameters, profile file, sercore's source) is stored in
+the executed notebook's metadata and compared before running.
+
+Each page runs on its own: a cell error, a dead kernel or a cell timeout fails that page, and the driver goes
+on with the next one. papermill writes into a hidden temporary notebook beside the executed copy, which is
+renamed over it only once execution finished and the hash is stored, so a failed or interrupted page leaves
+its previous executed copy as it was (Ctrl-C stops the run after removing the temporary file). Jupyter Book
+then builds with execution off, from the table of contents entries that can be served: a page is left out
+of the HTML when it failed in this run or when its executed copy is absent or stale (its stored hash is not
+that of the current inputs, e.g. a page not re-run under --only), so no half-executed or out-of-date page is
+built. The driver ends with a table (page, status, seconds, reason), names the pages left out and why, and
+exits non-zero when a page failed (130 when interrupted).
 """
 
 from __future__ import annotations
@@ -14,8 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import string
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +39,11 @@ from sercore.profiles import load_profile
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(__file__).resolve().parent
 RUNS_FILE = ROOT / "book" / "runs.yaml"
+PLACEHOLDERS = ("profile", "corpus", "root")  # what "{...}" in a run's parameters may name
+
+# Statuses of a page in one driver run; the first two leave a servable executed copy behind.
+OK_STATUSES = ("executed", "unchanged")
+FAILED_STATUSES = ("failed", "missing")
 
 
 def demo_corpus_path(profile: str) -> Path:
@@ -39,7 +57,26 @@ def load_runs(runs_file: Path = RUNS_FILE) -> list[dict]:
         missing = {"name", "notebook", "output"} - set(run)
         if missing:
             raise ValueError(f"{runs_file}: run {run!r} lacks {', '.join(sorted(missing))}")
+        unknown = sorted(_placeholders(run.get("parameters", {})) - set(PLACEHOLDERS))
+        if unknown:
+            raise ValueError(f"{runs_file}: run {run['name']!r} uses {', '.join('{' + u + '}' for u in unknown)}"
+                             f" in its parameters; the driver fills only {', '.join(PLACEHOLDERS)}")
+        timeout = run.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout <= 0):
+            raise ValueError(f"{runs_file}: run {run['name']!r} has timeout {timeout!r}; expected seconds > 0")
     return runs
+
+
+def _placeholders(value) -> set[str]:
+    """The "{name}" fields used in a parameters value (strings, dicts and lists of them)."""
+    if isinstance(value, str):
+        return {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+    if isinstance(value, dict):
+        return set().union(*map(_placeholders, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_placeholders, value))
+    return set()
 
 
 def _fill(value, names: dict):
@@ -67,53 +104,167 @@ def inputs_hash(notebook: Path, parameters: dict, profile: str) -> str:
 def _stored_hash(executed: Path) -> str | None:
     try:
         return json.loads(executed.read_text(encoding="utf-8"))["metadata"].get("sercore", {}).get("inputs_hash")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, AttributeError):
         return None
 
 
 def _store_hash(executed: Path, digest: str, parameters: dict, seconds: float) -> None:
-    from sercore.provenance import atomic_write_text, provenance
+    """Write the hash into a notebook papermill just finished (the temporary copy, renamed afterwards)."""
+    from sercore.provenance import provenance
 
     notebook = json.loads(executed.read_text(encoding="utf-8"))
     notebook["metadata"]["sercore"] = {"inputs_hash": digest, "seconds": round(seconds, 1),
                                        **provenance(parameters)}
-    atomic_write_text(executed, json.dumps(notebook, indent=1) + "\n")
+    executed.write_text(json.dumps(notebook, indent=1) + "\n", encoding="utf-8")
 
 
-def run_notebooks(profile: str = "default", only: list[str] | None = None, force: bool = False,
-                  runs_file: Path = RUNS_FILE) -> list[dict]:
-    """Execute each page of book/runs.yaml whose inputs changed; return one status row per page."""
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(text)).strip()
+
+
+def _failure_reason(error: BaseException) -> str:
+    """One line saying why a page's execution did not finish."""
     import papermill
+
+    if isinstance(error, papermill.PapermillExecutionError):
+        return _one_line(f"cell {error.exec_count}: {error.ename}: {error.evalue}")
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    name = type(error).__name__
+    if isinstance(error, DeadKernelError):
+        return f"the kernel died ({name}: {_one_line(error)})"
+    if isinstance(error, CellTimeoutError):
+        # nbclient's message is several lines with a preview of the cell; its first line says enough.
+        return f"{name}: {(str(error).strip().splitlines() or ['a cell timed out'])[0]}"
+    return _one_line(f"{name}: {error}") or name
+
+
+def _plan(run: dict, root: Path, profile: str, names: dict) -> tuple[Path, Path, dict, str | None]:
+    """(notebook, executed copy, parameters, current inputs hash or None when the notebook is missing)."""
+    notebook, executed = root / run["notebook"], root / run["output"]
+    parameters = _fill(run.get("parameters", {}), names)
+    digest = inputs_hash(notebook, parameters, profile) if notebook.is_file() else None
+    return notebook, executed, parameters, digest
+
+
+def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None = None,
+                  only: list[str] | None = None, force: bool = False, timeout: float | None = None,
+                  kernel: str = "python3") -> list[dict]:
+    """Execute the pages of `runs` (load_runs's list; paths relative to `root`) whose inputs changed.
+
+    A row is {page, status, seconds, reason, output, digest}; status is executed, unchanged, failed (cell
+    error, dead kernel, timeout or any other execution error), missing (no notebook), interrupted (Ctrl-C
+    during this page) or not run (after an interruption). An executed copy is replaced only by a finished
+    execution; `timeout` is the per-cell limit in seconds unless a run gives its own `timeout`. A name in
+    `only` that no run has is refused (ValueError) before anything runs.
+    """
 
     # Progress bars are for people at a terminal; in a rendered page they are hundreds of stderr lines.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    corpus = demo_corpus_path(profile)
-    names = {"profile": profile, "corpus": str(corpus), "root": str(ROOT)}
+    root = Path(root)
+    names = names if names is not None else _names(profile, root)
+    load_profile(profile)  # an unknown profile fails every page alike: refuse it once, before running
+    unknown = sorted(set(only or []) - {run["name"] for run in runs})
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)}: no such page; pages: {', '.join(r['name'] for r in runs)}")
+    selected = [run for run in runs if not only or run["name"] in only]
     rows = []
-    for run in load_runs(runs_file):
-        if only and run["name"] not in only:
-            continue
-        notebook, executed = ROOT / run["notebook"], ROOT / run["output"]
-        if not notebook.is_file():
-            rows.append({"page": run["name"], "status": f"missing notebook {run['notebook']}"})
-            continue
-        parameters = _fill(run.get("parameters", {}), names)
-        digest = inputs_hash(notebook, parameters, profile)
-        if not force and executed.is_file() and _stored_hash(executed) == digest:
-            rows.append({"page": run["name"], "status": "unchanged, kept"})
-            continue
-        executed.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[book] running {run['notebook']} -> {run['output']} with {parameters}", flush=True)
-        start = time.perf_counter()
+    for index, run in enumerate(selected):
+        row = {"page": run["name"], "status": "", "seconds": None, "reason": "", "output": root / run["output"],
+               "digest": None}
+        rows.append(row)
         try:
-            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters,
-                                       kernel_name="python3", language="python", cwd=str(executed.parent), progress_bar=False)
-        except papermill.PapermillExecutionError as error:
-            rows.append({"page": run["name"], "status": f"FAILED: {error.ename}: {error.evalue}"})
-            continue
-        _store_hash(executed, digest, parameters, time.perf_counter() - start)
-        rows.append({"page": run["name"], "status": f"executed in {time.perf_counter() - start:.0f} s"})
+            _execute_page(run, row, root, profile, names, force, run.get("timeout", timeout), kernel)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the run; _execute_page already removed its temporary copy.
+            row.update(status="interrupted", reason="stopped by Ctrl-C")
+            rows.extend({"page": later["name"], "status": "not run", "seconds": None,
+                         "reason": "the run was interrupted before this page", "output": root / later["output"],
+                         "digest": None} for later in selected[index + 1:])
+            break
     return rows
+
+
+def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, force: bool,
+                  cell_timeout: float | None, kernel: str) -> None:
+    """Run one page unless its copy is current, filling `row`; only Ctrl-C escapes."""
+    import papermill
+
+    try:
+        notebook, executed, parameters, digest = _plan(run, root, profile, names)
+    except OSError as error:  # e.g. a notebook that cannot be read: this page fails, the others still run
+        row.update(status="failed", reason=_one_line(f"{run['notebook']}: {type(error).__name__}: {error}"))
+        return
+    row["digest"] = digest
+    if digest is None:
+        row.update(status="missing", reason=f"no notebook {run['notebook']}")
+        return
+    if not force and executed.is_file() and _stored_hash(executed) == digest:
+        row["status"] = "unchanged"
+        return
+    print(f"[book] running {run['notebook']} -> {run['output']} with {parameters}", flush=True)
+    tmp = None
+    start = time.perf_counter()
+    try:
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the executed copy, so the final rename is atomic; hidden, and not in _toc.yml.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".running.ipynb",
+                                        dir=executed.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=kernel,
+                                   language="python", cwd=str(executed.parent), progress_bar=False,
+                                   execution_timeout=cell_timeout)
+        seconds = time.perf_counter() - start
+        _store_hash(tmp, digest, parameters, seconds)
+        os.replace(tmp, executed)
+        row.update(status="executed", seconds=seconds)
+    except Exception as error:  # every way an execution can fail is this page's failure, not the run's
+        row.update(status="failed", seconds=time.perf_counter() - start, reason=_failure_reason(error))
+        if isinstance(error, papermill.PapermillExecutionError) and error.ename == "KeyboardInterrupt":
+            # Ctrl-C reached the kernel's cell before the driver: the person still asked to stop.
+            raise KeyboardInterrupt from error
+    except KeyboardInterrupt:
+        row["seconds"] = time.perf_counter() - start
+        raise
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _names(profile: str, root: Path) -> dict:
+    return {"profile": profile, "corpus": str(demo_corpus_path(profile)), "root": str(root)}
+
+
+def run_notebooks(profile: str = "default", only: list[str] | None = None, force: bool = False,
+                  runs_file: Path = RUNS_FILE, timeout: float | None = None, root: Path = ROOT) -> list[dict]:
+    """Execute each page of book/runs.yaml whose inputs changed; return one status row per page."""
+    return execute_pages(load_runs(runs_file), root, profile, _names(profile, root), only=only, force=force,
+                         timeout=timeout)
+
+
+def left_out_pages(runs: list[dict], root: Path, profile: str, names: dict, rows: list[dict]) -> dict[str, str]:
+    """The executed pages that must not be built, {toc entry: why}: failed now, absent, or stale."""
+    root = Path(root)
+    by_page = {row["page"]: row for row in rows}
+    left_out = {}
+    for run in runs:
+        entry = str(run["output"]).removesuffix(".ipynb")
+        row = by_page.get(run["name"])
+        if row:
+            # Run now: executed or unchanged means its copy holds a finished run of the current inputs.
+            if row["status"] not in OK_STATUSES:
+                left_out[entry] = f"{run['name']} {row['status']}: {row['reason']}"
+            continue
+        _, executed, _, digest = _plan(run, root, profile, names)
+        if digest is None:
+            left_out[entry] = f"{run['name']}: no notebook {run['notebook']}"
+        elif not executed.is_file():
+            left_out[entry] = f"{run['name']}: never executed (run it: --only {run['name']})"
+        elif _stored_hash(executed) != digest:
+            left_out[entry] = (f"{run['name']}: executed copy is stale (its inputs changed since; "
+                               f"re-run it: --only {run['name']})")
+    return left_out
 
 
 def _toc_files(toc: dict) -> list[str]:
@@ -124,44 +275,75 @@ def _toc_files(toc: dict) -> list[str]:
     return files
 
 
-def _exists(entry: str) -> bool:
-    return any((ROOT / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb", ".rst"))
+def _exists(entry: str, root: Path = ROOT) -> bool:
+    return any((Path(root) / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb", ".rst"))
 
 
-def build_html(strict: bool = False) -> tuple[int, list[str]]:
-    """Build the book from the toc entries that exist; return (exit code, missing entries)."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    missing = [entry for entry in _toc_files(toc) if not _exists(entry)]
+def _jupyter_book(command: list[str], cwd: Path) -> int:
+    return subprocess.run(command, cwd=cwd).returncode
+
+
+def build_html(strict: bool = False, root: Path = ROOT,
+               left_out: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Build the book from the toc entries that exist and are not left out; return (exit code, missing)."""
+    root = Path(root)
+    left_out = left_out or {}
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    missing = [entry for entry in _toc_files(toc) if not _exists(entry, root) and entry not in left_out]
+
+    def served(entry: str) -> bool:
+        return _exists(entry, root) and entry not in left_out
+
     filtered = dict(toc)
     filtered["parts"] = [
-        {**part, "chapters": [c for c in part.get("chapters", []) if _exists(c["file"])]}
+        {**part, "chapters": [c for c in part.get("chapters", []) if served(c["file"])]}
         for part in toc.get("parts", [])
     ]
     filtered["parts"] = [part for part in filtered["parts"] if part["chapters"]]
-    toc_path = ROOT / "_toc.filtered.yml"
+    toc_path = root / "_toc.filtered.yml"
     toc_path.write_text(yaml.safe_dump(filtered, sort_keys=False), encoding="utf-8")
-    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT), "--toc", str(toc_path)]
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--toc", str(toc_path)]
     if strict:
         command += ["-W", "-n", "--keep-going"]
-    return subprocess.run(command, cwd=ROOT).returncode, missing
+    return _jupyter_book(command, root), missing
 
 
-def book(profile: str = "default", only=None, force: bool = False, build: bool = True, strict: bool = False) -> int:
+def summary_lines(rows: list[dict]) -> list[str]:
+    """The end-of-run table: page, status, seconds, reason."""
+    width = max([len(row["page"]) for row in rows] + [4])
+    lines = [f"[book] {'page':<{width}}  {'status':<11}  {'seconds':>7}  reason"]
+    for row in rows:
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
+        lines.append(f"[book] {row['page']:<{width}}  {row['status']:<11}  {seconds:>7}  {row['reason']}".rstrip())
+    return lines
+
+
+def book(profile: str = "default", only=None, force: bool = False, build: bool = True, strict: bool = False,
+         timeout: float | None = None, root: Path = ROOT, runs_file: Path = RUNS_FILE) -> int:
+    """The whole `python -m sercore book`: corpus, pages, summary, HTML; returns the exit code."""
     from sercore.data import generate_corpus
 
     generate_corpus(demo_corpus_path(profile), profile=profile, reuse=True)
-    rows = run_notebooks(profile, only=only, force=force)
-    for row in rows:
-        print(f"[book] {row['page']:<14} {row['status']}")
-    failed = [row for row in rows if row["status"].startswith(("FAILED", "missing"))]
+    rows = run_notebooks(profile, only=only, force=force, runs_file=runs_file, timeout=timeout, root=root)
+    print("\n".join(summary_lines(rows)))
+    if any(row["status"] == "interrupted" for row in rows):
+        print("[book] interrupted: no HTML built; finished pages were kept, the interrupted one left as before")
+        return 130
+    failed = [row for row in rows if row["status"] in FAILED_STATUSES]
     code = 0
     if build:
-        code, missing = build_html(strict=strict)
+        left_out = left_out_pages(load_runs(runs_file), root, profile, _names(profile, root), rows)
+        code, missing = build_html(strict=strict, root=root, left_out=left_out)
+        if left_out:
+            print("[book] left out of the HTML (no finished execution of the current inputs):\n  "
+                  + "\n  ".join(f"{entry}: {why}" for entry, why in left_out.items()))
         if missing:
             print("[book] not in the book yet (no page written for these toc entries):\n  "
                   + "\n  ".join(missing))
         if code == 0:
-            print(f"[book] HTML: {ROOT / '_build' / 'html' / 'index.html'}")
+            print(f"[book] HTML: {Path(root) / '_build' / 'html' / 'index.html'}")
+    if failed:
+        print(f"[book] {len(failed)} page(s) failed: {', '.join(row['page'] for row in failed)}")
     return code or (1 if failed else 0)
 
 
@@ -173,4 +355,7 @@ def register(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="re-execute pages even when their inputs are unchanged")
     parser.add_argument("--no-build", dest="build", action="store_false", help="run the notebooks, skip the HTML")
     parser.add_argument("--strict", action="store_true", help="fail the build on Sphinx warnings (-W -n)")
-    parser.set_defaults(func=lambda args: book(args.profile, args.only, args.force, args.build, args.strict))
+    parser.add_argument("--cell-timeout", type=float, default=None,
+                        help="fail a page whose cell runs longer than this many seconds (default: no limit)")
+    parser.set_defaults(func=lambda args: book(args.profile, args.only, args.force, args.build, args.strict,
+                                               args.cell_timeout))

@@ -54,4 +54,4 @@ def test_executed_page_is_skipped_when_hash_matches(tmp_path):
     meta = json.loads(out.read_text())["metadata"]["sercore"]
     assert meta["parameters"] == {"profile": "smoke"} and meta["git_sha"]
     second = book.run_notebooks("smoke", runs_file=runs)
-    assert second[0]["status"] == "unchanged, kept"
+    assert second[0]["status"] == "unchanged"
