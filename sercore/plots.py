@@ -81,8 +81,9 @@ def prosody(summary, path=None):
 
 
 def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
-    """log-Mel spectrograms of `per_class` random utterances of each class (sercore.features.log_mel)."""
-    from sercore.data import read_audio
+    """log-Mel spectrograms of `per_class` random utterances of each class (sercore.features.log_mel). A file
+    that cannot be read gets a panel saying why instead of a spectrogram."""
+    from sercore.data import AudioError, read_audio
     from sercore.features import log_mel
 
     chosen = table.groupby("label", sort=True).sample(per_class, random_state=seed)
@@ -90,7 +91,13 @@ def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
     nrows = -(-len(chosen) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), squeeze=False)
     for ax, row in zip(axes.flat, chosen.itertuples(index=False)):
-        spectrogram = log_mel(read_audio(row.path))
+        try:
+            spectrogram = log_mel(read_audio(row.path))
+        except AudioError as error:
+            ax.text(0.5, 0.5, f"{row.utt_id}\n{error.reason}", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
+            ax.axis("off")
+            continue
         ax.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma",
                   extent=(0, spectrogram.shape[0] / 100, 0, spectrogram.shape[1]))
         ax.set_title(f"{row.label} · {row.speaker} · {row.utt_id}", fontsize=8)

@@ -8,10 +8,12 @@ sadness slower than happiness, and so on.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from sercore.data.audio import SAMPLE_RATE, read_audio
+from sercore.data.audio import SAMPLE_RATE, AudioError, read_audio
 
 
 def track_f0(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 450.0,
@@ -48,13 +50,20 @@ def prosody_summary(table: pd.DataFrame, max_per_class: int | None = None) -> pd
     mix female and male voices, so a class with more male speakers looks lower; the semitone column
     compares each utterance with its own speaker's median and is the fairer view.
     `max_per_class` measures only the first utterances of each class (by utt_id) to save time.
+    An utterance whose audio cannot be read (sercore.data.audio.AudioError: unreadable, NaN/Inf samples) is
+    left out of the medians; the summary's `attrs["skipped"]` lists them ("path: reason") and one warning
+    says how many.
     """
     chosen = table.sort_values("utt_id")
     if max_per_class is not None:
         chosen = chosen.groupby("label", sort=True).head(max_per_class)
-    measures = []
+    measures, skipped = [], []
     for row in chosen.itertuples(index=False):
-        wave = read_audio(row.path)
+        try:
+            wave = read_audio(row.path)
+        except AudioError as error:
+            skipped.append(f"{error.path}: {error.reason}")
+            continue
         f0 = track_f0(wave)
         words = len(str(row.transcript or "").split())
         duration = wave.size / SAMPLE_RATE
@@ -68,4 +77,8 @@ def prosody_summary(table: pd.DataFrame, max_per_class: int | None = None) -> pd
         utterances=("f0", "size"), median_f0_hz=("f0", "median"),
         f0_vs_speaker_st=("f0_vs_speaker_st", "median"), seconds_per_word=("seconds_per_word", "median"),
         median_duration_s=("duration", "median"))
+    summary.attrs["skipped"] = skipped
+    if skipped:
+        warnings.warn(f"prosody_summary: {len(skipped)} utterance(s) left out, audio unreadable "
+                      f"(e.g. {skipped[0]})", stacklevel=2)
     return summary
