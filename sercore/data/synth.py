@@ -23,6 +23,9 @@ Variants:
 
 Layouts: "msp-podcast" (Audios/, Labels/labels_consensus.csv, Transcripts/) and "iemocap"
 (sercore.data.iemocap_layout).
+
+Interruptions: corpus.incomplete is written at the corpus root before anything else and removed after
+corpus.json, the last file; a folder that holds it is an unfinished generation that the next run replaces.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -150,31 +155,72 @@ def _segments_csv(utterances: list[Utterance]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Written first and removed last (after corpus.json), so a folder holding it is an unfinished generation
+# (killed, or failed on one file) that any rerun may replace. Recognised by its name alone: a kill while
+# it is being written must still leave a folder the generator recognises.
+MARKER = "corpus.incomplete"
+GENERATOR = "sercore.data.generate_corpus"
+# Everything a generation writes at the corpus root (both layouts): what a rerun removes, nothing else.
+WRITTEN = ("Audios", "Labels", "Transcripts", "corpus.json", "segments.csv",
+           *(f"Session{k}" for k in range(1, iemocap_layout.SESSIONS + 1)))
+
+
+class IncompleteCorpusWarning(UserWarning):
+    """A rerun found an unfinished generation (corpus.incomplete) in the output folder and replaced it."""
+
+
+def _written_by_us(out_dir: Path) -> bool:
+    try:
+        return json.loads((out_dir / "corpus.json").read_text(encoding="utf-8")).get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _prepare(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty: choose a new folder or pass overwrite=True")
-        if not (out_dir / "corpus.json").is_file():
-            raise FileExistsError(f"{out_dir} is not empty and holds no corpus.json: refusing to overwrite a "
-                                  "folder this generator did not write")
-        for name in ("Audios", "Labels", "Transcripts", "corpus.json", "segments.csv",
-                     *(f"Session{k}" for k in range(1, 6))):
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    """Make `out_dir` ready for a new corpus, or refuse with a one-line message (nothing changed then).
+
+    Empty or missing: used. An unfinished generation (MARKER present): replaced, with an
+    IncompleteCorpusWarning, whatever `overwrite` says. A finished corpus of this generator: replaced only
+    with `overwrite`. Anything else: refused. Only the generator's own entries (WRITTEN) are removed."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file: choose a folder for the corpus")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        incomplete = (out_dir / MARKER).exists()
+        if not incomplete and not _written_by_us(out_dir):
+            raise FileExistsError(f"{out_dir} is not empty and holds no corpus.json written by this generator "
+                                  f"(nor {MARKER}): refusing to touch it; choose a new or empty folder")
+        if not incomplete and not overwrite:
+            raise FileExistsError(f"{out_dir} already holds a generated corpus: choose a new folder, or replace "
+                                  "it with --overwrite on the command line (overwrite=True from Python)")
+        if incomplete:
+            warnings.warn(f"{out_dir} holds an unfinished generation ({MARKER}): replacing it",
+                          IncompleteCorpusWarning, stacklevel=3)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Plain write, not atomic: the marker must exist before anything is removed or written.
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (out_dir / MARKER).write_text(json.dumps({"generator": GENERATOR, "started": started, "pid": os.getpid()})
+                                  + "\n", encoding="utf-8")
+    for name in WRITTEN:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        for leftover in out_dir.glob(f".{name}.*.tmp"):  # a root file's atomic write cut short by a kill
+            leftover.unlink()
 
 
 def _same_corpus(out_dir: Path, variant: str, layout: str, seed: int, n_utterances: int, config: dict) -> bool:
+    if (out_dir / MARKER).exists():
+        return False  # unfinished: its corpus.json, if any, may not describe the files
     try:
         written = json.loads((out_dir / "corpus.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     parameters = written.get("provenance", {}).get("parameters", {})
-    return (written.get("variant"), written.get("layout"), written.get("seed"), parameters.get("n_utterances"),
-            parameters.get("config")) == (variant, layout, seed, n_utterances, json.loads(json.dumps(config)))
+    return written.get("generator") == GENERATOR and (
+        written.get("variant"), written.get("layout"), written.get("seed"), parameters.get("n_utterances"),
+        parameters.get("config")) == (variant, layout, seed, n_utterances, json.loads(json.dumps(config)))
 
 
 def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", layout: str = "msp-podcast",
@@ -187,6 +233,9 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     long-form: files per length). Rendering runs on `workers` processes (default os.cpu_count()).
     reuse=True returns an existing corpus in `out_dir` untouched when its corpus.json records the same
     variant, layout, seed, size and corpus settings (otherwise it is regenerated, as with overwrite=True).
+    A folder left by an interrupted or failed generation (it still holds corpus.incomplete, see MARKER) is
+    replaced by any call, with an IncompleteCorpusWarning; a finished corpus only with overwrite=True or
+    reuse=True; a non-empty folder this generator did not write is refused (FileExistsError).
     Same arguments, same seed -> identical labels and identical wav bytes (on systems with os.fork;
     see sercore.data.render), whatever the number of workers.
     """
@@ -225,8 +274,9 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
                   **writer.PARAMETERS,
                   "speakers": [asdict(s) for s in writer.SPEAKERS]}
     atomic_write_json(out_dir / "corpus.json", {
-        "description": DESCRIPTION, "generator": "sercore.data.generate_corpus", "layout": layout,
+        "description": DESCRIPTION, "generator": GENERATOR, "layout": layout,
         "variant": variant, "seed": seed, "utterances": len(utterances),
         "total_seconds": round(sum(u.duration for u in utterances), 3), **written,
         "provenance": provenance(parameters, seed)})
+    (out_dir / MARKER).unlink()  # last: the corpus is complete
     return out_dir
