@@ -187,3 +187,17 @@ def test_a_file_as_output_folder_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="is a file: choose a folder"):
         main(["generate", "--out", str(target), "--n-utterances", "8"])
     assert target.read_text() == "x"
+
+
+def test_a_script_without_main_guard_fails_at_once_instead_of_hanging(tmp_path):
+    # Spawned workers import the calling script: unguarded, each one calls generate_corpus again and dies.
+    # A multiprocessing.Pool replaced them forever (a silent hang); the run must stop with one clear line.
+    script = tmp_path / "make_corpus.py"
+    script.write_text("from sercore.data import generate_corpus\n"
+                      f"generate_corpus({str(tmp_path / 'corpus')!r}, n_utterances=4, workers=1, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: a corpus rendering process died") and "__main__" in last
+    assert (tmp_path / "corpus" / MARKER).exists()  # unfinished, so the next (guarded) run replaces it

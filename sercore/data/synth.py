@@ -34,6 +34,8 @@ import json
 import os
 import shutil
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -136,14 +138,24 @@ def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utt
 
 def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]:
     """Render every job on `workers` processes. They are spawned, not forked: a fresh, small interpreter
-    forks cheaply for every file (render_isolated), and espeak is never initialised in the caller."""
+    forks cheaply for every file (render_isolated), and espeak is never initialised in the caller.
+    A worker that dies (killed, out of memory, or a script that calls generate_corpus without an
+    `if __name__ == "__main__":` guard, so that every spawned worker re-runs the script) ends the run with
+    a one-line RuntimeError; a multiprocessing.Pool would replace such workers forever and hang."""
     bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=bar_disabled(progress))
     results = []
-    with get_context("spawn").Pool(max(1, workers), initializer=prepare_worker) as pool:
-        for rendered in pool.imap_unordered(render_isolated, jobs, chunksize=4):
-            results.append(rendered)
+    pool = ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=prepare_worker)
+    try:
+        for future in as_completed([pool.submit(render_isolated, job) for job in jobs]):
+            results.append(future.result())
             bar.update()
-    bar.close()
+    except BrokenProcessPool:
+        raise RuntimeError("a corpus rendering process died; if generate_corpus is called from a script, "
+                           "put the call under `if __name__ == \"__main__\":` (workers are spawned and "
+                           "import the script)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not render the rest first
+        bar.close()
     return sorted(results, key=lambda r: r.index)
 
 
