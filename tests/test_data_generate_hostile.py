@@ -201,3 +201,30 @@ def test_a_script_without_main_guard_fails_at_once_instead_of_hanging(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("RuntimeError: a corpus rendering process died") and "__main__" in last
     assert (tmp_path / "corpus" / MARKER).exists()  # unfinished, so the next (guarded) run replaces it
+
+
+@pytest.mark.parametrize("corpus_section, options, message", [
+    ("{n_utterance: 50}", {}, "unknown key(s) n_utterance"),  # misspelt: would be ignored silently
+    ("{test2_fraction: 1.5}", {}, "test2_fraction must be in [0, 1), got 1.5"),
+    ("{long_form_lengths_s: [10, -5]}", {}, "long_form_lengths_s must be a list of positive seconds"),
+    ("{n_utterances: many}", {}, "n_utterances must be a whole number >= 1, got 'many'"),
+    ("{}", {"seed": -1}, "seed must be a whole number >= 0, got -1"),
+    ("{}", {"workers": 0}, "workers must be a whole number >= 1, got 0"),
+    ("{}", {"n_utterances": 0}, "n_utterances must be a whole number >= 1, got 0"),
+])
+def test_unusable_options_are_refused_before_anything_is_written(tmp_path, corpus_section, options, message):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(f"corpus: {corpus_section}\n")
+    out = tmp_path / "corpus"
+    with pytest.raises(synth.CorpusOptionError) as error:
+        generate_corpus(out, profile=str(profile), progress=False, **options)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not out.exists()
+
+
+def test_cli_refusals_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^generate: profile 'nosuch' not found"):
+        main(["generate", "--profile", "nosuch", "--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match=r"^generate: seed must be a whole number >= 0, got -1$"):
+        main(["generate", "--seed", "-1", "--out", str(tmp_path / "b")])
+    assert not list(tmp_path.iterdir())

@@ -36,8 +36,13 @@ def register(subparsers) -> None:
 
 
 def _generate(args) -> int:
-    from sercore.data.synth import IncompleteCorpusWarning, generate_corpus
+    from sercore.data.synth import CorpusOptionError, IncompleteCorpusWarning, generate_corpus
+    from sercore.profiles import load_profile
 
+    try:
+        load_profile(args.profile)
+    except FileNotFoundError as error:
+        raise SystemExit(f"generate: {error}") from None
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IncompleteCorpusWarning)
@@ -45,7 +50,7 @@ def _generate(args) -> int:
             out = generate_corpus(args.out, profile=args.profile, variant=args.variant, layout=args.layout,
                                   seed=args.seed, n_utterances=args.n_utterances, workers=args.workers,
                                   overwrite=args.overwrite)
-        except (FileExistsError, NotADirectoryError) as error:  # a refused --out: one line, no traceback
+        except (CorpusOptionError, FileExistsError, NotADirectoryError) as error:  # one line, no traceback
             raise SystemExit(f"generate: {error}") from None
         finally:
             for warning in caught:  # the replaced unfinished generation: one line, not a warning trace

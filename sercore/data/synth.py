@@ -85,6 +85,40 @@ class Utterance:
     segment: tuple[float, float] | None = None
 
 
+class CorpusOptionError(ValueError):
+    """An argument of generate_corpus, or a value in the profile's corpus: section, that cannot be used."""
+
+
+def _whole(value, least: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check_options(profile, config: dict, seed, workers) -> None:
+    """Refuse, before anything is written, what would fail later or be silently ignored (a misspelt key)."""
+    where = f"profile {profile!r}, corpus section"
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise CorpusOptionError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    for key in ("n_utterances", "long_form_per_length"):
+        if not _whole(config[key]):
+            raise CorpusOptionError(f"{where}: {key} must be a whole number >= 1, got {config[key]!r}")
+    lengths = config["long_form_lengths_s"]
+    if not isinstance(lengths, list) or not lengths or not all(_number(x) and x > 0 for x in lengths):
+        raise CorpusOptionError(f"{where}: long_form_lengths_s must be a list of positive seconds, got {lengths!r}")
+    if not (_number(config["test2_fraction"]) and 0 <= config["test2_fraction"] < 1):
+        raise CorpusOptionError(f"{where}: test2_fraction must be in [0, 1), got {config['test2_fraction']!r}")
+    if not _number(config["test2_snr_db"]):
+        raise CorpusOptionError(f"{where}: test2_snr_db must be a number (dB), got {config['test2_snr_db']!r}")
+    if not _whole(seed, least=0):
+        raise CorpusOptionError(f"seed must be a whole number >= 0, got {seed!r}")
+    if workers is not None and not _whole(workers):
+        raise CorpusOptionError(f"workers must be a whole number >= 1, got {workers!r}")
+
+
 def _sentence(label: str, rng: np.random.Generator, bank_emotional=EMOTIONAL, bank_neutral=NEUTRAL) -> str:
     if rng.random() < EMOTIONAL_SHARE:
         options = bank_emotional[label]
@@ -247,19 +281,22 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     variant, layout, seed, size and corpus settings (otherwise it is regenerated, as with overwrite=True).
     A folder left by an interrupted or failed generation (it still holds corpus.incomplete, see MARKER) is
     replaced by any call, with an IncompleteCorpusWarning; a finished corpus only with overwrite=True or
-    reuse=True; a non-empty folder this generator did not write is refused (FileExistsError).
+    reuse=True; a non-empty folder this generator did not write is refused (FileExistsError). Unusable
+    arguments or profile values (a misspelt corpus key too) raise CorpusOptionError, a ValueError, before
+    anything is written.
     Same arguments, same seed -> identical labels and identical wav bytes (on systems with os.fork;
     see sercore.data.render), whatever the number of workers.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        raise CorpusOptionError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+        raise CorpusOptionError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     config = {**DEFAULTS, **section(profile, "corpus")}
+    _check_options(profile, config, seed, workers)
     if n_utterances is None:
         n_utterances = config["long_form_per_length"] if variant == "long-form" else config["n_utterances"]
-    if n_utterances < 1:
-        raise ValueError(f"n_utterances must be at least 1, got {n_utterances}")
+    if not _whole(n_utterances):
+        raise CorpusOptionError(f"n_utterances must be a whole number >= 1, got {n_utterances!r}")
     out_dir = Path(out_dir).resolve()
     if reuse and _same_corpus(out_dir, variant, layout, seed, n_utterances, config):
         return out_dir
