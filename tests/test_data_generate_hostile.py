@@ -15,6 +15,8 @@ import pytest
 from sercore.cli import main
 from sercore.data import generate_corpus, load_corpus
 from sercore.data import synth
+from sercore.data.espeak import Prosody
+from sercore.data.render import Job, Piece, RenderError, render_isolated
 from sercore.data.synth import MARKER, IncompleteCorpusWarning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +201,8 @@ def test_a_script_without_main_guard_fails_at_once_instead_of_hanging(tmp_path):
                           text=True, timeout=300)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("RuntimeError: a corpus rendering process died") and "__main__" in last
+    assert last.startswith("sercore.data.render.RenderError: a corpus rendering process died")
+    assert "__main__" in last
     assert (tmp_path / "corpus" / MARKER).exists()  # unfinished, so the next (guarded) run replaces it
 
 
@@ -228,3 +231,30 @@ def test_cli_refusals_are_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^generate: seed must be a whole number >= 0, got -1$"):
         main(["generate", "--seed", "-1", "--out", str(tmp_path / "b")])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_file_that_cannot_be_written_fails_in_one_line_naming_it(tmp_path):
+    (tmp_path / "file.txt").write_text("a file where a folder should be")
+    target = tmp_path / "file.txt" / "x.wav"
+    job = Job(index=0, path=str(target), pieces=(Piece("Hello there.", "en-us+f1", Prosody(), 0.2),),
+              lead_silence=0.1, seed=0)
+    with pytest.raises(RenderError) as error:
+        render_isolated(job)  # renders in a forked child, like the generator's workers
+    message = str(error.value)
+    assert message.startswith(f"{target}: rendering failed: FileExistsError") and "\n" not in message
+
+
+def test_cli_reports_a_failed_file_in_one_line_and_the_rerun_replaces_it(tmp_path, monkeypatch):
+    def fail(jobs, workers, progress):
+        raise RenderError(f"{jobs[0].path}: espeak-ng produced silence")
+
+    monkeypatch.setattr(synth, "_render_all", fail)
+    out = tmp_path / "corpus"
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--out", str(out), "--n-utterances", "8", "--workers", "1"])
+    message = str(exit_.value)
+    assert "espeak-ng produced silence" in message and "the next generate replaces it" in message
+    assert "\n" not in message and (out / MARKER).exists()
+    monkeypatch.undo()
+    assert main(["generate", "--out", str(out), "--n-utterances", "8", "--workers", "1"]) == 0
+    _assert_complete(out, 8)

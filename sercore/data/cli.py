@@ -36,7 +36,8 @@ def register(subparsers) -> None:
 
 
 def _generate(args) -> int:
-    from sercore.data.synth import CorpusOptionError, IncompleteCorpusWarning, generate_corpus
+    from sercore.data.render import RenderError
+    from sercore.data.synth import MARKER, CorpusOptionError, IncompleteCorpusWarning, generate_corpus
     from sercore.profiles import load_profile
 
     try:
@@ -52,6 +53,9 @@ def _generate(args) -> int:
                                   overwrite=args.overwrite)
         except (CorpusOptionError, FileExistsError, NotADirectoryError) as error:  # one line, no traceback
             raise SystemExit(f"generate: {error}") from None
+        except RenderError as error:  # one file failed: the folder is left marked unfinished
+            raise SystemExit(f"generate: {error} ({args.out} is left unfinished, with {MARKER}: "
+                             "the next generate replaces it)") from None
         finally:
             for warning in caught:  # the replaced unfinished generation: one line, not a warning trace
                 if issubclass(warning.category, IncompleteCorpusWarning):

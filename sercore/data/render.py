@@ -31,6 +31,10 @@ SILENCE_THRESHOLD = 100 / 32768
 FADE_SECONDS = 0.01
 
 
+class RenderError(RuntimeError):
+    """One file could not be rendered: a one-line message that starts with the file's path."""
+
+
 @dataclass(frozen=True)
 class Piece:
     """One stretch of speech: text spoken with one voice and one prosody, then a pause."""
@@ -91,7 +95,7 @@ def render_job(job: Job) -> Rendered:
         samples = synth.synthesize(piece.text, piece.voice, piece.prosody, noise_seed=_noise_seed(job, number))
         speech = _trim(samples.astype(np.float32) / 32768)
         if speech.size == 0:
-            raise RuntimeError(f"espeak-ng produced silence for {piece.text!r} with voice {piece.voice}")
+            raise RenderError(f"{job.path}: espeak-ng produced silence for {piece.text!r} with voice {piece.voice}")
         if number == job.segment_piece:
             segment = (length / rate, (length + speech.size) / rate)
         pause = np.zeros(round(piece.pause_after * rate), np.float32)
@@ -104,7 +108,7 @@ def render_job(job: Job) -> Rendered:
     if job.target_seconds is not None:
         n = round(job.target_seconds * SAMPLE_RATE)
         if wave.size < n:
-            raise RuntimeError(f"{job.path}: planned text too short for {job.target_seconds} s")
+            raise RenderError(f"{job.path}: planned text too short for {job.target_seconds} s")
         wave = wave[:n].copy()
         fade = round(FADE_SECONDS * SAMPLE_RATE)
         wave[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)  # no click where the cut falls
@@ -134,8 +138,12 @@ def render_isolated(job: Job) -> Rendered:
             os.close(read_end)
             try:
                 payload = pickle.dumps(render_job(job))
-            except BaseException:
-                payload, code = pickle.dumps(RuntimeError(f"{job.path}: {traceback.format_exc()}")), 1
+            except RenderError as error:
+                payload, code = pickle.dumps(error), 1
+            except BaseException as error:  # unexpected: the traceback goes to stderr, the message stays one line
+                traceback.print_exc()
+                message = f"{job.path}: rendering failed: {type(error).__name__}: {error}".replace("\n", " ")
+                payload, code = pickle.dumps(RenderError(message)), 1
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(payload)
         finally:
@@ -145,7 +153,7 @@ def render_isolated(job: Job) -> Rendered:
         payload = pipe.read()
     _, status = os.waitpid(pid, 0)
     if not payload:
-        raise RuntimeError(f"{job.path}: rendering process died (status {status})")
+        raise RenderError(f"{job.path}: rendering process died (status {status})")
     result = pickle.loads(payload)
     if isinstance(result, BaseException):
         raise result

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from sercore.data import iemocap_layout, msp_layout
 from sercore.data.prosody import AVD_NOISE, AVD_PROTOTYPES, JITTER, PROFILES, draw_avd, draw_prosody
-from sercore.data.render import Job, Piece, Rendered, prepare_worker, render_isolated
+from sercore.data.render import Job, Piece, RenderError, Rendered, prepare_worker, render_isolated
 from sercore.data.speakers import Speaker
 from sercore.data.sentences import (EMOTIONAL, EMOTIONAL_PHRASES, EMOTIONAL_SHARE, NEUTRAL,
                                     NEUTRAL_PHRASES)
@@ -175,7 +175,7 @@ def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]
     forks cheaply for every file (render_isolated), and espeak is never initialised in the caller.
     A worker that dies (killed, out of memory, or a script that calls generate_corpus without an
     `if __name__ == "__main__":` guard, so that every spawned worker re-runs the script) ends the run with
-    a one-line RuntimeError; a multiprocessing.Pool would replace such workers forever and hang."""
+    a one-line RenderError; a multiprocessing.Pool would replace such workers forever and hang."""
     bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=bar_disabled(progress))
     results = []
     pool = ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=prepare_worker)
@@ -184,7 +184,7 @@ def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]
             results.append(future.result())
             bar.update()
     except BrokenProcessPool:
-        raise RuntimeError("a corpus rendering process died; if generate_corpus is called from a script, "
+        raise RenderError("a corpus rendering process died; if generate_corpus is called from a script, "
                            "put the call under `if __name__ == \"__main__\":` (workers are spawned and "
                            "import the script)") from None
     finally:
