@@ -280,3 +280,15 @@ def test_a_generation_still_running_in_the_folder_is_not_replaced(tmp_path):
     with pytest.warns(IncompleteCorpusWarning):  # that process is gone now: its folder is replaced
         generate_corpus(out, n_utterances=8, workers=1, progress=False)
     _assert_complete(out, 8)
+
+
+def test_breath_noise_follows_our_seed_and_only_in_breath_voices(tmp_path):
+    def render(voice, seed):
+        path = tmp_path / f"{voice}-{seed}.wav"
+        render_isolated(Job(index=0, path=str(path), lead_silence=0.1, seed=seed,
+                            pieces=(Piece("The meeting starts at noon.", voice, Prosody(), 0.2),)))
+        return path.read_bytes()
+
+    assert render("en-us+f2", 0) == render("en-us+f2", 0)
+    assert render("en-us+f2", 0) != render("en-us+f2", 1)  # f2 breathes: its noise comes from our seed
+    assert render("en-us+f1", 0) == render("en-us+f1", 1)  # f1 has no breath setting: no noise to seed

@@ -108,9 +108,9 @@ class Synthesizer:
         lib.espeak_Synchronize.restype = ctypes.c_int
         try:
             lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        except AttributeError as error:  # older than espeak-ng 1.52: its noise cannot be made reproducible
-            raise EspeakError(f"{library_path} has no espeak_ng_SetRandSeed (espeak-ng 1.52 or newer needed, "
-                              "for reproducible breath noise): upgrade espeakng-loader") from error
+        except AttributeError as error:  # without it the breath noise cannot be made reproducible
+            raise EspeakError(f"{library_path} has no espeak_ng_SetRandSeed, needed for reproducible breath "
+                              "noise: install an espeakng-loader whose espeak-ng has it (1.52 does)") from error
         lib.espeak_ng_SetRandSeed.restype = ctypes.c_int
 
         rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), INITIALIZE_DONT_EXIT)
