@@ -292,3 +292,12 @@ def test_breath_noise_follows_our_seed_and_only_in_breath_voices(tmp_path):
     assert render("en-us+f2", 0) == render("en-us+f2", 0)
     assert render("en-us+f2", 0) != render("en-us+f2", 1)  # f2 breathes: its noise comes from our seed
     assert render("en-us+f1", 0) == render("en-us+f1", 1)  # f1 has no breath setting: no noise to seed
+
+
+def test_numpy_integers_are_accepted_as_whole_numbers(tmp_path):
+    import numpy as np
+
+    out = generate_corpus(tmp_path / "c", n_utterances=np.int64(8), seed=np.int32(2), workers=np.int64(1),
+                          progress=False)
+    meta = json.loads((out / "corpus.json").read_text())
+    assert meta["seed"] == 2 and meta["utterances"] == 8

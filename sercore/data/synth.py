@@ -25,12 +25,14 @@ Layouts: "msp-podcast" (Audios/, Labels/labels_consensus.csv, Transcripts/) and 
 (sercore.data.iemocap_layout).
 
 Interruptions: corpus.incomplete is written at the corpus root before anything else and removed after
-corpus.json, the last file; a folder that holds it is an unfinished generation that the next run replaces.
+corpus.json, the last file; a folder that holds it is an unfinished generation that the next run replaces
+(once the process that wrote it has ended).
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shutil
 import socket
@@ -91,11 +93,11 @@ class CorpusOptionError(ValueError):
 
 
 def _whole(value, least: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _check_options(profile, config: dict, seed, workers) -> None:
@@ -203,8 +205,9 @@ def _segments_csv(utterances: list[Utterance]) -> str:
 
 
 # Written first and removed last (after corpus.json), so a folder holding it is an unfinished generation
-# (killed, or failed on one file) that any rerun may replace. Recognised by its name alone: a kill while
-# it is being written must still leave a folder the generator recognises.
+# (killed, or failed on one file) that any rerun may replace. Recognised by its name alone, since a kill
+# while it is being written must still leave a folder the generator recognises; the pid and host inside,
+# when readable, tell whether its writer still runs.
 MARKER = "corpus.incomplete"
 GENERATOR = "sercore.data.generate_corpus"
 # Everything a generation writes at the corpus root (both layouts): what a rerun removes, nothing else.
@@ -247,8 +250,8 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
 
     Empty or missing: used. An unfinished generation (MARKER present): replaced, with an
     IncompleteCorpusWarning, whatever `overwrite` says, unless the process that wrote it still runs. A
-    finished corpus of this generator: replaced only
-    with `overwrite`. Anything else: refused. Only the generator's own entries (WRITTEN) are removed."""
+    finished corpus of this generator: replaced only with `overwrite`. Anything else: refused. Only the
+    generator's own entries (WRITTEN) are removed."""
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} is a file: choose a folder for the corpus")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -304,7 +307,8 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     reuse=True returns an existing corpus in `out_dir` untouched when its corpus.json records the same
     variant, layout, seed, size and corpus settings (otherwise it is regenerated, as with overwrite=True).
     A folder left by an interrupted or failed generation (it still holds corpus.incomplete, see MARKER) is
-    replaced by any call, with an IncompleteCorpusWarning; a finished corpus only with overwrite=True or
+    replaced by any call, with an IncompleteCorpusWarning (refused while the process that left it still
+    runs); a finished corpus only with overwrite=True or
     reuse=True; a non-empty folder this generator did not write is refused (FileExistsError). Unusable
     arguments or profile values (a misspelt corpus key too) raise CorpusOptionError, a ValueError, before
     anything is written.
@@ -321,6 +325,7 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
         n_utterances = config["long_form_per_length"] if variant == "long-form" else config["n_utterances"]
     if not _whole(n_utterances):
         raise CorpusOptionError(f"n_utterances must be a whole number >= 1, got {n_utterances!r}")
+    seed, n_utterances = int(seed), int(n_utterances)  # numpy integers would reach corpus.json as strings
     out_dir = Path(out_dir).resolve()
     if reuse and _same_corpus(out_dir, variant, layout, seed, n_utterances, config):
         return out_dir
