@@ -173,6 +173,10 @@ def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utt
     return utterances
 
 
+def _render_chunk(jobs: list[Job]) -> list[Rendered]:
+    return [render_isolated(job) for job in jobs]
+
+
 def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]:
     """Render every job on `workers` processes. They are spawned, not forked: a fresh, small interpreter
     forks cheaply for every file (render_isolated), and espeak is never initialised in the caller.
@@ -183,9 +187,11 @@ def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]
     results = []
     pool = ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=prepare_worker)
     try:
-        for future in as_completed([pool.submit(render_isolated, job) for job in jobs]):
-            results.append(future.result())
-            bar.update()
+        # four jobs per task, as Pool(chunksize=4) did: fewer round trips to the workers
+        for future in as_completed([pool.submit(_render_chunk, jobs[i:i + 4]) for i in range(0, len(jobs), 4)]):
+            chunk = future.result()
+            results += chunk
+            bar.update(len(chunk))
     except BrokenProcessPool:
         raise RenderError("a corpus rendering process died; if generate_corpus is called from a script, "
                            "put the call under `if __name__ == \"__main__\":` (workers are spawned and "
