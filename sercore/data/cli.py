@@ -3,7 +3,9 @@ its counts and load report)."""
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
 
 
 def register(subparsers) -> None:
@@ -13,7 +15,8 @@ def register(subparsers) -> None:
     generate.add_argument("--profile", default="smoke", help="smoke, default, paper or a YAML path (sizes)")
     generate.add_argument("--variant", default="standard", choices=["standard", "localized", "long-form"])
     generate.add_argument("--layout", default="msp-podcast", choices=["msp-podcast", "iemocap"])
-    generate.add_argument("--out", required=True, help="output folder (new or empty)")
+    generate.add_argument("--out", required=True,
+                          help="output folder: new, empty, or left unfinished by an interrupted generate")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--n-utterances", type=int, default=None,
                           help="override the profile's size (long-form: files per length)")
@@ -33,12 +36,33 @@ def register(subparsers) -> None:
 
 
 def _generate(args) -> int:
-    from sercore.data.synth import generate_corpus
+    from sercore.data.render import RenderError
+    from sercore.data.synth import MARKER, CorpusOptionError, IncompleteCorpusWarning, generate_corpus
+    from sercore.profiles import load_profile
 
+    try:
+        load_profile(args.profile)
+    except FileNotFoundError as error:
+        raise SystemExit(f"generate: {error}") from None
     start = time.perf_counter()
-    out = generate_corpus(args.out, profile=args.profile, variant=args.variant, layout=args.layout,
-                          seed=args.seed, n_utterances=args.n_utterances, workers=args.workers,
-                          overwrite=args.overwrite)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IncompleteCorpusWarning)
+        try:
+            out = generate_corpus(args.out, profile=args.profile, variant=args.variant, layout=args.layout,
+                                  seed=args.seed, n_utterances=args.n_utterances, workers=args.workers,
+                                  overwrite=args.overwrite)
+        except (CorpusOptionError, FileExistsError, NotADirectoryError) as error:  # one line, no traceback
+            raise SystemExit(f"generate: {error}") from None
+        except RenderError as error:  # one file failed: the folder is left marked unfinished
+            raise SystemExit(f"generate: {error} ({args.out} is left unfinished, with {MARKER}: "
+                             "the next generate replaces it)") from None
+        finally:
+            for warning in caught:  # the replaced unfinished generation: one line, not a warning trace
+                if issubclass(warning.category, IncompleteCorpusWarning):
+                    print(f"note: {warning.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename,
+                                         warning.lineno)
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s (see {out / 'corpus.json'})")
     return 0
 

@@ -13,6 +13,12 @@ Semantics of the parameters (espeak-ng speak_lib.h):
 
 espeak-ng keeps global state, so one process holds one synthesiser: the generator's worker processes each
 call `Synthesizer()` once and reuse it.
+
+Noise: voices whose variant file sets `breath` (f2, f3 and f5 in espeak-ng-data/voices/!v/) mix in breath
+noise from espeak's own random generator, which espeak_Initialize seeds from the clock (time(NULL) in
+espeak-ng's speech.c). Left alone, the same call gives different samples in every process. `synthesize`
+therefore reseeds that generator (espeak_ng_SetRandSeed) before every synthesis with the caller's
+`noise_seed`: equal calls in equal library states give equal samples.
 """
 
 from __future__ import annotations
@@ -100,6 +106,12 @@ class Synthesizer:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.argtypes = []
         lib.espeak_Synchronize.restype = ctypes.c_int
+        try:
+            lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        except AttributeError as error:  # without it the breath noise cannot be made reproducible
+            raise EspeakError(f"{library_path} has no espeak_ng_SetRandSeed, needed for reproducible breath "
+                              "noise: install an espeakng-loader whose espeak-ng has it (1.52 does)") from error
+        lib.espeak_ng_SetRandSeed.restype = ctypes.c_int
 
         rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), INITIALIZE_DONT_EXIT)
         if rate <= 0:
@@ -122,10 +134,14 @@ class Synthesizer:
             if self._lib.espeak_SetVoiceByName(voice.encode()) != EE_OK:
                 raise EspeakError(f"espeak-ng has no voice {voice!r}")
 
-    def synthesize(self, text: str, voice: str, prosody: Prosody = Prosody(), ssml: bool = False) -> np.ndarray:
-        """Speak `text` with `voice` (e.g. "en-us+f2") -> int16 samples at `self.sample_rate`."""
+    def synthesize(self, text: str, voice: str, prosody: Prosody = Prosody(), ssml: bool = False,
+                   noise_seed: int = 0) -> np.ndarray:
+        """Speak `text` with `voice` (e.g. "en-us+f2") -> int16 samples at `self.sample_rate`; espeak's noise
+        generator (breath noise) is seeded with `noise_seed` first (see the module docstring)."""
         lib = self._lib
         with _lock:
+            if lib.espeak_ng_SetRandSeed(int(noise_seed)) != EE_OK:
+                raise EspeakError(f"espeak_ng_SetRandSeed({noise_seed}) failed")
             if lib.espeak_SetVoiceByName(voice.encode()) != EE_OK:
                 raise EspeakError(f"espeak-ng has no voice {voice!r}")
             # Voice first: selecting a voice may reset prosody parameters.

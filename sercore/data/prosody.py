@@ -19,7 +19,7 @@ minute, volume 100 = normal, wordgap in 10 ms units):
     F fear             70    58   210   100   1    very high pitch, fastest, range not as wide as surprise
 
 Each utterance draws its parameters around its class profile with Gaussian jitter (standard deviations in
-JITTER), and each speaker shifts pitch and rate (SPEAKERS in synth.py), so neighbouring classes overlap:
+JITTER), and each speaker shifts pitch and rate (sercore.data.speakers), so neighbouring classes overlap:
 a classifier cannot reach 100 %. Arousal/valence/dominance on MSP-Podcast's 1..7 scale follow each class
 prototype (AVD_PROTOTYPES, the usual circumplex positions) plus noise of AVD_NOISE, clipped to [1, 7].
 """

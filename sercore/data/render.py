@@ -1,9 +1,11 @@
 """Turning one planned utterance into a wav file: synthesise its pieces, join them with pauses, resample,
 add noise, write atomically. Runs in worker processes, each with its own espeak-ng synthesiser.
 
-Everything random here (only the Test2 noise) comes from a generator seeded by (corpus seed, utterance
-index). espeak-ng itself keeps hidden state from one synthesis to the next (pitch flutter phase and other
-static variables that no API resets: the same text comes out slightly different the second time), so
+Everything random here comes from seeds derived from (corpus seed, utterance index): the Test2 noise, and
+espeak's breath noise (voices f2, f3, f5; see sercore.data.espeak), reseeded before each piece with
+(corpus seed, utterance index, piece number) since espeak would otherwise seed it from the clock.
+espeak-ng also keeps hidden state from one synthesis to the next (pitch flutter phase and other static
+variables that no API resets: the same text comes out slightly different the second time), so
 `render_isolated` renders each file in a forked child of a worker that has initialised espeak but never
 synthesised: every file starts from the same state and the bytes do not depend on which worker renders
 which file, or in what order. Without os.fork (Windows) files are rendered in place and are not
@@ -27,6 +29,10 @@ from sercore.provenance import atomic_write_bytes
 # segment boundaries (localized variant) are where the speech is.
 SILENCE_THRESHOLD = 100 / 32768
 FADE_SECONDS = 0.01
+
+
+class RenderError(RuntimeError):
+    """One file could not be rendered: a one-line message that starts with the file's path."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,13 @@ def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.n
     return (wave + noise).astype(np.float32)
 
 
+def _noise_seed(job: Job, piece_number: int) -> int:
+    """espeak's breath-noise seed for one piece: fixed by the corpus seed and the piece's place, < 2**31 so
+    it fits a C long everywhere."""
+    state = np.random.SeedSequence([job.seed, job.index, piece_number]).generate_state(1)[0]
+    return int(state) & 0x7FFFFFFF
+
+
 def render_job(job: Job) -> Rendered:
     synth = Synthesizer()
     rate = synth.sample_rate
@@ -79,9 +92,10 @@ def render_job(job: Job) -> Rendered:
     segment = None
     used = 0
     for number, piece in enumerate(job.pieces):
-        speech = _trim(synth.synthesize(piece.text, piece.voice, piece.prosody).astype(np.float32) / 32768)
+        samples = synth.synthesize(piece.text, piece.voice, piece.prosody, noise_seed=_noise_seed(job, number))
+        speech = _trim(samples.astype(np.float32) / 32768)
         if speech.size == 0:
-            raise RuntimeError(f"espeak-ng produced silence for {piece.text!r} with voice {piece.voice}")
+            raise RenderError(f"{job.path}: espeak-ng produced silence for {piece.text!r} with voice {piece.voice}")
         if number == job.segment_piece:
             segment = (length / rate, (length + speech.size) / rate)
         pause = np.zeros(round(piece.pause_after * rate), np.float32)
@@ -94,7 +108,7 @@ def render_job(job: Job) -> Rendered:
     if job.target_seconds is not None:
         n = round(job.target_seconds * SAMPLE_RATE)
         if wave.size < n:
-            raise RuntimeError(f"{job.path}: planned text too short for {job.target_seconds} s")
+            raise RenderError(f"{job.path}: planned text too short for {job.target_seconds} s")
         wave = wave[:n].copy()
         fade = round(FADE_SECONDS * SAMPLE_RATE)
         wave[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)  # no click where the cut falls
@@ -124,8 +138,12 @@ def render_isolated(job: Job) -> Rendered:
             os.close(read_end)
             try:
                 payload = pickle.dumps(render_job(job))
-            except BaseException:
-                payload, code = pickle.dumps(RuntimeError(f"{job.path}: {traceback.format_exc()}")), 1
+            except RenderError as error:
+                payload, code = pickle.dumps(error), 1
+            except BaseException as error:  # unexpected: the traceback goes to stderr, the message stays one line
+                traceback.print_exc()
+                message = f"{job.path}: rendering failed: {type(error).__name__}: {error}".replace("\n", " ")
+                payload, code = pickle.dumps(RenderError(message)), 1
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(payload)
         finally:
@@ -135,7 +153,7 @@ def render_isolated(job: Job) -> Rendered:
         payload = pipe.read()
     _, status = os.waitpid(pid, 0)
     if not payload:
-        raise RuntimeError(f"{job.path}: rendering process died (status {status})")
+        raise RenderError(f"{job.path}: rendering process died (status {status})")
     result = pickle.loads(payload)
     if isinstance(result, BaseException):
         raise result

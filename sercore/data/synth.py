@@ -23,14 +23,24 @@ Variants:
 
 Layouts: "msp-podcast" (Audios/, Labels/labels_consensus.csv, Transcripts/) and "iemocap"
 (sercore.data.iemocap_layout).
+
+Interruptions: corpus.incomplete is written at the corpus root before anything else and removed after
+corpus.json, the last file; a folder that holds it is an unfinished generation that the next run replaces
+(once the process that wrote it has ended).
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shutil
+import socket
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -39,7 +49,7 @@ from tqdm.auto import tqdm
 
 from sercore.data import iemocap_layout, msp_layout
 from sercore.data.prosody import AVD_NOISE, AVD_PROTOTYPES, JITTER, PROFILES, draw_avd, draw_prosody
-from sercore.data.render import Job, Piece, Rendered, prepare_worker, render_isolated
+from sercore.data.render import Job, Piece, RenderError, Rendered, prepare_worker, render_isolated
 from sercore.data.speakers import Speaker
 from sercore.data.sentences import (EMOTIONAL, EMOTIONAL_PHRASES, EMOTIONAL_SHARE, NEUTRAL,
                                     NEUTRAL_PHRASES)
@@ -76,6 +86,40 @@ class Utterance:
     transcript: str = ""
     duration: float = 0.0
     segment: tuple[float, float] | None = None
+
+
+class CorpusOptionError(ValueError):
+    """An argument of generate_corpus, or a value in the profile's corpus: section, that cannot be used."""
+
+
+def _whole(value, least: int = 1) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check_options(profile, config: dict, seed, workers) -> None:
+    """Refuse, before anything is written, what would fail later or be silently ignored (a misspelt key)."""
+    where = f"profile {profile!r}, corpus section"
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise CorpusOptionError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    for key in ("n_utterances", "long_form_per_length"):
+        if not _whole(config[key]):
+            raise CorpusOptionError(f"{where}: {key} must be a whole number >= 1, got {config[key]!r}")
+    lengths = config["long_form_lengths_s"]
+    if not isinstance(lengths, list) or not lengths or not all(_number(x) and x > 0 for x in lengths):
+        raise CorpusOptionError(f"{where}: long_form_lengths_s must be a list of positive seconds, got {lengths!r}")
+    if not (_number(config["test2_fraction"]) and 0 <= config["test2_fraction"] < 1):
+        raise CorpusOptionError(f"{where}: test2_fraction must be in [0, 1), got {config['test2_fraction']!r}")
+    if not _number(config["test2_snr_db"]):
+        raise CorpusOptionError(f"{where}: test2_snr_db must be a number (dB), got {config['test2_snr_db']!r}")
+    if not _whole(seed, least=0):
+        raise CorpusOptionError(f"seed must be a whole number >= 0, got {seed!r}")
+    if workers is not None and not _whole(workers):
+        raise CorpusOptionError(f"workers must be a whole number >= 1, got {workers!r}")
 
 
 def _sentence(label: str, rng: np.random.Generator, bank_emotional=EMOTIONAL, bank_neutral=NEUTRAL) -> str:
@@ -129,16 +173,32 @@ def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utt
     return utterances
 
 
+def _render_chunk(jobs: list[Job]) -> list[Rendered]:
+    return [render_isolated(job) for job in jobs]
+
+
 def _render_all(jobs: list[Job], workers: int, progress: bool) -> list[Rendered]:
     """Render every job on `workers` processes. They are spawned, not forked: a fresh, small interpreter
-    forks cheaply for every file (render_isolated), and espeak is never initialised in the caller."""
+    forks cheaply for every file (render_isolated), and espeak is never initialised in the caller.
+    A worker that dies (killed, out of memory, or a script that calls generate_corpus without an
+    `if __name__ == "__main__":` guard, so that every spawned worker re-runs the script) ends the run with
+    a one-line RenderError; a multiprocessing.Pool would replace such workers forever and hang."""
     bar = tqdm(total=len(jobs), desc="generating corpus", unit="utt", disable=bar_disabled(progress))
     results = []
-    with get_context("spawn").Pool(max(1, workers), initializer=prepare_worker) as pool:
-        for rendered in pool.imap_unordered(render_isolated, jobs, chunksize=4):
-            results.append(rendered)
-            bar.update()
-    bar.close()
+    pool = ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=prepare_worker)
+    try:
+        # four jobs per task, as Pool(chunksize=4) did: fewer round trips to the workers
+        for future in as_completed([pool.submit(_render_chunk, jobs[i:i + 4]) for i in range(0, len(jobs), 4)]):
+            chunk = future.result()
+            results += chunk
+            bar.update(len(chunk))
+    except BrokenProcessPool:
+        raise RenderError("a corpus rendering process died; if generate_corpus is called from a script, "
+                           "put the call under `if __name__ == \"__main__\":` (workers are spawned and "
+                           "import the script)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not render the rest first
+        bar.close()
     return sorted(results, key=lambda r: r.index)
 
 
@@ -150,31 +210,96 @@ def _segments_csv(utterances: list[Utterance]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Written first and removed last (after corpus.json), so a folder holding it is an unfinished generation
+# (killed, or failed on one file) that any rerun may replace. Recognised by its name alone, since a kill
+# while it is being written must still leave a folder the generator recognises; the pid and host inside,
+# when readable, tell whether its writer still runs.
+MARKER = "corpus.incomplete"
+GENERATOR = "sercore.data.generate_corpus"
+# Everything a generation writes at the corpus root (both layouts): what a rerun removes, nothing else.
+WRITTEN = ("Audios", "Labels", "Transcripts", "corpus.json", "segments.csv",
+           *(f"Session{k}" for k in range(1, iemocap_layout.SESSIONS + 1)))
+
+
+class IncompleteCorpusWarning(UserWarning):
+    """A rerun found an unfinished generation (corpus.incomplete) in the output folder and replaced it."""
+
+
+def _written_by_us(out_dir: Path) -> bool:
+    try:
+        return json.loads((out_dir / "corpus.json").read_text(encoding="utf-8")).get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _live_writer(marker: Path) -> int | None:
+    """The pid of a generation still running on this machine that wrote `marker`, if any (POSIX only:
+    elsewhere os.kill would end the process instead of probing it)."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        pid, host = int(info["pid"]), info["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # cut short by a kill while it was written: that run is over
+    if os.name != "posix" or host != socket.gethostname() or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return pid
+
+
 def _prepare(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty: choose a new folder or pass overwrite=True")
-        if not (out_dir / "corpus.json").is_file():
-            raise FileExistsError(f"{out_dir} is not empty and holds no corpus.json: refusing to overwrite a "
-                                  "folder this generator did not write")
-        for name in ("Audios", "Labels", "Transcripts", "corpus.json", "segments.csv",
-                     *(f"Session{k}" for k in range(1, 6))):
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    """Make `out_dir` ready for a new corpus, or refuse with a one-line message (nothing changed then).
+
+    Empty or missing: used. An unfinished generation (MARKER present): replaced, with an
+    IncompleteCorpusWarning, whatever `overwrite` says, unless the process that wrote it still runs. A
+    finished corpus of this generator: replaced only with `overwrite`. Anything else: refused. Only the
+    generator's own entries (WRITTEN) are removed."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file: choose a folder for the corpus")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        incomplete = (out_dir / MARKER).exists()
+        if not incomplete and not _written_by_us(out_dir):
+            raise FileExistsError(f"{out_dir} is not empty and holds no corpus.json written by this generator "
+                                  f"(nor {MARKER}): refusing to touch it; choose a new or empty folder")
+        if not incomplete and not overwrite:
+            raise FileExistsError(f"{out_dir} already holds a generated corpus: choose a new folder, or replace "
+                                  "it with --overwrite on the command line (overwrite=True from Python)")
+        if incomplete and (pid := _live_writer(out_dir / MARKER)) is not None:
+            raise FileExistsError(f"{out_dir} is being generated by process {pid} ({MARKER}): wait for it, "
+                                  f"or stop it; delete {MARKER} if no generate is running")
+        if incomplete:
+            warnings.warn(f"{out_dir} holds an unfinished generation ({MARKER}): replacing it",
+                          IncompleteCorpusWarning, stacklevel=3)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Plain write, not atomic: the marker must exist before anything is removed or written.
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (out_dir / MARKER).write_text(json.dumps({"generator": GENERATOR, "started": started, "pid": os.getpid(),
+                                              "host": socket.gethostname()}) + "\n", encoding="utf-8")
+    for name in WRITTEN:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        for leftover in out_dir.glob(f".{name}.*.tmp"):  # a root file's atomic write cut short by a kill
+            leftover.unlink()
 
 
 def _same_corpus(out_dir: Path, variant: str, layout: str, seed: int, n_utterances: int, config: dict) -> bool:
+    if (out_dir / MARKER).exists():
+        return False  # unfinished: its corpus.json, if any, may not describe the files
     try:
         written = json.loads((out_dir / "corpus.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     parameters = written.get("provenance", {}).get("parameters", {})
-    return (written.get("variant"), written.get("layout"), written.get("seed"), parameters.get("n_utterances"),
-            parameters.get("config")) == (variant, layout, seed, n_utterances, json.loads(json.dumps(config)))
+    return written.get("generator") == GENERATOR and (
+        written.get("variant"), written.get("layout"), written.get("seed"), parameters.get("n_utterances"),
+        parameters.get("config")) == (variant, layout, seed, n_utterances, json.loads(json.dumps(config)))
 
 
 def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", layout: str = "msp-podcast",
@@ -187,18 +312,26 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     long-form: files per length). Rendering runs on `workers` processes (default os.cpu_count()).
     reuse=True returns an existing corpus in `out_dir` untouched when its corpus.json records the same
     variant, layout, seed, size and corpus settings (otherwise it is regenerated, as with overwrite=True).
+    A folder left by an interrupted or failed generation (it still holds corpus.incomplete, see MARKER) is
+    replaced by any call, with an IncompleteCorpusWarning (refused while the process that left it still
+    runs); a finished corpus only with overwrite=True or
+    reuse=True; a non-empty folder this generator did not write is refused (FileExistsError). Unusable
+    arguments or profile values (a misspelt corpus key too) raise CorpusOptionError, a ValueError, before
+    anything is written.
     Same arguments, same seed -> identical labels and identical wav bytes (on systems with os.fork;
     see sercore.data.render), whatever the number of workers.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        raise CorpusOptionError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+        raise CorpusOptionError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     config = {**DEFAULTS, **section(profile, "corpus")}
+    _check_options(profile, config, seed, workers)
     if n_utterances is None:
         n_utterances = config["long_form_per_length"] if variant == "long-form" else config["n_utterances"]
-    if n_utterances < 1:
-        raise ValueError(f"n_utterances must be at least 1, got {n_utterances}")
+    if not _whole(n_utterances):
+        raise CorpusOptionError(f"n_utterances must be a whole number >= 1, got {n_utterances!r}")
+    seed, n_utterances = int(seed), int(n_utterances)  # numpy integers would reach corpus.json as strings
     out_dir = Path(out_dir).resolve()
     if reuse and _same_corpus(out_dir, variant, layout, seed, n_utterances, config):
         return out_dir
@@ -225,8 +358,9 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
                   **writer.PARAMETERS,
                   "speakers": [asdict(s) for s in writer.SPEAKERS]}
     atomic_write_json(out_dir / "corpus.json", {
-        "description": DESCRIPTION, "generator": "sercore.data.generate_corpus", "layout": layout,
+        "description": DESCRIPTION, "generator": GENERATOR, "layout": layout,
         "variant": variant, "seed": seed, "utterances": len(utterances),
         "total_seconds": round(sum(u.duration for u in utterances), 3), **written,
         "provenance": provenance(parameters, seed)})
+    (out_dir / MARKER).unlink()  # last: the corpus is complete
     return out_dir
