@@ -391,3 +391,16 @@ def test_corrupted_iemocap_corpus_accounts_for_every_line_and_file(tmp_path, cap
     assert any("read as UTF-16" in note for note in report.notes)
     assert main(["corpus", str(tmp_path)]) == 0
     assert f"note: Session*/sentences/wav/: {audio['total']} audio files:" in capsys.readouterr().out
+
+
+def test_an_unfinished_generated_corpus_is_refused_by_the_loader(tmp_path):
+    from sercore.data import load_corpus
+    from sercore.data.synth import MARKER
+
+    root = tmp_path / "half"
+    (root / "Labels").mkdir(parents=True)
+    (root / "Labels" / "labels_consensus.csv").write_text(
+        "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n", encoding="utf-8")
+    (root / MARKER).write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="did not finish"):
+        load_corpus(root)

@@ -37,13 +37,10 @@ def register(subparsers) -> None:
 
 def _generate(args) -> int:
     from sercore.data.render import RenderError
-    from sercore.data.synth import MARKER, CorpusOptionError, IncompleteCorpusWarning, generate_corpus
-    from sercore.profiles import load_profile
+    from sercore.data.synth import MARKER, IncompleteCorpusWarning, generate_corpus
 
-    try:
-        load_profile(args.profile)
-    except FileNotFoundError as error:
-        raise SystemExit(f"generate: {error}") from None
+    # Refusals (bad options, a folder the generator did not write, an unknown profile) are ValueError /
+    # FileExistsError / FileNotFoundError, which sercore.cli prints as one line.
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IncompleteCorpusWarning)
@@ -51,10 +48,8 @@ def _generate(args) -> int:
             out = generate_corpus(args.out, profile=args.profile, variant=args.variant, layout=args.layout,
                                   seed=args.seed, n_utterances=args.n_utterances, workers=args.workers,
                                   overwrite=args.overwrite)
-        except (CorpusOptionError, FileExistsError, NotADirectoryError) as error:  # one line, no traceback
-            raise SystemExit(f"generate: {error}") from None
         except RenderError as error:  # one file failed: the folder is left marked unfinished
-            raise SystemExit(f"generate: {error} ({args.out} is left unfinished, with {MARKER}: "
+            raise SystemExit(f"{error} ({args.out} is left unfinished, with {MARKER}: "
                              "the next generate replaces it)") from None
         finally:
             for warning in caught:  # the replaced unfinished generation: one line, not a warning trace

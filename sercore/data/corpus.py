@@ -12,6 +12,9 @@ from sercore.data.manifest import load_manifest
 from sercore.data.msp_podcast import LABELS, labels_path, load_msp_podcast
 from sercore.data.report import LoadReport
 
+# The generator's mark of an unfinished folder (sercore.data.synth writes it first and removes it last).
+INCOMPLETE = "corpus.incomplete"
+
 
 def detect_layout(root) -> str:
     """"manifest" for a CSV file, "msp-podcast" for a folder with Labels/labels_consensus.csv (or the
@@ -38,6 +41,9 @@ def load_corpus(root, **options) -> tuple[pd.DataFrame, LoadReport]:
     to the layout's loader (e.g. fold= for IEMOCAP, classes=, check_audio=). A generated corpus says so
     in the report."""
     layout = detect_layout(root)
+    if layout != "manifest" and (Path(root) / INCOMPLETE).exists():
+        raise ValueError(f"{Path(root) / INCOMPLETE} exists: {root} is a generated corpus whose generation did "
+                         "not finish; run `python -m sercore generate` into it again to complete it")
     loader = {"msp-podcast": load_msp_podcast, "iemocap": load_iemocap, "manifest": load_manifest}[layout]
     table, report = loader(root, **options)
     info = Path(root) / "corpus.json"

@@ -48,6 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sercore.data import iemocap_layout, msp_layout
+from sercore.data.corpus import INCOMPLETE
 from sercore.data.prosody import AVD_NOISE, AVD_PROTOTYPES, JITTER, PROFILES, draw_avd, draw_prosody
 from sercore.data.render import Job, Piece, RenderError, Rendered, prepare_worker, render_isolated
 from sercore.data.speakers import Speaker
@@ -214,7 +215,7 @@ def _segments_csv(utterances: list[Utterance]) -> str:
 # (killed, or failed on one file) that any rerun may replace. Recognised by its name alone, since a kill
 # while it is being written must still leave a folder the generator recognises; the pid and host inside,
 # when readable, tell whether its writer still runs.
-MARKER = "corpus.incomplete"
+MARKER = INCOMPLETE  # sercore.data.corpus refuses to load a folder that holds it
 GENERATOR = "sercore.data.generate_corpus"
 # Everything a generation writes at the corpus root (both layouts): what a rerun removes, nothing else.
 WRITTEN = ("Audios", "Labels", "Transcripts", "corpus.json", "segments.csv",
