@@ -38,8 +38,8 @@ each place where sercore offers something else is a named option, listed in serc
     dropout, padded query rows zeroed), allowed with padding="masked" only. Weights of the stacks are
     initialised Xavier-uniform as the code does.
   * residuals around the CCABs: the code adds the CCAB input twice (x_a + (ccab(x_a) + x_a), a residual in
-    the CCAB module and again in the model); `residual_twice=True` keeps that, False gives the single
-    residual the notes describe.
+    the CCAB module and again in the model); `residual_twice=True` keeps that, False gives a single
+    residual around the CCAB stack.
   * padding="code" (default): the code passes only a key padding mask, and only to the encoders and the
     cross-attention: there padded keys are excluded, while padded query rows are computed like real ones
     (not zeroed); they then enter the CCABs' self-attention and the final layers as keys and queries (no
