@@ -302,3 +302,36 @@ def test_profiles_crop_is_the_models_fixed_length():
     assert (paper.schedule, paper.cosine_per, paper.cosine_eta_min_ratio) == ("cosine", "epoch", 0.001)
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.class_weights) == ("sgd", 5e-4, 32, False)
     assert resolve("paper", "fusion").train_crop == "random"  # the other studies keep the main paper's crop
+
+
+def test_a_smoke_run_trains_the_ks_transformer_on_first_frames(tmp_path):
+    """End to end through train_run: the smoke profile's ks-transformer settings reach CropItems and the model."""
+    import soundfile as sf
+
+    from sercore.train import train_run
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus" / "wav").mkdir(parents=True)
+    lines = ["path,label,split,speaker,gender,transcript"]
+    for split, n in {"Train": 8, "Development": 4, "Test1": 4}.items():
+        for i in range(n):
+            name = f"wav/{split}_{i}.wav"
+            seconds = 0.3 + 0.1 * i
+            sf.write(tmp_path / "corpus" / name, (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32),
+                     16000)
+            lines.append(f"{name},{('ang', 'hap')[i % 2]},{split},spk{i % 2},{('Female', 'Male')[i % 2]},"
+                         f"word {i} of {split}")
+    (tmp_path / "corpus" / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seen = []
+    original = CropItems.batch
+
+    def spy(self, items, epoch):
+        seen.append((self.start, self.crop_frames))
+        return original(self, items, epoch)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CropItems, "batch", spy)
+        result = train_run("ks-transformer", tmp_path / "corpus" / "manifest.csv", tmp_path / "run", profile="smoke",
+                           seed=0, max_steps=2, eval_every=1, n_boot=10, progress=False, device="cpu", batch_size=4,
+                           cache_dir=str(tmp_path / "cache"))
+    assert seen and set(seen) == {("first", 460)}
+    assert result["training"]["steps"] == 2 and 0 <= result["splits"]["Test1"]["balanced_accuracy"]["value"] <= 1
