@@ -188,6 +188,21 @@ def test_keysparse_value_input_feeds_only_the_value_projection():
         mixer(x, context=context, value=value[:, :3])
 
 
+@pytest.mark.parametrize("zero_padded_queries", [True, False])
+def test_memory_linear_form_takes_the_value_input_and_padded_rows_too(zero_padded_queries):
+    """The CUDA path of formulation="auto" (memory-linear) gives the materialized result with the new inputs."""
+    torch.manual_seed(0)
+    options = dict(keep_rate=0.5, context_dim=4, zero_padded_queries=zero_padded_queries)
+    reference = attention.build("keysparse", 8, 2, formulation="materialized", **options).eval()
+    blocked = attention.build("keysparse", 8, 2, formulation="memory-linear", block_size=3, **options).eval()
+    blocked.load_state_dict(reference.state_dict())
+    x, context, value = torch.randn(2, 7, 8), torch.randn(2, 9, 4), torch.randn(2, 9, 4)
+    mask = torch.arange(7)[None] < torch.tensor([[7], [4]])
+    context_mask = torch.arange(9)[None] < torch.tensor([[9], [5]])
+    args = dict(mask=mask, context=context, context_mask=context_mask, value=value)
+    torch.testing.assert_close(blocked(x, **args), reference(x, **args), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- 4. padding, schedule
 
 def test_code_padding_computes_padded_query_rows():
