@@ -43,7 +43,7 @@ _KS_CODE = "HappyColor/Key-Sparse-Transformer"
 KEYSPARSE: list[Deviation] = [
     Deviation(
         "ks-transformer", "model.ks-transformer.max_frames",
-        paper="no fixed input length stated",
+        paper="not described in the text",
         code=f"every sample is cut to its first 460 wav2vec frames or zero-padded to 460, at training and test "
              f"({_KS_CODE} utils/dataset.py pad_input, config/iemocap_feature_config.json length 460), so "
              "L and k = int(L * keep_rate) are constants and no output depends on its batch-mates",
@@ -57,14 +57,14 @@ KEYSPARSE: list[Deviation] = [
              "some phrases, as the code's cut would."),
     Deviation(
         "ks-transformer", "model.ks-transformer.max_tokens",
-        paper="no fixed input length stated",
+        paper="not described in the text",
         code=f"the first 20 RoBERTa tokens, zero-padded to 20 ({_KS_CODE} utils/dataset.py pad_input, "
              "config/iemocap_feature_config.json length 20)",
         default=20,
         alternatives=(None,)),
     Deviation(
         "ks-transformer", "train.by_study.ks-transformer.train_crop",
-        paper="no crop described",
+        paper="not described in the text",
         code=f"training takes the same first-460-frames input as the test, every epoch ({_KS_CODE} "
              "utils/dataset.py pad_input): no random crop, zero padding, no repetition",
         default="first",
@@ -74,7 +74,7 @@ KEYSPARSE: list[Deviation] = [
              "(460 log-Mel frames), so the crop is the model's max_frames."),
     Deviation(
         "ks-transformer", "model.ks-transformer.positions",
-        paper="Transformer layers with positional encodings",
+        paper="not described beyond standard Transformer layers",
         code=f"sinusoidal tables of 2000 positions are nn.Parameter(requires_grad=False), then _reset_parameters "
              f"applies xavier_uniform_ to every parameter of dim > 1, tables included ({_KS_CODE} "
              "model/KS_transformer_block.py, model/transformer.py): small frozen random vectors, "
@@ -86,7 +86,7 @@ KEYSPARSE: list[Deviation] = [
              "values carry no positions, as in the code (sercore used to add them)."),
     Deviation(
         "ks-transformer", "model.ks-transformer.padding",
-        paper="not described",
+        paper="not described in the text",
         code=f"only a key padding mask, only in the encoders and the cross-attention ({_KS_CODE} "
              "model/KS_transformer.py, model/CCAB_block.py): padded query rows are computed like real ones, "
              "vote for key importance, count in L, and enter the CCAB self-attention, the final layers and "
@@ -149,7 +149,7 @@ KEYSPARSE: list[Deviation] = [
         profiles={"default": 16, "smoke": 16}),
     Deviation(
         "ks-transformer", "train.by_study.ks-transformer.class_weights",
-        paper="cross-entropy",
+        paper="not described in the text",
         code=f"torch.nn.CrossEntropyLoss() without class weights ({_KS_CODE} train.py)",
         default=False,
         alternatives=(True,),
