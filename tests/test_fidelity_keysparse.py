@@ -281,6 +281,21 @@ def test_cosine_per_step_to_zero_is_the_other_reading(tmp_path):
     assert lrs[1] < lrs[0]
 
 
+def test_a_resumed_per_epoch_cosine_run_ends_as_an_uninterrupted_one(tmp_path):
+    from test_train import Interrupt, interrupt_at, make_trainer
+
+    data = make_toy_data()
+    cosine = dict(schedule="cosine", cosine_per="epoch", cosine_eta_min_ratio=0.001)
+    whole = make_trainer(tmp_path / "a", data, **cosine)
+    expected = whole.fit()
+    with pytest.raises(Interrupt):  # checkpoints every 5 steps; an epoch is 6 steps: resumes mid-epoch
+        make_trainer(tmp_path / "b", data, callbacks=[interrupt_at(13)], **cosine).fit()
+    resumed = make_trainer(tmp_path / "b", data, **cosine)
+    result = resumed.fit()
+    assert result["resumed_at_step"] == 10 and result["history"] == expected["history"]
+    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"]
+
+
 def test_schedule_and_crop_settings_are_checked():
     for key, value in (("cosine_per", "batch"), ("cosine_eta_min_ratio", 1.0), ("train_crop", "last")):
         with pytest.raises(ValueError, match=f"train setting {key}="):
