@@ -271,17 +271,21 @@ def test_paper_size_fusion_parameter_counts_by_hand():
 
 def test_ks_transformer_passes_keep_rate_to_every_ks_layer():
     model = build_model("ks-transformer", **TINY["ks-transformer"], keep_rate=0.7)
-    ks = [m for m in model.modules() if isinstance(m, attention.mechanism_class("keysparse"))]
+    encoders = {id(m) for m in [*model.audio_encoder.modules(), *model.text_encoder.modules()]}
+    ks = [m for m in model.modules() if isinstance(m, attention.mechanism_class("keysparse")) and id(m) not in encoders]
     assert len(ks) == 2 * (2 * 1 + 1)  # per modality: (cross + self) per CCAB, plus the final layer
     assert {m.keep_rate for m in ks} == {0.7}
+    # the vanilla encoders (encoder_attention="code") are KS layers that keep every key
+    assert {m.keep_rate for m in model.audio_encoder.modules() if hasattr(m, "keep_rate")} == {1.0}
     cross = model.audio_from_text[0].cross.layers[0].mixer
     assert (cross.dim, cross.context_dim) == (16, 8)
 
 
 def test_ks_transformer_padding_invariant_when_keys_count_from_real_length():
     torch.manual_seed(0)
-    model = build_model("ks-transformer", **TINY["ks-transformer"],
-                        ks_options={"k_from": "real", "padded_queries_vote": False}).eval()
+    # without the fixed-length input (max_frames=None), under padding="masked"
+    model = build_model("ks-transformer", **TINY["ks-transformer"], padding="masked", max_frames=None,
+                        max_tokens=None, ks_options={"k_from": "real", "padded_queries_vote": False}).eval()
     batch = make_batch()
     with torch.no_grad():
         together = model(batch)["logits"]
@@ -291,7 +295,7 @@ def test_ks_transformer_padding_invariant_when_keys_count_from_real_length():
 
 def test_ks_transformer_code_variants_run_and_differ():
     torch.manual_seed(0)
-    masked = build_model("ks-transformer", **TINY["ks-transformer"]).eval()
+    masked = build_model("ks-transformer", **TINY["ks-transformer"], padding="masked").eval()
     code = build_model("ks-transformer", **TINY["ks-transformer"], padding="code", residual_twice=False).eval()
     code.load_state_dict(masked.state_dict())
     batch = make_batch()

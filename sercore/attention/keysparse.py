@@ -17,7 +17,10 @@ of its choices is a named setting:
 Where the code crashes on k = 0 this raises a ValueError naming keep_rate and the length.
 Layout: q from x, k and v from `context` (self-attention when context is None), each its own biased
 Linear (the code fuses q, k, v into one Linear in self-attention: the same function), then a biased output
-Linear; optional dropout on the kept weights as the code's attention_dropout. Outputs at padded queries are 0.
+Linear; optional dropout on the kept weights as the code's attention_dropout. Cross-attention may take a
+separate `value` input (same length as context): the code's cross-attention adds positions to the key input
+but feeds the value projection the key input without them. At keep_rate=1 every key is kept and the layer
+is plain softmax attention with biased projections (the KS-Transformer's vanilla encoders use it so).
 
 Two formulations, equal up to rounding (tests hold them together):
   * "materialized": the published computation, B*H*T*S weights in memory; the CPU reference;
@@ -145,14 +148,14 @@ def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=F
 class KeySparseAttention(SequenceMixer):
     """Multi-head key-sparse attention: forward(x [B, T, dim], mask, context [B, S, context_dim], context_mask).
 
-    keep_rate in (0, 1]; context_dim defaults to dim; formulation "auto" | "materialized" | "memory-linear" |
+    keep_rate in (0, 1]; context_dim defaults to dim; value: optional cross-attention value input; formulation "auto" | "materialized" | "memory-linear" |
     "triton" (opt-in, CUDA only, GPU-unverified); block_size: query rows per block of the memory-linear form
     (and of the triton form's backward). See the module docstring for the rest."""
 
     def __init__(self, dim: int, heads: int, keep_rate: float = 0.5, context_dim: int | None = None,
                  renormalize: bool = False, k_from: str = "padded", padded_queries_vote: bool = True,
                  formulation: str = "auto", block_size: int = 256, dropout: float = 0.0, bias: bool = True,
-                 mode: str = "auto"):
+                 mode: str = "auto", zero_padded_queries: bool = True):
         super().__init__(mode)
         if dim % heads:
             raise ValueError(f"KeySparseAttention: dim={dim} is not divisible by heads={heads}")
@@ -168,17 +171,17 @@ class KeySparseAttention(SequenceMixer):
         self.context_dim = dim if context_dim is None else context_dim
         self.keep_rate, self.renormalize, self.k_from = keep_rate, renormalize, k_from
         self.padded_queries_vote, self.formulation = padded_queries_vote, formulation
-        self.block_size, self.dropout = block_size, dropout
+        self.block_size, self.dropout, self.zero_padded_queries = block_size, dropout, zero_padded_queries
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(self.context_dim, dim, bias=bias)
         self.v_proj = nn.Linear(self.context_dim, dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
-    def _prepare(self, x, mask, context, context_mask):
+    def _prepare(self, x, mask, context, context_mask, value=None):
         mask = check_mask(x, mask)
         if context is None:
-            if context_mask is not None:
-                raise ValueError("KeySparseAttention: context_mask given without context")
+            if context_mask is not None or value is not None:
+                raise ValueError("KeySparseAttention: context_mask or value given without context")
             if self.context_dim != self.dim:
                 raise ValueError(f"KeySparseAttention: built for cross-attention (context_dim="
                                  f"{self.context_dim} != dim={self.dim}); pass context=")
@@ -187,6 +190,9 @@ class KeySparseAttention(SequenceMixer):
             context_mask = check_mask(context, context_mask)
             if context.shape[0] != x.shape[0]:
                 raise ValueError(f"KeySparseAttention: context batch {context.shape[0]} != x batch {x.shape[0]}")
+            if value is not None and value.shape != context.shape:
+                raise ValueError(f"KeySparseAttention: value shape {tuple(value.shape)} != context shape "
+                                 f"{tuple(context.shape)}")
         (b, t), s = x.shape[:2], context.shape[1]
         query_mask = torch.ones(b, t, dtype=torch.bool, device=x.device) if mask is None else mask
         if context_mask is None:
@@ -195,7 +201,8 @@ class KeySparseAttention(SequenceMixer):
             i = int((~context_mask.any(1)).nonzero()[0, 0])
             raise ValueError(f"KeySparseAttention: sample {i} has no real key (its key mask is all False)")
         split = lambda y, n: y.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q_proj(x), t), split(self.k_proj(context), s), split(self.v_proj(context), s)
+        v = self.v_proj(context if value is None else value)
+        q, k, v = split(self.q_proj(x), t), split(self.k_proj(context), s), split(v, s)
         counts = keep_counts(context_mask, self.keep_rate, self.k_from)
         return q, k, v, query_mask, context_mask, counts
 
@@ -205,8 +212,8 @@ class KeySparseAttention(SequenceMixer):
         return self.formulation == "memory-linear"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
+                context_mask: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask, value)
         options = dict(renormalize=self.renormalize, padded_queries_vote=self.padded_queries_vote,
                        dropout=self.dropout, training=self.training)
         if self.formulation == "triton":
@@ -222,16 +229,17 @@ class KeySparseAttention(SequenceMixer):
         else:
             o = materialized_keysparse(q, k, v, query_mask, key_mask, counts, **options)[0]
         out = self.out_proj(o.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.dim))
-        return out.masked_fill(~query_mask[..., None], 0.0)
+        return out.masked_fill(~query_mask[..., None], 0.0) if self.zero_padded_queries else out
 
     def attention_matrix(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                          context: torch.Tensor | None = None,
                          context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The sparse weights applied, [B, H, T, S] (before dropout); rows of padded queries are zero."""
+        """The sparse weights applied, [B, H, T, S] (before dropout); rows of padded queries are zero unless
+        zero_padded_queries=False."""
         q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
         weights = materialized_keysparse(q, k, v, query_mask, key_mask, counts, self.renormalize,
                                          self.padded_queries_vote)[1]
-        return weights * query_mask[:, None, :, None]
+        return weights * query_mask[:, None, :, None] if self.zero_padded_queries else weights
 
     def forward_from_matrix(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Rebuild the self-attention forward(x, mask) from A = attention_matrix(x, mask) (dropout off)."""
@@ -239,4 +247,4 @@ class KeySparseAttention(SequenceMixer):
         b, t = x.shape[:2]
         v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         out = self.out_proj((a.to(v.dtype) @ v).transpose(1, 2).reshape(b, t, self.dim))
-        return out if mask is None else out.masked_fill(~mask[..., None], 0.0)
+        return out if mask is None or not self.zero_padded_queries else out.masked_fill(~mask[..., None], 0.0)

@@ -10,10 +10,12 @@ Targets
   A manifest has no known scale: pass `avd_range=(lo, hi)` when a study needs avd.
 
 Inputs
-- Training (utterance models): one random crop of `crop_frames` frames per utterance and epoch, the start
-  drawn from numpy Generator([seed, epoch, row]) so that it depends on nothing but those three numbers
-  (a resumed or sharded run draws the same crops). Shorter utterances are repeated end to end until they
-  fill the crop ("repetition padding", as the main paper did), so training batches need no padding.
+- Training (utterance models), start="random": one random crop of `crop_frames` frames per utterance and
+  epoch, the start drawn from numpy Generator([seed, epoch, row]) so that it depends on nothing but those
+  three numbers (a resumed or sharded run draws the same crops). Shorter utterances are repeated end to end
+  until they fill the crop ("repetition padding", as the main paper did), so training batches need no
+  padding. start="first": the first `crop_frames` frames every epoch, shorter utterances whole, zero-padded
+  with speech_mask (the Key-Sparse Transformer code's pad_input, utils/dataset.py).
 - Evaluation: whole utterances, zero-padded to the longest in the batch, with speech_mask. Batches are cut
   by length (longest first) to at most `batch_size` items and `max_frames` padded frames (items x longest);
   an item longer than max_frames is a batch of its own (see EvalItems for the memory bound).
@@ -199,10 +201,14 @@ def segment_starts(n_frames: int, segment_frames: int, hop_frames: int, short: s
 
 
 class CropItems:
-    """Training items = utterances; item i of epoch e is a random crop of row rows[i]."""
+    """Training items = utterances; item i of epoch e is a crop of row rows[i]: a random one, repetition-padded
+    (start="random"), or its first crop_frames frames, zero-padded (start="first")."""
 
-    def __init__(self, data: Utterances, rows: Sequence[int], crop_frames: int, seed: int):
+    def __init__(self, data: Utterances, rows: Sequence[int], crop_frames: int, seed: int, start: str = "random"):
+        if start not in ("random", "first"):
+            raise ValueError(f"CropItems: start must be 'random' or 'first', got {start!r}")
         self.data, self.rows, self.crop_frames, self.seed = data, np.asarray(rows, dtype=np.int64), crop_frames, seed
+        self.start = start
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -214,6 +220,9 @@ class CropItems:
         rows = self.rows[np.asarray(items, dtype=np.int64)]
         crops = []
         for row in rows:
+            if self.start == "first":  # no repetition: pad_stack zero-pads the shorter ones and masks them
+                crops.append(take_frames(self.data.speech[row], 0, min(self.crop_frames, self.data.n_frames(row))))
+                continue
             spare = self.data.n_frames(row) - self.crop_frames
             rng = np.random.default_rng([self.seed, epoch, int(row)])
             start = int(rng.integers(0, spare + 1)) if spare > 0 else 0

@@ -411,7 +411,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         train_items = SegmentItems(data, train_rows, seg_frames, int(round(settings.segment_hop_train * fps)),
                                    settings.short_segments)
     else:
-        train_items = CropItems(data, train_rows, int(round(settings.crop_seconds * fps)), seed)
+        train_items = CropItems(data, train_rows, int(round(settings.crop_seconds * fps)), seed, settings.train_crop)
 
     def eval_items(split):
         rows = data.rows(split, target)

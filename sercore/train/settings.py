@@ -31,6 +31,8 @@ class TrainSettings:
     optimizer: str = "adamw"       # adamw | adam | sgd
     momentum: float = 0.9          # sgd only
     schedule: str = "plateau"      # plateau: x lr_factor after `patience` dev checks without gain; cosine; constant
+    cosine_per: str = "step"       # cosine only: anneal per optimizer step, or per epoch (the KS code)
+    cosine_eta_min_ratio: float = 0.0  # cosine only: the floor eta_min = ratio x lr (KS code: 0.001)
     lr_factor: float = 0.5
     patience: int = 2
     eval_every: int = 2000         # steps between dev checks (and checkpoints); also one at the last step
@@ -41,7 +43,8 @@ class TrainSettings:
     device: str = "auto"           # auto (cuda when available) | cpu | cuda | cuda:N
     progress: bool = True          # tqdm bar with loss and the last dev metric
     # data
-    crop_seconds: float = 5.5      # random training crop, repetition-padded when shorter
+    crop_seconds: float = 5.5      # training crop, see train_crop
+    train_crop: str = "random"     # random: random crop, repetition-padded; first: the first crop_seconds, zero-padded
     eval_batch_size: int = 16      # at most this many items per evaluation batch ...
     eval_max_frames: int = 32768   # ... and at most this many padded frames (batch x longest); see EvalItems
     segment_seconds: float = 2.0   # segment models (area CNN)
@@ -71,6 +74,8 @@ RULES = {
     "optimizer": ("choice", ("adamw", "adam", "sgd"), "optimizer"),
     "momentum": ("frac", None, "SGD momentum"),
     "schedule": ("choice", ("plateau", "cosine", "constant"), "learning-rate schedule"),
+    "cosine_per": ("choice", ("step", "epoch"), "what one cosine step is"),
+    "cosine_eta_min_ratio": ("frac", None, "cosine floor as a share of lr"),
     "lr_factor": ("unit", None, "plateau multiplier of the learning rate"),
     "patience": ("int", 1, "dev checks without gain before the plateau cut"),
     "eval_every": ("int", 1, "steps between dev checks"),
@@ -81,6 +86,7 @@ RULES = {
     "device": ("device", None, "the torch device; auto: cuda when available"),
     "progress": ("bool", None, "progress bar"),
     "crop_seconds": ("pos", None, "seconds per training crop"),
+    "train_crop": ("choice", ("random", "first"), "which frames a training crop takes"),
     "eval_batch_size": ("int", 1, "items per evaluation batch"),
     "eval_max_frames": ("int", 1, "padded frames per evaluation batch"),
     "segment_seconds": ("pos", None, "seconds per segment"),

@@ -5,6 +5,9 @@ The loop: optimizer step after optimizer step over EpochSampler batches; every `
 the last step) a dev check: the selection metric (macro-F1 of the classes, or the mean CCC of arousal,
 valence and dominance for regression), the best-dev weights kept in best.pt, the learning rate multiplied
 by lr_factor after `patience` checks in a row without a gain ("plateau"), and a checkpoint last.pt.
+schedule="cosine" anneals from lr to cosine_eta_min_ratio x lr over the run's steps (cosine_per="step"), or
+over its epochs with one scheduler step at the end of each epoch (cosine_per="epoch", the Key-Sparse
+Transformer code's CosineAnnealingLR(T_max=epochs, eta_min=lr / 1000), train.py).
 
 A checkpoint holds everything that decides what happens next: model, optimizer and scheduler state, the
 step (which fixes the sampler position: batches are a pure function of seed and step), the RNG states of
@@ -176,7 +179,12 @@ class Trainer:
         self.optimizer = make_optimizer(unwrap(model), settings)
         self.plateau = Plateau(self.optimizer, settings.lr_factor, settings.patience)
         if settings.schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.total_steps, 1))
+            # per step: T_max = the run's steps; per epoch (the KS code): T_max = its epochs, one step at each
+            # epoch's end; the floor eta_min = cosine_eta_min_ratio x lr (the KS code: lr / 1000)
+            periods = self.total_steps if settings.cosine_per == "step" else \
+                math.ceil(self.total_steps / self.sampler.steps_per_epoch)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=max(periods, 1), eta_min=settings.cosine_eta_min_ratio * settings.lr)
         elif settings.schedule in ("plateau", "constant"):
             self.scheduler = None
         else:
@@ -308,7 +316,8 @@ class Trainer:
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
         self.optimizer.step()
-        if self.scheduler is not None:
+        if self.scheduler is not None and (settings.cosine_per == "step"
+                                           or (self.step + 1) % self.sampler.steps_per_epoch == 0):
             self.scheduler.step()
         return float(loss.detach())
 
