@@ -2,7 +2,8 @@
 
 The main paper's protocol (github marccasals98/AttentionAlternatives): only the seq2seq call is measured,
 batch 1, width 1024, 4 heads, fp32, one warm-up, CUDA events; memory = peak allocated minus allocated at
-entry; the call gets NO padding mask; length set by audio seconds at 50 frames/s. In the model that call sees
+entry; the call gets no padding mask (`mask="none"`; `mask="model"` calls the layers as the public model's
+wrappers in scripts/poolings.py do, which hand GSA an all-ones mask); length set by audio seconds at 50 frames/s. In the model that call sees
 the speech frames followed by the transcript's text tokens, so each row's sequence is
 `speech_frames + text_tokens` long. `text_tokens` is a setting: by default the median token count of a
 corpus's transcripts (`median_text_tokens`, counted with the text encoder's tokenizer, [CLS] and [SEP]
@@ -48,6 +49,11 @@ DEFAULT_TEXT_TOKENS = 32
 # those classes' constructor and parameter names, so one state_dict loads into both.
 FLA_LAYERS = {"retnet": "MultiScaleRetention", "lightnet": "LightNetAttention", "gsa": "GatedSlotAttention",
               "fox": "ForgettingAttention", "kda": "KimiDeltaAttention"}
+# Padding masks: "none" calls every layer on x alone (the fla layers without a mask); "model" calls each as the
+# public model's wrappers do (scripts/poolings.py): GSA with an all-ones attention_mask (which sends fla's layer
+# through its un-padding path), the others without one.
+MASKS = ("none", "model")
+MODEL_MASKED = ("gsa",)
 # Constructor options of sercore's modules that fla's classes do not have.
 SERCORE_ONLY_OPTIONS = ("mode", "bidirectional")
 
@@ -164,12 +170,15 @@ def fla_layer(name: str, mixer: torch.nn.Module, dim: int, heads: int, options: 
 
 
 def _implementations(name: str, mixer, dim: int, heads: int, options: dict, device: torch.device,
-                     dtype: torch.dtype, notes: list[str]) -> list[tuple[str, object]]:
-    """[(implementation label, call x -> output)] to time for one mechanism, fla's layer first where it runs."""
+                     dtype: torch.dtype, notes: list[str], masked: bool = False) -> list[tuple[str, object]]:
+    """[(implementation label, call x -> output)] to time for one mechanism, fla's layer first where it runs;
+    `masked`: each call gets an all-ones mask (built in the call, as the public wrapper builds it)."""
     path = "fused" if mixer.use_fused(torch.empty(0, device=device)) else "reference"
     if getattr(mixer, "implementation", None) == "naive":  # softmax's paper baseline: one path everywhere
         path = "naive"
-    ours = (f"sercore.attention.{name} ({path})", lambda x: mixer(x))
+    ours = (f"sercore.attention.{name} ({path})",
+            (lambda x: mixer(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))) if masked
+            else (lambda x: mixer(x)))
     if name not in FLA_LAYERS:
         return [ours]
     if device.type != "cuda":
@@ -180,18 +189,22 @@ def _implementations(name: str, mixer, dim: int, heads: int, options: dict, devi
         notes.append(f"{name}: bidirectional=True has no fla layer; only sercore's module was timed")
         return [ours]
     layer = fla_layer(name, mixer, dim, heads, options).to(device=device, dtype=dtype).eval()
-    return [(f"fla.layers.{FLA_LAYERS[name]}", lambda x: layer(x)[0]), ours]
+    theirs = ((lambda x: layer(x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long, device=x.device))[0])
+              if masked else (lambda x: layer(x)[0]))
+    return [(f"fla.layers.{FLA_LAYERS[name]}", theirs), ours]
 
 
 def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), lengths=None, dim: int = 1024,
-              heads: int = 4, protocol: str = "paper", device: str | None = None, repeats: int = 10,
-              options: dict | None = None, progress: bool = True, text_tokens: int | None = None, corpus=None):
+              heads: int = 4, protocol: str = "paper", device: str | None = None, repeats: int = 20,
+              options: dict | None = None, progress: bool = True, text_tokens: int | None = None, corpus=None,
+              mask: str = "none"):
     """Sweep mechanisms x lengths; returns a pandas DataFrame (one row per mechanism, implementation and
     length) whose `attrs["notes"]` say what could not be timed here.
 
     `lengths` (speech frames) overrides `seconds` (audio seconds at 50 frames/s); every sequence is those
     frames plus `text_tokens` (see resolve_text_tokens; `corpus` gives the median). `options` maps a
-    mechanism name to extra constructor options (e.g. {"retnet": {"bidirectional": True}})."""
+    mechanism name to extra constructor options (e.g. {"retnet": {"bidirectional": True}}). `mask` (MASKS):
+    "none", or "model" for the public model's calls (an all-ones mask for GSA only)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -200,24 +213,27 @@ def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), l
     unknown = sorted(set(mechanisms) - set(SEQUENCE_MECHANISMS))
     if unknown:
         raise ValueError(f"not sequence mixers: {unknown}; valid: {', '.join(SEQUENCE_MECHANISMS)}")
+    if mask not in MASKS:
+        raise ValueError(f"unknown mask {mask!r}; valid: {', '.join(MASKS)}")
     tokens, tokens_from = resolve_text_tokens(text_tokens, corpus)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, PROTOCOLS[protocol]["dtype"])
     frames = list(lengths) if lengths else [int(s * FRAMES_PER_SECOND) for s in seconds]
-    rows, notes = [], [f"each sequence: speech frames + {tokens} text tokens ({tokens_from}); no padding mask"]
+    rows, notes = [], [f"each sequence: speech frames + {tokens} text tokens ({tokens_from}); mask={mask}"]
     bar = tqdm(total=len(mechanisms) * len(frames), disable=bar_disabled(progress), desc=f"bench ({device.type})")
     for name in mechanisms:
         kwargs = {**PROTOCOLS[protocol].get(name, {}), **(options or {}).get(name, {})}
         torch.manual_seed(0)
         mixer = build(name, dim, heads, **kwargs).to(device=device, dtype=dtype).eval()
-        implementations = _implementations(name, mixer, dim, heads, kwargs, device, dtype, notes)
+        masked = mask == "model" and name in MODEL_MASKED
+        implementations = _implementations(name, mixer, dim, heads, kwargs, device, dtype, notes, masked)
         for speech in frames:
             bar.set_postfix(mechanism=name, frames=speech)
             for implementation, call in implementations:
                 row = measure(call, speech + tokens, dim, device, dtype, repeats=repeats)
                 rows.append({"mechanism": name, "implementation": implementation,
                              "seconds": speech / FRAMES_PER_SECOND, "speech_frames": speech, "text_tokens": tokens,
-                             **row, "mask": "none", "dtype": str(dtype).replace("torch.", ""),
+                             **row, "mask": "all-ones" if masked else "none", "dtype": str(dtype).replace("torch.", ""),
                              "device": device.type, "protocol": protocol})
             bar.update()
         del mixer, implementations
@@ -240,12 +256,12 @@ def save(table, out_dir: str | Path, parameters: dict) -> Path:
 def _main(args) -> int:
     parameters = {"mechanisms": args.mechanisms, "seconds": args.seconds, "lengths": args.lengths, "dim": args.dim,
                   "heads": args.heads, "protocol": args.protocol, "device": args.device, "repeats": args.repeats,
-                  "text_tokens": args.text_tokens, "corpus": args.corpus}
+                  "text_tokens": args.text_tokens, "corpus": args.corpus, "mask": args.mask}
     if args.threads:
         torch.set_num_threads(args.threads)
         parameters["threads"] = args.threads
     table = benchmark(args.mechanisms, args.seconds, args.lengths, args.dim, args.heads, args.protocol, args.device,
-                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus)
+                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus, mask=args.mask)
     print(table.pivot(index="length", columns=["mechanism", "implementation"], values="ms").round(2).to_string())
     print("\n".join(table.attrs["notes"]))
     if args.out:
@@ -263,11 +279,13 @@ def register(subparsers) -> None:
     parser.add_argument("--text-tokens", type=int, help="text tokens after the speech frames (default: the median "
                         f"of --corpus's transcripts, else {DEFAULT_TEXT_TOKENS}; 0: speech only)")
     parser.add_argument("--corpus", help="corpus folder whose median transcript token count sets --text-tokens")
+    parser.add_argument("--mask", default="none", choices=MASKS,
+                        help="none: no padding mask; model: as the public model's wrappers (all-ones for GSA)")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--protocol", default="paper", choices=sorted(PROTOCOLS))
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", help="folder for bench.csv + bench.json")
     parser.set_defaults(func=_main)

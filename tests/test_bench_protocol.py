@@ -97,3 +97,16 @@ def test_fla_layer_gets_the_same_arguments_and_weights(monkeypatch):
     assert built == {"hidden_size": 64, "num_kv_heads": 2}, "heads are fox's kv heads; `mode` is sercore's only"
     for key, value in mixer.state_dict().items():
         assert torch.equal(layer.state_dict()[key], value), key
+
+
+def test_the_model_mask_gives_gsa_alone_an_all_ones_mask(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "build", recording_build(seen))
+    table = bench.benchmark(["gsa", "kda"], lengths=[8], dim=32, heads=2, device="cpu", repeats=1, text_tokens=2,
+                            mask="model", progress=False)
+    gsa_masks = [mask for name, mask, _ in seen if name == "gsa"]
+    assert gsa_masks and all(mask is not None and mask.all() and mask.shape == (1, 10) for mask in gsa_masks)
+    assert all(mask is None for name, mask, _ in seen if name == "kda")
+    assert table.set_index("mechanism")["mask"].to_dict() == {"gsa": "all-ones", "kda": "none"}
+    with pytest.raises(ValueError, match="mask"):
+        bench.benchmark(["gsa"], lengths=[8], mask="ones", progress=False)
