@@ -307,7 +307,7 @@ def markdown(deviations=None) -> str:
     columns = ["setting", "paper", "public code", "sercore default", "alternatives", "profiles run"]
     out = []
     for study, rows in frame.groupby("study", sort=False):
-        out += [f"### {study}", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        out += [f"## {study}", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         out += ["| " + " | ".join(_cell(f"`{row[c]}`" if c == "setting" else row[c]) for c in columns) + " |"
                 for _, row in rows.iterrows()]
         notes = [f"- `{row['setting']}`: {row['note']}" for _, row in rows.iterrows() if row["note"]]

@@ -59,7 +59,7 @@ def test_value_in_reads_the_profile_then_the_library():
 def test_the_page_lists_every_entry_under_its_study():
     text = fidelity.markdown()
     for entry in DEVIATIONS:
-        assert f"### {entry.study}" in text
+        assert f"## {entry.study}" in text
         assert f"`{entry.setting}`" in text
     frame = fidelity.table()
     assert len(frame) == len(DEVIATIONS)
@@ -70,3 +70,29 @@ def test_a_pipe_in_a_cell_does_not_break_the_table():
     text = fidelity.markdown([fake("none", "a | b", note="why")])
     row = [line for line in text.splitlines() if line.startswith("| `none`")][0]
     assert row.count(" | ") == 5 and "a \\| b" in row
+
+
+def _markdown_cells(name):
+    import json
+    from pathlib import Path
+
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb").read_text())
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("page", ["efficiency", "accuracy", "keysparse", "area", "multitask", "dimensional"])
+def test_every_results_page_links_the_fidelity_page_near_its_top(page):
+    assert "{doc}`fidelity`" in _markdown_cells(page)[0]
+
+
+def test_no_page_claims_the_dimensional_reproduction():
+    import sercore.models.dimensional as dimensional
+
+    cells = [cell for name in ("dimensional", "accuracy", "data") for cell in _markdown_cells(name)]
+    for cell in cells:
+        if ".638" in cell:
+            assert "No profile reproduces" in cell or "probe" in cell, cell
+        assert "reproduce that" not in cell
+    assert "probe" in _markdown_cells("dimensional")[0]
+    assert "a probe" in dimensional.__doc__ and "fine-tuned" in dimensional.__doc__
+    assert any(entry.setting == "none" and "probe" in entry.default for entry in fidelity.DIMENSIONAL)
