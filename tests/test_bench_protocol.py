@@ -110,3 +110,28 @@ def test_the_model_mask_gives_gsa_alone_an_all_ones_mask(monkeypatch):
     assert table.set_index("mechanism")["mask"].to_dict() == {"gsa": "all-ones", "kda": "none"}
     with pytest.raises(ValueError, match="mask"):
         bench.benchmark(["gsa"], lengths=[8], mask="ones", progress=False)
+
+
+def _fla_runs() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import fla.layers  # noqa: F401  (needs triton)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _fla_runs(), reason="fla's layers need CUDA and triton")
+def test_on_cuda_fla_layer_is_timed_beside_sercore_module_with_the_same_weights():
+    table = bench.benchmark(["retnet", "softmax"], lengths=[64], dim=256, heads=4, device="cuda", repeats=2,
+                            text_tokens=8, progress=False)
+    assert table["implementation"].tolist() == ["fla.layers.MultiScaleRetention", "sercore.attention.retnet (fused)",
+                                                "sercore.attention.softmax (naive)"]
+    torch.manual_seed(0)
+    mixer = build("retnet", 256, 4).cuda().eval()
+    layer = bench.fla_layer("retnet", mixer, 256, 4, {}).cuda().eval()
+    x = torch.randn(1, 72, 256, device="cuda")
+    with torch.no_grad():
+        ours, theirs = mixer(x), layer(x)[0]
+    assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-4
