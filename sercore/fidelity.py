@@ -11,6 +11,7 @@ book's Fidelity page (notebooks/fidelity.ipynb) renders it with `markdown()`.
   "train.by_study.<study>.<key>"      the `paper` profile's train.by_study entry for that study
   "features.<key>[.<key>]"            the `paper` profile's features section
   "bench.<key>"                       the `paper` profile's bench section (else sercore.bench.benchmark's default)
+  "attention.<mechanism>.<option>"    a sercore.attention mechanism's constructor default (build(name, ...))
   "code.<module>:<name>[.<param>]"    a module constant, or the default of keyword `param` of callable `name`
   "none"                              no setting: sercore always does `default`; the other reading is not
                                       offered (the entry's `note` says why)
@@ -213,6 +214,16 @@ def library_default(entry: Deviation):
         return MISSING if parameter is None else parameter.default
     if kind == "code":
         return _code_value(rest)
+    if kind == "attention":
+        import inspect
+
+        from sercore.attention import mechanism_class
+
+        name, _, option = rest.partition(".")
+        parameter = inspect.signature(mechanism_class(name).__init__).parameters.get(option)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            raise KeyError(f"{entry.setting}: mechanism {name!r} has no option {option!r} with a default")
+        return parameter.default
     if entry.setting == "none":
         return entry.default
     if kind in ("train", "features"):
@@ -237,7 +248,7 @@ def value_in(entry: Deviation, profile: str):
         value = _nested(data, ["model", study, option])
     elif kind in ("features", "bench"):
         value = _nested(data, [kind, *rest.split(".")])
-    else:  # code constants and "none" are the same under every profile
+    else:  # mechanism defaults, code constants and "none" are the same under every profile
         value = MISSING
     return library_default(entry) if value is MISSING else value
 
