@@ -1,12 +1,27 @@
-"""Efficiency benchmark: latency and memory of one token mixer call vs sequence length.
+"""Efficiency benchmark: latency and memory of one seq2seq (token-mixer) call vs sequence length.
 
-The main paper's protocol: only the seq2seq call is measured, batch 1, width 1024, 4 heads, fp32, one
-warm-up, CUDA events; memory = peak allocated minus allocated at entry; length set by audio seconds at
-50 frames/s. We take the median of several timed calls (fla's benchmarks do the same) after warming every
-shape, because fla's kernels autotune on the first call of each new shape and that must not be timed.
+The main paper's protocol (github marccasals98/AttentionAlternatives): only the seq2seq call is measured,
+batch 1, width 1024, 4 heads, fp32, one warm-up, CUDA events; memory = peak allocated minus allocated at
+entry; the call gets no padding mask (`mask="none"`; `mask="model"` calls the layers as the public model's
+wrappers in scripts/poolings.py do, which hand GSA an all-ones mask); length set by audio seconds at 50 frames/s. In the model that call sees
+the speech frames followed by the transcript's text tokens, so each row's sequence is
+`speech_frames + text_tokens` long. `text_tokens` is a setting: by default the median token count of a
+corpus's transcripts (`median_text_tokens`, counted with the text encoder's tokenizer, [CLS] and [SEP]
+included, as sercore.features.text feeds them), or DEFAULT_TEXT_TOKENS when no corpus is given.
 
-On the CPU the same code times with perf_counter and reports memory as NaN (torch keeps no CPU peak
-counter); an out-of-memory at one length is recorded as NaN and the sweep goes on.
+What is timed (the `implementation` column):
+  * on CUDA, for the five fla mechanisms: fla's own layer class (fla.layers.*, the paper's call) with the
+    weights of sercore's module copied in, and sercore's module beside it as a second row (its PyTorch glue
+    around the same kernels: packing, dtype casts);
+  * softmax: sercore's module (the paper's SA is a plain batched matmul softmax, the `naive` implementation
+    of the `paper` protocol); it is not an fla layer;
+  * on the CPU there is no fla (it needs triton and a GPU): only sercore's PyTorch reference paths are timed,
+    which rank the reference implementations, not the kernels the paper timed. The table's notes say so.
+We take the median of several timed calls (fla's benchmarks do the same) after one warm-up call per shape,
+because fla's kernels autotune on the first call of each new shape and that must not be timed.
+
+On the CPU the timer is perf_counter and memory is NaN (torch keeps no CPU peak counter); an out-of-memory
+at one length is recorded as NaN with its error and the sweep goes on.
 
     python -m sercore bench --mechanisms softmax kda --seconds 10 100 400 --device cuda --out runs/bench
 """
@@ -21,10 +36,26 @@ from pathlib import Path
 import torch
 
 from sercore.attention import NAMES, build
+from sercore.attention import _REGISTRY as _ATTENTION_REGISTRY
 from sercore.progress import bar_disabled
 
 FRAMES_PER_SECOND = 50
 SEQUENCE_MECHANISMS = tuple(name for name in NAMES if name != "area")
+# Text tokens appended to the speech frames when no corpus is given: this library's fixed stand-in (about
+# one spoken sentence in BERT word pieces plus [CLS] and [SEP]), not a number measured on the paper's corpus.
+DEFAULT_TEXT_TOKENS = 32
+
+# The fla layer class the paper called for each mechanism (fla.layers, fla 0.6.0). sercore's modules keep
+# those classes' constructor and parameter names, so one state_dict loads into both.
+FLA_LAYERS = {"retnet": "MultiScaleRetention", "lightnet": "LightNetAttention", "gsa": "GatedSlotAttention",
+              "fox": "ForgettingAttention", "kda": "KimiDeltaAttention"}
+# Padding masks: "none" calls every layer on x alone (the fla layers without a mask); "model" calls each as the
+# public model's wrappers do (scripts/poolings.py): GSA with an all-ones attention_mask (which sends fla's layer
+# through its un-padding path), the others without one.
+MASKS = ("none", "model")
+MODEL_MASKED = ("gsa",)
+# Constructor options of sercore's modules that fla's classes do not have.
+SERCORE_ONLY_OPTIONS = ("mode", "bidirectional")
 
 # Protocols are settings, not code paths: "paper" is what the paper measured, "tuned" what a careful user
 # would run (bf16, fused softmax through SDPA).
@@ -32,6 +63,51 @@ PROTOCOLS = {
     "paper": {"dtype": "float32", "softmax": {"implementation": "naive"}},
     "tuned": {"dtype": "bfloat16", "softmax": {"implementation": "standard"}},
 }
+
+
+def token_counter(model_dir=None):
+    """text -> token count of the text encoder's tokenizer ([CLS] and [SEP] included, capped at its limit),
+    the count sercore.features.text gives the model; default the shipped all-MiniLM-L6-v2 tokenizer (the
+    uncased WordPiece vocabulary of BERT)."""
+    from sercore.features.local_model import offline_transformers
+    from sercore.features.text import default_text_model_dir
+
+    tokenizer = offline_transformers().AutoTokenizer.from_pretrained(str(model_dir or default_text_model_dir()),
+                                                                     local_files_only=True)
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 512
+    return lambda text: min(len(tokenizer(text)["input_ids"]), limit)
+
+
+def median_text_tokens(corpus, count=None) -> int:
+    """Median text-token count over the utterances of `corpus` (a folder load_corpus reads, or its table).
+
+    `count` maps a transcript to its token count (default: token_counter()). An empty transcript counts as
+    the text encoder sees it ("[CLS] [SEP]": 2 with the default tokenizer), so the median is of what the
+    model's seq2seq call gets."""
+    import pandas as pd
+
+    if isinstance(corpus, pd.DataFrame):
+        table, where = corpus, "the table given"
+    else:
+        from sercore.data import load_corpus
+
+        table, where = load_corpus(corpus)[0], str(corpus)
+    if "transcript" not in table or table.empty:
+        raise ValueError(f"{where}: no utterances with a transcript column to count text tokens from")
+    count = count or token_counter()
+    return int(round(statistics.median(count(str(text)) for text in table["transcript"].fillna(""))))
+
+
+def resolve_text_tokens(text_tokens: int | None = None, corpus=None, count=None) -> tuple[int, str]:
+    """(text tokens per sequence, where the number came from): an explicit count, else the corpus's median,
+    else DEFAULT_TEXT_TOKENS."""
+    if text_tokens is not None:
+        if isinstance(text_tokens, bool) or not isinstance(text_tokens, int) or text_tokens < 0:
+            raise ValueError(f"text_tokens={text_tokens!r}: must be an integer >= 0 (0: speech frames only)")
+        return text_tokens, "set"
+    if corpus is not None:
+        return median_text_tokens(corpus, count), f"median of {corpus if isinstance(corpus, (str, Path)) else 'the table'}"
+    return DEFAULT_TEXT_TOKENS, "DEFAULT_TEXT_TOKENS, no corpus given"
 
 
 def _time_call(fn, device: torch.device, repeats: int) -> float:
@@ -53,22 +129,21 @@ def _time_call(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(mixer: torch.nn.Module, length: int, dim: int, device: torch.device, dtype: torch.dtype,
+def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtype,
             repeats: int = 10, batch: int = 1, seed: int = 0) -> dict:
-    """Latency (ms, median) and peak extra memory (GB, CUDA only) of one forward call at `length` frames."""
+    """Latency (ms, median) and peak extra memory (GB, CUDA only) of call(x) on x [batch, length, dim], with
+    no padding mask (the paper's protocol: `call` gets x alone)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(batch, length, dim, generator=generator).to(device=device, dtype=dtype)
-    mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     row = {"length": length, "ms": math.nan, "peak_gb": math.nan, "error": ""}
     try:
         with torch.no_grad():
-            call = lambda: mixer(x, mask)  # noqa: E731
-            row["ms"] = _time_call(call, device, repeats)
+            row["ms"] = _time_call(lambda: call(x), device, repeats)
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 entry = torch.cuda.memory_allocated()
-                call()
+                call(x)
                 torch.cuda.synchronize()
                 row["peak_gb"] = (torch.cuda.max_memory_allocated() - entry) / 1e9
     except torch.OutOfMemoryError as error:  # recorded, not a crash: the sweep continues
@@ -80,13 +155,56 @@ def measure(mixer: torch.nn.Module, length: int, dim: int, device: torch.device,
     return row
 
 
-def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), lengths=None, dim: int = 1024,
-              heads: int = 4, protocol: str = "paper", device: str | None = None, repeats: int = 10,
-              options: dict | None = None, progress: bool = True):
-    """Sweep mechanisms x lengths; returns a pandas DataFrame (one row per mechanism and length).
+def fla_layer(name: str, mixer: torch.nn.Module, dim: int, heads: int, options: dict):
+    """fla's own layer class for mechanism `name`, built with the same arguments and loaded with `mixer`'s
+    weights (strict: a parameter that does not match is an error, not a silently different layer).
+    Needs flash-linear-attention with triton (a CUDA machine)."""
+    import fla.layers  # needs triton
 
-    `lengths` (frames) overrides `seconds` (audio seconds at 50 frames/s). `options` maps a mechanism name
-    to extra constructor options (e.g. {"retnet": {"bidirectional": True}})."""
+    arg_names = _ATTENTION_REGISTRY[name][2]
+    kwargs = {arg_names["dim"]: dim, arg_names["heads"]: heads,
+              **{k: v for k, v in options.items() if k not in SERCORE_ONLY_OPTIONS}}
+    layer = getattr(fla.layers, FLA_LAYERS[name])(**kwargs)
+    layer.load_state_dict(mixer.state_dict(), strict=True)
+    return layer
+
+
+def _implementations(name: str, mixer, dim: int, heads: int, options: dict, device: torch.device,
+                     dtype: torch.dtype, notes: list[str], masked: bool = False) -> list[tuple[str, object]]:
+    """[(implementation label, call x -> output)] to time for one mechanism, fla's layer first where it runs;
+    `masked`: each call gets an all-ones mask (built in the call, as the public wrapper builds it)."""
+    path = "fused" if mixer.use_fused(torch.empty(0, device=device)) else "reference"
+    if getattr(mixer, "implementation", None) == "naive":  # softmax's paper baseline: one path everywhere
+        path = "naive"
+    ours = (f"sercore.attention.{name} ({path})",
+            (lambda x: mixer(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))) if masked
+            else (lambda x: mixer(x)))
+    if name not in FLA_LAYERS:
+        return [ours]
+    if device.type != "cuda":
+        notes.append(f"{name}: fla's {FLA_LAYERS[name]} not timed (fla needs triton and CUDA); only sercore's "
+                     "PyTorch reference path ran")
+        return [ours]
+    if options.get("bidirectional"):
+        notes.append(f"{name}: bidirectional=True has no fla layer; only sercore's module was timed")
+        return [ours]
+    layer = fla_layer(name, mixer, dim, heads, options).to(device=device, dtype=dtype).eval()
+    theirs = ((lambda x: layer(x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long, device=x.device))[0])
+              if masked else (lambda x: layer(x)[0]))
+    return [(f"fla.layers.{FLA_LAYERS[name]}", theirs), ours]
+
+
+def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), lengths=None, dim: int = 1024,
+              heads: int = 4, protocol: str = "paper", device: str | None = None, repeats: int = 20,
+              options: dict | None = None, progress: bool = True, text_tokens: int | None = None, corpus=None,
+              mask: str = "none"):
+    """Sweep mechanisms x lengths; returns a pandas DataFrame (one row per mechanism, implementation and
+    length) whose `attrs["notes"]` say what could not be timed here.
+
+    `lengths` (speech frames) overrides `seconds` (audio seconds at 50 frames/s); every sequence is those
+    frames plus `text_tokens` (see resolve_text_tokens; `corpus` gives the median). `options` maps a
+    mechanism name to extra constructor options (e.g. {"retnet": {"bidirectional": True}}). `mask` (MASKS):
+    "none", or "model" for the public model's calls (an all-ones mask for GSA only)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -95,46 +213,57 @@ def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), l
     unknown = sorted(set(mechanisms) - set(SEQUENCE_MECHANISMS))
     if unknown:
         raise ValueError(f"not sequence mixers: {unknown}; valid: {', '.join(SEQUENCE_MECHANISMS)}")
+    if mask not in MASKS:
+        raise ValueError(f"unknown mask {mask!r}; valid: {', '.join(MASKS)}")
+    tokens, tokens_from = resolve_text_tokens(text_tokens, corpus)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, PROTOCOLS[protocol]["dtype"])
-    lengths = list(lengths) if lengths else [int(s * FRAMES_PER_SECOND) for s in seconds]
-    rows = []
-    bar = tqdm(total=len(mechanisms) * len(lengths), disable=bar_disabled(progress),
-               desc=f"bench ({device.type})")
+    frames = list(lengths) if lengths else [int(s * FRAMES_PER_SECOND) for s in seconds]
+    rows, notes = [], [f"each sequence: speech frames + {tokens} text tokens ({tokens_from}); mask={mask}"]
+    bar = tqdm(total=len(mechanisms) * len(frames), disable=bar_disabled(progress), desc=f"bench ({device.type})")
     for name in mechanisms:
         kwargs = {**PROTOCOLS[protocol].get(name, {}), **(options or {}).get(name, {})}
         torch.manual_seed(0)
         mixer = build(name, dim, heads, **kwargs).to(device=device, dtype=dtype).eval()
-        for length in lengths:
-            bar.set_postfix(mechanism=name, length=length)
-            row = measure(mixer, length, dim, device, dtype, repeats=repeats)
-            rows.append({"mechanism": name, "seconds": length / FRAMES_PER_SECOND, **row,
-                         "dtype": str(dtype).replace("torch.", ""), "device": device.type, "protocol": protocol})
+        masked = mask == "model" and name in MODEL_MASKED
+        implementations = _implementations(name, mixer, dim, heads, kwargs, device, dtype, notes, masked)
+        for speech in frames:
+            bar.set_postfix(mechanism=name, frames=speech)
+            for implementation, call in implementations:
+                row = measure(call, speech + tokens, dim, device, dtype, repeats=repeats)
+                rows.append({"mechanism": name, "implementation": implementation,
+                             "seconds": speech / FRAMES_PER_SECOND, "speech_frames": speech, "text_tokens": tokens,
+                             **row, "mask": "all-ones" if masked else "none", "dtype": str(dtype).replace("torch.", ""),
+                             "device": device.type, "protocol": protocol})
             bar.update()
-        del mixer
+        del mixer, implementations
     bar.close()
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["notes"] = notes
+    return table
 
 
 def save(table, out_dir: str | Path, parameters: dict) -> Path:
-    """Write bench.csv and bench.json (provenance) atomically into out_dir."""
+    """Write bench.csv and bench.json (provenance, with the table's notes) atomically into out_dir."""
     from sercore.provenance import atomic_write_json, atomic_write_text, provenance
 
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "bench.csv", table.to_csv(index=False))
-    atomic_write_json(out_dir / "bench.json", provenance(parameters))
+    atomic_write_json(out_dir / "bench.json", provenance({**parameters, "notes": table.attrs.get("notes", [])}))
     return out_dir / "bench.csv"
 
 
 def _main(args) -> int:
     parameters = {"mechanisms": args.mechanisms, "seconds": args.seconds, "lengths": args.lengths, "dim": args.dim,
-                  "heads": args.heads, "protocol": args.protocol, "device": args.device, "repeats": args.repeats}
+                  "heads": args.heads, "protocol": args.protocol, "device": args.device, "repeats": args.repeats,
+                  "text_tokens": args.text_tokens, "corpus": args.corpus, "mask": args.mask}
     if args.threads:
         torch.set_num_threads(args.threads)
         parameters["threads"] = args.threads
     table = benchmark(args.mechanisms, args.seconds, args.lengths, args.dim, args.heads, args.protocol, args.device,
-                      args.repeats)
-    print(table.pivot(index="length", columns="mechanism", values="ms").round(2).to_string())
+                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus, mask=args.mask)
+    print(table.pivot(index="length", columns=["mechanism", "implementation"], values="ms").round(2).to_string())
+    print("\n".join(table.attrs["notes"]))
     if args.out:
         print(f"written: {save(table, args.out, parameters)}")
     return 0
@@ -146,12 +275,17 @@ def register(subparsers) -> None:
     parser.add_argument("--mechanisms", nargs="+", default=list(SEQUENCE_MECHANISMS), choices=SEQUENCE_MECHANISMS)
     parser.add_argument("--seconds", nargs="+", type=float, default=[10, 50, 100, 200, 400],
                         help="audio seconds (50 frames/s)")
-    parser.add_argument("--lengths", nargs="+", type=int, help="sequence lengths in frames (overrides --seconds)")
+    parser.add_argument("--lengths", nargs="+", type=int, help="speech frames (overrides --seconds)")
+    parser.add_argument("--text-tokens", type=int, help="text tokens after the speech frames (default: the median "
+                        f"of --corpus's transcripts, else {DEFAULT_TEXT_TOKENS}; 0: speech only)")
+    parser.add_argument("--corpus", help="corpus folder whose median transcript token count sets --text-tokens")
+    parser.add_argument("--mask", default="none", choices=MASKS,
+                        help="none: no padding mask; model: as the public model's wrappers (all-ones for GSA)")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--protocol", default="paper", choices=sorted(PROTOCOLS))
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", help="folder for bench.csv + bench.json")
     parser.set_defaults(func=_main)

@@ -3,17 +3,22 @@
 Rule: where the paper text and its public code disagree, sercore has a named setting whose default is what
 the public code did; the other reading (or a cheaper choice for a CPU profile) is a named alternative. Each
 entry says where its default lives, so tests/test_fidelity_registry.py holds the library to this list, and the
-book's Fidelity page renders it.
+book's Fidelity page (notebooks/fidelity.ipynb) renders it with `markdown()`.
 
 `setting` says where the value lives:
   "model.<study>.<option>"            a build_model(study) option: its default (sercore.models.model_options)
   "train.<key>"                       a TrainSettings default
   "train.by_study.<study>.<key>"      the `paper` profile's train.by_study entry for that study
   "features.<key>[.<key>]"            the `paper` profile's features section
-  "bench.<key>"                       the `paper` profile's bench section
+  "bench.<key>"                       the `paper` profile's bench section (else sercore.bench.benchmark's default)
+  "attention.<mechanism>.<option>"    a sercore.attention mechanism's constructor default (build(name, ...))
+  "code.<module>:<name>[.<param>]"    a module constant, or the default of keyword `param` of callable `name`
+  "none"                              no setting: sercore always does `default`; the other reading is not
+                                      offered (the entry's `note` says why)
 `default` is the value the code-faithful protocol uses there (under the `paper` profile: a profile value that
 is set must equal it). `profiles` lists where a CPU profile runs something else on purpose, e.g.
-{"default": "cheaper value"}.
+{"default": "cheaper value"}. `value_in(entry, profile)` reads what a profile really runs; `check(entry)`
+lists every way an entry and the library disagree.
 """
 
 from __future__ import annotations
@@ -165,11 +170,271 @@ MULTITASK: list[Deviation] = [
 ]
 
 # Dimensional SER with transformers (Wagner et al. 2023; audeering wav2vec2-large-robust-12-ft-emotion-msp-dim).
+_RELEASED = "the released model audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim (its model card's EmotionModel)"
 DIMENSIONAL: list[Deviation] = [
+    Deviation(
+        "dimensional", "none",
+        paper="wav2vec2-large-robust with its transformer layers fine-tuned; the paper credits the valence CCC "
+              ".638 on MSP-Podcast (v1.7) to what fine-tuning learns",
+        code=f"{_RELEASED}: the fine-tuned encoder and its head",
+        default="frozen features + a trained head (a probe)",
+        note="sercore caches frozen SSL features and trains only the head, so its CCC measures what the frozen "
+             "layers already encode; it does not reproduce .638 under any profile. Fine-tuning the encoder is not "
+             "offered."),
+    Deviation(
+        "dimensional", "model.dimensional.pooling",
+        paper="mean over time of the last transformer layer",
+        code=f"{_RELEASED}: torch.mean over every frame, padding included (the head takes no mask)",
+        default="masked-mean", alternatives=("unmasked-mean: the released head's mean, padding included",),
+        note="Not the code's behaviour on purpose: for one unpadded utterance the two are equal; in a padded "
+             "batch the released mean depends on the batch-mates' lengths, which is a bug, not a protocol."),
+    Deviation(
+        "dimensional", "model.dimensional.speech",
+        paper="wav2vec2-large-robust, pruned to its first 12 transformer layers",
+        code=f"{_RELEASED}: 12 layers, last hidden state, 1024-d",
+        default="ssl", alternatives=("logmel: 80 log-Mel bands, when no local SSL model is at hand",),
+        note="No speech SSL model ships offline, so the CPU profiles run log-Mel features.",
+        profiles={"smoke": "logmel", "default": "logmel"}),
 ]
 
-# The main paper's efficiency protocol (latency and memory of the seq2seq call).
+# The main paper's efficiency protocol (latency and memory of the seq2seq call). The public repository
+# (marccasals98/AttentionAlternatives) holds the model, not the benchmark script: "code" says what its
+# scripts/model.py call looks like.
 EFFICIENCY: list[Deviation] = [
+    Deviation(
+        "efficiency", "bench.text_tokens",
+        paper="length given as audio seconds at 50 frames/s (10 s = 500 frames)",
+        code="scripts/model.py: seq_to_seq_layer(speech, text), so the layer sees the speech frames followed by "
+             "the transcript's text tokens (scripts/poolings.py concatenates them along time)",
+        default=None,
+        alternatives=("null: the median token count of the corpus's transcripts (sercore.bench.median_text_tokens), "
+                      "or DEFAULT_TEXT_TOKENS = 32 when no corpus is given", "0: speech frames only",
+                      "N: a fixed count"),
+        note="The sequence timed is speech frames + text tokens; the table keeps both columns."),
+    Deviation(
+        "efficiency", "bench.mask",
+        paper="only the seq2seq call is measured (no mask is mentioned)",
+        code="scripts/poolings.py: the RetNet, FoX, KDA and LightNet wrappers call fla's layer without a mask; "
+             "the GSA wrapper passes an all-ones attention_mask, which sends fla's layer through its un-padding path",
+        default="none",
+        alternatives=("model: each layer called as the public wrapper calls it (all-ones mask for GSA only)",),
+        note="The default follows the efficiency protocol (fla layers without a mask); whether the paper's timing "
+             "went through the GSA wrapper is not public, so `model` is kept to measure that reading."),
+    Deviation(
+        "efficiency", "code.sercore.bench:DEFAULT_TEXT_TOKENS",
+        paper="(not stated)", code="(no benchmark script is public)", default=32,
+        note="This library's stand-in text length when no corpus is given, not a number measured on MSP-Podcast."),
+    Deviation(
+        "efficiency", "none",
+        paper="the fla layer classes (fla.layers.*) timed on an H100",
+        code="scripts/poolings.py wraps fla's layers (RetNet, GSA, FoX, KDA, LightNet) around the fused kernels",
+        default="on CUDA: fla's own layer with sercore's weights copied in, and sercore's module as a second row; "
+                "on the CPU: sercore's PyTorch reference only",
+        note="fla needs triton and a GPU. The `implementation` column names what each row timed; CPU rows rank "
+             "the reference implementations, not the kernels the paper timed."),
+    Deviation(
+        "efficiency", "bench.protocol",
+        paper="fp32; softmax attention as a plain batched matmul (the [B*H, T, T] weights materialised)",
+        code="scripts/poolings.py MultiHeadStandardVersion: q, k scaled, torch.bmm, softmax, torch.bmm",
+        default="paper", alternatives=("tuned: bf16 and torch SDPA softmax (a fused kernel)",)),
+    Deviation(
+        "efficiency", "bench.dim",
+        paper="width 1024, 4 heads, batch 1", code="scripts/model.py: the SSL and BERT-large width, 1024",
+        default=1024, note="The CPU profiles time narrower layers so the page builds in minutes.",
+        profiles={"smoke": 64, "default": 256}),
+    Deviation(
+        "efficiency", "bench.seconds",
+        paper="10 to 400 s of audio", code="(no benchmark script is public)",
+        default=[10, 50, 100, 200, 400], note="CPU-sized lengths in the CPU profiles.",
+        profiles={"smoke": [1, 2], "default": [2, 5, 10, 20]}),
+    Deviation(
+        "efficiency", "bench.repeats",
+        paper="one warm-up call, then timed with CUDA events (how many timed calls is not stated)",
+        code="(no benchmark script is public)", default=20,
+        note="sercore reports the median of `repeats` timed calls after warming each shape (fla's kernels "
+             "autotune on a new shape's first call), as fla's own benchmarks do.",
+        profiles={"smoke": 2, "default": 3}),
 ]
 
 DEVIATIONS: list[Deviation] = FUSION + KEYSPARSE + AREA + MULTITASK + DIMENSIONAL + EFFICIENCY
+
+PROFILE_NAMES = ("smoke", "default", "paper")
+MISSING = object()  # a profile that does not set the value and no library default behind it
+
+
+def _plain(value):
+    """YAML and Python spellings of one value made comparable: tuples as lists, ints of floats as floats."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def same(a, b) -> bool:
+    return _plain(a) == _plain(b)
+
+
+def _nested(mapping, keys):
+    for key in keys:
+        if not isinstance(mapping, dict) or key not in mapping:
+            return MISSING
+        mapping = mapping[key]
+    return mapping
+
+
+def _code_value(path: str):
+    """`module:name` -> the constant; `module:name.param` -> the default of keyword `param` of callable `name`."""
+    import importlib
+    import inspect
+
+    module, _, rest = path.partition(":")
+    name, _, param = rest.partition(".")
+    value = getattr(importlib.import_module(module), name)
+    if not param:
+        return value
+    parameters = inspect.signature(value).parameters
+    if param not in parameters or parameters[param].default is inspect.Parameter.empty:
+        raise KeyError(f"{path}: {name} has no parameter {param!r} with a default")
+    return parameters[param].default
+
+
+def library_default(entry: Deviation):
+    """The value sercore's code uses when no profile says otherwise, or MISSING where only a profile sets it."""
+    kind, _, rest = entry.setting.partition(".")
+    if kind == "model":
+        from sercore.models import model_options
+
+        study, _, option = rest.partition(".")
+        options = model_options(study)
+        if option not in options:
+            raise KeyError(f"{entry.setting}: build_model({study!r}) has no option {option!r}")
+        return options[option]
+    if kind == "train" and not rest.startswith("by_study."):
+        from sercore.train.settings import TrainSettings
+
+        fields = TrainSettings.__dataclass_fields__
+        if rest not in fields:
+            raise KeyError(f"{entry.setting}: TrainSettings has no key {rest!r}")
+        return fields[rest].default
+    if kind == "bench":
+        import inspect
+
+        from sercore.bench import benchmark
+
+        parameter = inspect.signature(benchmark).parameters.get(rest)
+        return MISSING if parameter is None else parameter.default
+    if kind == "code":
+        return _code_value(rest)
+    if kind == "attention":
+        import inspect
+
+        from sercore.attention import mechanism_class
+
+        name, _, option = rest.partition(".")
+        parameter = inspect.signature(mechanism_class(name).__init__).parameters.get(option)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            raise KeyError(f"{entry.setting}: mechanism {name!r} has no option {option!r} with a default")
+        return parameter.default
+    if entry.setting == "none":
+        return entry.default
+    if kind in ("train", "features"):
+        return MISSING
+    raise KeyError(f"{entry.setting}: unknown kind of setting {kind!r} (see the sercore.fidelity docstring)")
+
+
+def value_in(entry: Deviation, profile: str):
+    """What `profile` runs for this entry: the profile's value where it sets one, else the library default."""
+    from sercore.profiles import load_profile
+
+    kind, _, rest = entry.setting.partition(".")
+    data = load_profile(profile)
+    if kind == "train":
+        from sercore.train.settings import resolve
+
+        key = rest.rpartition(".")[2]
+        study = rest.split(".")[1] if rest.startswith("by_study.") else entry.study
+        return getattr(resolve(profile, study), key)
+    if kind == "model":
+        study, _, option = rest.partition(".")
+        value = _nested(data, ["model", study, option])
+    elif kind in ("features", "bench"):
+        value = _nested(data, [kind, *rest.split(".")])
+    else:  # mechanism defaults, code constants and "none" are the same under every profile
+        value = MISSING
+    return library_default(entry) if value is MISSING else value
+
+
+def check(entry: Deviation) -> list[str]:
+    """Every way the library disagrees with this entry (empty when it holds): the library default, and what each
+    profile runs against `profiles.get(profile, default)`; under `paper` a by_study / features value must be set."""
+    from sercore.profiles import load_profile
+
+    where = f"{entry.study}: {entry.setting}"
+    problems = []
+    if not (entry.paper and entry.code):
+        problems.append(f"{where}: says nothing of the paper or the public code")
+    if entry.setting == "none" and not entry.note:
+        problems.append(f"{where}: an entry with no setting must say why in its note")
+    unknown = sorted(set(entry.profiles) - set(PROFILE_NAMES))
+    if unknown:
+        problems.append(f"{where}: unknown profile(s) {unknown}")
+    try:
+        default = library_default(entry)
+        if default is not MISSING and not same(default, entry.default):
+            problems.append(f"{where}: the library default is {default!r}, the registry says {entry.default!r}")
+        if default is MISSING:  # only the paper profile holds the value: it must be spelled out there
+            kind, _, rest = entry.setting.partition(".")
+            if _nested(load_profile("paper"), [kind, *rest.split(".")]) is MISSING:
+                problems.append(f"{where}: the paper profile does not set it")
+        for profile in PROFILE_NAMES:
+            runs, expected = value_in(entry, profile), entry.profiles.get(profile, entry.default)
+            if not same(runs, expected):
+                problems.append(f"{where}: profile {profile!r} runs {runs!r}, the registry says {expected!r}")
+    except (KeyError, ValueError, ImportError, AttributeError, TypeError) as error:
+        problems.append(f"{where}: {error}")
+    return problems
+
+
+def _show(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    return str(value)
+
+
+def table(deviations=None):
+    """The registry as a pandas DataFrame: one row per entry, with what each profile runs."""
+    import pandas as pd
+
+    rows = []
+    for entry in DEVIATIONS if deviations is None else deviations:
+        runs = {profile: value_in(entry, profile) for profile in PROFILE_NAMES}
+        rows.append({"study": entry.study, "setting": entry.setting, "paper": entry.paper, "public code": entry.code,
+                     "sercore default": _show(entry.default), "alternatives": "; ".join(entry.alternatives),
+                     "profiles run": ", ".join(f"{p}: {_show(v)}" for p, v in runs.items())
+                     if entry.setting != "none" else "all: the default",
+                     "note": entry.note})
+    return pd.DataFrame(rows)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ") or "-"
+
+
+def markdown(deviations=None) -> str:
+    """The registry as Markdown: a section per study, a table of setting / paper / public code / sercore default /
+    alternatives / what each profile runs, and the notes below it."""
+    frame = table(deviations)
+    columns = ["setting", "paper", "public code", "sercore default", "alternatives", "profiles run"]
+    out = []
+    for study, rows in frame.groupby("study", sort=False):
+        out += [f"## {study}", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        out += ["| " + " | ".join(_cell(f"`{row[c]}`" if c == "setting" else row[c]) for c in columns) + " |"
+                for _, row in rows.iterrows()]
+        notes = [f"- `{row['setting']}`: {row['note']}" for _, row in rows.iterrows() if row["note"]]
+        out += ["", *notes, ""]
+    return "\n".join(out)

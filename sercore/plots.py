@@ -36,13 +36,18 @@ def attention_grid(matrices: dict, head: int = 0, ncols: int = 4, path=None):
 
 
 def latency_memory(table, path=None, title: str = ""):
-    """Latency (and peak memory where measured) vs audio seconds, one line per mechanism, log-log."""
+    """Latency (and peak memory where measured) vs audio seconds, log-log: one line per mechanism, or per
+    mechanism and implementation where a table times more than one (fla's layer beside sercore's module)."""
     has_memory = table["peak_gb"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_memory else 1, figsize=(11 if has_memory else 6, 4), squeeze=False)
-    for name, rows in table.groupby("mechanism", sort=False):
-        axes[0, 0].plot(rows["seconds"], rows["ms"], marker="o", label=name)
+    keys = ["mechanism", "implementation"] if "implementation" in table else ["mechanism"]
+    several = table.groupby("mechanism")[keys[-1]].nunique() > 1
+    for key, rows in table.groupby(keys, sort=False):
+        name = key[0] if isinstance(key, tuple) else key
+        label = f"{name}: {key[1]}" if several[name] else name
+        axes[0, 0].plot(rows["seconds"], rows["ms"], marker="o", label=label)
         if has_memory:
-            axes[0, 1].plot(rows["seconds"], rows["peak_gb"], marker="o", label=name)
+            axes[0, 1].plot(rows["seconds"], rows["peak_gb"], marker="o", label=label)
     axes[0, 0].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="latency (ms, median)")
     if has_memory:
         axes[0, 1].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="peak memory (GB)")

@@ -1,6 +1,7 @@
 """Profiles choose scale: `smoke` (CI, seconds), `default` (a 2-core laptop, minutes), `paper` (GPU, real
-corpora, the published settings). They are parameter files (sercore/profiles/<name>.yaml), not code
-branches: a section per part of the library, read by that part.
+corpora, the papers' protocol as their public code ran it; sercore.fidelity lists every difference). They
+are parameter files (sercore/profiles/<name>.yaml), not code branches: a section per part of the library,
+read by that part.
 
 Numbers: PyYAML follows YAML 1.1, which reads 3e-4, 1e-4 and 1.0e30 as strings (a float there needs a dot
 and a signed exponent). Profiles and every `--set key=value` go through one loader, `Loader`, that also

@@ -9,7 +9,8 @@ from sercore import bench
 
 def test_cpu_sweep_gives_one_row_per_mechanism_and_length(tmp_path):
     table = bench.benchmark(["softmax"], lengths=[16, 32], dim=32, heads=2, device="cpu", repeats=2, progress=False)
-    assert list(table["length"]) == [16, 32]
+    assert list(table["speech_frames"]) == [16, 32]
+    assert list(table["length"]) == [16 + bench.DEFAULT_TEXT_TOKENS, 32 + bench.DEFAULT_TEXT_TOKENS]
     assert (table["ms"] > 0).all()
     assert table["peak_gb"].map(math.isnan).all(), "CPU runs have no peak-memory counter: NaN, not a number"
     csv = bench.save(table, tmp_path, {"dim": 32})

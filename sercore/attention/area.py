@@ -12,7 +12,7 @@ weighted sum of area values: the output has the input's shape. Logits are NOT sc
 Sums and means come from summed-area tables (integral images), maxima from stride-1 max pooling.
 Area order (for the weights): area height, then width, then top-left corner row-major, as tensor2tensor.
 
-Two layouts, the paper's text against its code (the notes' rule: default to the code):
+Two layouts, the paper's text against its code (the rule of sercore.fidelity: default to the code):
   * "freq-heads-1d" (default, the code): the code hands the channels-last map [B, H, W, C] to a function
     expecting [batch, heads, length, depth], so each frequency row is a separate head, attends only within
     its own row, and areas are 1-D runs of 1..max_width time steps: max_height has no effect.

@@ -1,7 +1,7 @@
 """Gated Slot Attention (GSA), matching fla 0.6.0's `fla.layers.GatedSlotAttention`.
 
 Per head, M memory slots are written and read twice, both times by gated linear attention that decays
-along the slot axis (notes section 7):
+along the slot axis (fla/ops/gsa/naive.py; Zhang et al. 2024, "Gated Slot Attention"):
 
     g_t = logsigmoid(f_t) / gate_logit_normalizer      log forget gate per slot, <= 0   [M]
     s_t = 1 - exp(g_t)                                  how much token t writes into each slot
@@ -29,9 +29,9 @@ Options that fla 0.6.0 accepts but ignores are rejected here rather than silentl
 (no gate projection is ever built), `use_norm=False` (g_norm is always applied), `norm_eps` other than 1e-5
 (fla's forward calls `rms_norm_linear` without passing eps, so 1e-5 is always used), and `expand_v != 1`
 (g_norm has hidden_size channels but is applied to the value_dim outputs, which fails in fla).
-fla and the notes: the notes' recurrences (section 7) are exactly fla's ops. What the notes leave out and
-fla's layer does (we follow fla): the first pass uses scale=1 (the layer's default; fla's op on its own
-would use K^-1/2) and the second pass has no scale; q, k go through the swish feature map and v through
+The recurrences above are fla's ops (fla/ops/gsa). What fla's layer (fla/layers/gsa.py) adds on top,
+and we follow: the first pass uses scale=1 (the layer's default; fla's op on its own would use K^-1/2) and
+the second pass has no scale; q, k go through the swish feature map and v through
 silu; the output RMSNorm spans all heads together (hidden_size channels), not each head.
 
 Padding, bidirectional, attention matrix: `_modules.PackedCausalMixer` (shared with retnet, lightnet, fox,

@@ -1,6 +1,6 @@
 """Kimi Delta Attention (KDA), matching fla 0.6.0's `fla.layers.KimiDeltaAttention`.
 
-Per head, a gated delta rule with one forget rate per key channel (notes section 7, fla's naive recurrence):
+Per head, a gated delta rule with one forget rate per key channel (fla/ops/kda/naive.py, fla's naive recurrence):
 
     S_t = (I - beta_t k_t k_t^T) Diag(exp g_t) S_{t-1} + beta_t k_t v_t^T          S [K, V]
     o_t = scale * S_t^T q_t,   scale = K^-1/2
@@ -30,11 +30,11 @@ eval mode, as fla's layer does), with gate, beta sigmoid and l2norm inside the k
 The kernels run on the packed, zero-padded batch without cu_seqlens: each row's padding follows its
 real tokens, so causality keeps it out of them. The short convolution stays ours (plain PyTorch) on
 every device, which also keeps clear of fla's causal_conv1d backward hazard with cu_seqlens and several
-sequences (notes section 7).
+sequences (fla's causal_conv1d with cu_seqlens).
 
-fla and the notes: the notes' recurrence and matrix (section 7) are exactly fla's naive recurrence (decay,
-then the delta correction against the decayed state). What the notes leave out and fla does (we follow
-fla): the decay is -exp(A_log) * softplus(low-rank projection + dt_bias) with A_log per value head; head_dim
+The recurrence above is fla's naive recurrence (decay, then the delta correction against the decayed
+state). What fla's layer (fla/layers/kda.py) adds on top, and we follow: the decay is
+-exp(A_log) * softplus(low-rank projection + dt_bias) with A_log per value head; head_dim
 is 128 whatever hidden_size (hidden_size 1024 with 4 heads gives key_dim = value_dim = 512, not 1024);
 the output norm is per head with a sigmoid (not swish) gate; the l2norm has eps 1e-6 inside the sqrt.
 Inside fla: chunk_kda's docstring says the lower_bound gate applies "together with safe_gate=True", but

@@ -1,6 +1,12 @@
 """Dimensional SER (Wagner et al. 2023): an SSL encoder's last layer, mean over time, and the released
 model's regression head, trained with 1 - CCC.
 
+Protocol: a probe. Wagner et al. fine-tuned the transformer layers of wav2vec2-large-robust and credit their
+valence CCC (.638 on MSP-Podcast v1.7) to what fine-tuning learns. This model takes frozen, cached hidden
+states and trains only the head (and the layer weights with layers="weighted"), so its CCC measures what the
+frozen layers already encode: no setting or profile reproduces the paper's number (sercore.fidelity,
+DIMENSIONAL).
+
     SSL hidden states [B, L, T, D] -> last layer (or a softmax layer-weighted sum) -> mean over time
     -> Dropout -> Linear(D, D) -> tanh -> Dropout -> Linear(D, 3)
 

@@ -1,7 +1,7 @@
 """Self-attention + multitask SER (Li, Zhao, Kawahara, Interspeech 2019): spectrogram -> CNN -> BLSTM ->
 self-attention pooling, with an emotion head and an auxiliary gender head.
 
-There is no official code and the notes give only the outline, so the sizes are this library's choices
+There is no official code and the paper gives only the outline, so the sizes are this library's choices
 (all options): two conv blocks [3x3 conv, BN, ReLU, 2x2 max-pool] with 32 and 64 channels on the log-Mel
 [B, 1, T, F], the pooled frequency bins folded into the features, a one-layer BLSTM of 128 units per
 direction, Lin et al.'s additive attention pooling (one hop), dropout, and two Linear heads.
