@@ -414,7 +414,7 @@ def table(deviations=None):
     for entry in DEVIATIONS if deviations is None else deviations:
         runs = {profile: value_in(entry, profile) for profile in PROFILE_NAMES}
         rows.append({"study": entry.study, "setting": entry.setting, "paper": entry.paper, "public code": entry.code,
-                     "sercore default": _show(entry.default), "alternatives": "; ".join(entry.alternatives),
+                     "sercore default": _show(entry.default), "alternatives": "; ".join(_show(a) for a in entry.alternatives),
                      "profiles run": ", ".join(f"{p}: {_show(v)}" for p, v in runs.items())
                      if entry.setting != "none" else "all: the default",
                      "note": entry.note})
