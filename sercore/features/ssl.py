@@ -1,7 +1,14 @@
 """All hidden states of a frozen self-supervised speech model (WavLM, wav2vec2, HuBERT, XLSR) from a local folder.
 
-Output [L, T, D]: L = num_hidden_layers + 1 (the first is the CNN/embedding output fed to the transformer),
-T = the model's frame count (about 50 per second: 20 ms stride), D = hidden size. Stored as float16 by
+Output [S, T, D]: S = L + 1 with L = num_hidden_layers. State 0 is the input of the first transformer layer
+(the CNN features after projection and positional convolution); states 1..L are the outputs of the L
+transformer layers, the ones torchaudio's extract_features returns and the main paper's code weighs
+(AttentionAlternatives, scripts/speech_feature_extractor.py). The model picks what it uses
+(sercore.models.pooling.LayerWeightedSum). For the "stable layer norm" models (WavLM-Large, wav2vec2-large
+and XLSR, HuBERT-Large) transformers 5 gives state L before the encoder's final LayerNorm, as torchaudio
+does, while its last_hidden_state (what a released head such as audeering's reads) applies that LayerNorm;
+transformers 4 gave the normalised one as state L. T = the model's frame count (about 50 per second:
+20 ms stride), D = hidden size. Stored as float16 by
 default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
 dtype="float32" to keep full precision.
 
@@ -29,7 +36,7 @@ TOO_SHORT = "audio too short for the SSL model"
 
 
 class SSLEncoder:
-    """Callable wave [N] (float32, 16 kHz) -> hidden states [L, T, D]."""
+    """Callable wave [N] (float32, 16 kHz) -> hidden states [S, T, D] (S = transformer layers + 1)."""
 
     modality = "audio"
 
