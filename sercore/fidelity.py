@@ -47,7 +47,7 @@ FUSION: list[Deviation] = [
              "the code, and was removed rather than kept as a setting."),
     Deviation(
         study="fusion", setting="model.fusion.layer_weighting",
-        paper="a learned weighted combination of the SSL encoder's layers (the only trained part of the encoder)",
+        paper="learned weights that combine the frozen SSL encoder's layers",
         code="scripts/speech_feature_extractor.py: raw nn.Parameter weights initialised to 1/N (a softmax of a "
              "constant vector), multiplied in without a softmax, then LayerNorm (scripts/model.py)",
         default="raw", alternatives=("softmax",),
@@ -91,6 +91,17 @@ FUSION: list[Deviation] = [
              "outside the crop. Encoding every crop anew would make each epoch cost the SSL model's forward pass. "
              "null (default, smoke): the whole utterance in one pass.",
         profiles={"default": None, "smoke": None}),
+    Deviation(
+        study="fusion", setting="train.batch_size",
+        paper="batch size 32",
+        code="shs/mn5/attention_experiments/*.sh run scripts/train.py under torchrun with 4 processes and "
+             "--training_batch_size 32; each process has its own DataLoader(shuffle=True) over the whole train "
+             "set (no DistributedSampler) and the model is wrapped in DDP, so one optimizer step averages "
+             "4 x 32 = 128 crops",
+        default=32, alternatives=(128,),
+        note="Found while reading the code; not yet decided. sercore's 32 is the global batch (split across "
+             "processes under torchrun); batch_size=128 matches the code's crops per step, though not its "
+             "duplicated sampling (each process drawing from the whole set)."),
 ]
 
 # Key-Sparse Transformer (ICASSP 2022; github HappyColor/Key-Sparse-Transformer).

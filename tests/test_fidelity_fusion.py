@@ -23,6 +23,7 @@ from sercore.models import build_model, model_options  # noqa: E402
 from sercore.models.pooling import LayerWeightedSum  # noqa: E402
 from sercore.profiles import section  # noqa: E402
 from sercore.train.run import DEFAULT_TEXT_ENCODER, data_options, text_encoder_name  # noqa: E402
+from sercore.train.settings import TrainSettings  # noqa: E402
 
 STATES, T, F = 5, 7, 6  # a cache of 5 hidden states = the CNN-side input + 4 transformer layers
 
@@ -234,11 +235,20 @@ def test_fusion_registry_defaults_are_where_they_say():
         if where == "model":
             assert options[path[1]] == entry.default, entry.setting
             assert paper.get(path[1], entry.default) == entry.default, entry.setting
+        elif where == "train":
+            assert getattr(TrainSettings(), path[0]) == entry.default, entry.setting
+            assert section("paper", "train").get(path[0], entry.default) == entry.default, entry.setting
         else:
+            assert where == "features", entry.setting
             value = features
             for key in path:
                 value = value[key]
             assert value == entry.default, entry.setting
+            for profile, runs in entry.profiles.items():  # what a CPU profile runs instead, on purpose
+                value = section(profile, "features")
+                for key in path:
+                    value = value[key]
+                assert value == runs, (entry.setting, profile)
 
 
 def test_direction_defaults_are_the_codes_confound():
