@@ -5,7 +5,9 @@
 Writes, atomically, in out_dir:
   metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
                    with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
-                   corpus_kind, provenance (parameters, seed, git SHA, versions, device) and wall time;
+                   corpus_kind, the features used (data.speech_features; data.text_encoder: the text
+                   model's folder, the default all-MiniLM-L6-v2, or null without a text stream),
+                   provenance (parameters, seed, git SHA, versions, device) and wall time;
   predictions.csv  one row per evaluated utterance: utt_id, split, label, pred and the per-class
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
@@ -34,6 +36,10 @@ Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings)
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
 load_corpus (e.g. corpus.fold=2 for IEMOCAP). From Python, dotted keys go through a dict:
 train_run(..., epochs=5, **{"model.width": 64, "features.ssl_model_dir": "/models/wavlm-large"}).
+
+Text encoder: a profile with features.require_text_model (`paper`) refuses a text stream without
+features.text_model_dir, naming the published encoder (bert-large-uncased for fusion, roberta-large for
+ks-transformer); the smoke and default profiles fall back to all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
