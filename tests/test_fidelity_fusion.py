@@ -152,12 +152,11 @@ def test_paper_profile_spells_out_the_code_forms():
 
 
 def test_stable_layer_norm_last_state_is_before_the_final_layer_norm(tmp_path):
-    """What ssl.py's docstring says of transformers 5: state L of a "stable layer norm" model (the Large
-    ones) is the last layer's own output, as torchaudio's extract_features gives it; last_hidden_state is
-    that state after the encoder's final LayerNorm."""
-    transformers = pytest.importorskip("transformers")
-    if int(transformers.__version__.split(".")[0]) < 5:
-        pytest.skip("transformers 4 returns the normalised state as the last hidden state")
+    """State L of a "stable layer norm" model (the Large ones) is the last layer's own output, as torchaudio's
+    extract_features gives it, under transformers 4 and 5 alike; last_hidden_state is that state after the
+    encoder's final LayerNorm."""
+    import transformers
+
     from sercore.features.ssl import SSLEncoder
 
     torch.manual_seed(0)
@@ -168,12 +167,25 @@ def test_stable_layer_norm_last_state_is_before_the_final_layer_norm(tmp_path):
     model = transformers.Wav2Vec2Model(config).eval()
     model.save_pretrained(tmp_path)
     wave = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
-    states = torch.from_numpy(SSLEncoder(tmp_path, dtype="float32", device="cpu")(wave))
+    encoder = SSLEncoder(tmp_path, dtype="float32", device="cpu")
+    states = torch.from_numpy(encoder(wave))
     normalised = torch.from_numpy((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7))[None]
     with torch.no_grad():
         last = model(normalised).last_hidden_state[0]
         assert states.shape[0] == 3 and not torch.allclose(states[-1], last, atol=1e-3)
         torch.testing.assert_close(model.encoder.layer_norm(states[-1]), last, rtol=1e-4, atol=1e-4)
+
+    # transformers 4's convention, put on this model: the last hidden state after the final LayerNorm
+    loaded = encoder.model
+    plain_forward = loaded.forward
+
+    def forward_as_transformers_4(*args, **kwargs):
+        out = plain_forward(*args, **kwargs)
+        out.hidden_states = tuple(out.hidden_states[:-1]) + (out.last_hidden_state,)
+        return out
+
+    loaded.forward = forward_as_transformers_4
+    torch.testing.assert_close(torch.from_numpy(encoder(wave)), states)  # the cache does not change
 
 
 # ---------------------------------------------------------------- item 6: the text encoder

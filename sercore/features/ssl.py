@@ -4,11 +4,12 @@ Output [S, T, D]: S = L + 1 with L = num_hidden_layers. State 0 is the input of 
 (the CNN features after projection and positional convolution); states 1..L are the outputs of the L
 transformer layers, the ones torchaudio's extract_features returns and the main paper's code weighs
 (AttentionAlternatives, scripts/speech_feature_extractor.py). The model picks what it uses
-(sercore.models.pooling.LayerWeightedSum). For the "stable layer norm" models (WavLM-Large, wav2vec2-large
-and XLSR, HuBERT-Large) transformers 5 gives state L before the encoder's final LayerNorm, as torchaudio
-does, while its last_hidden_state (what a released head such as audeering's reads) applies that LayerNorm;
-transformers 4 gave the normalised one as state L. T = the model's frame count (about 50 per second:
-20 ms stride), D = hidden size. Stored as float16 by
+(sercore.models.pooling.LayerWeightedSum). State L is always the last layer's own output, taken with a
+forward hook on that layer: for the "stable layer norm" models (WavLM-Large, wav2vec2-large and XLSR,
+HuBERT-Large) transformers 4 put the encoder's final LayerNorm on the last hidden state and transformers 5
+does not, so the hook keeps the cache the same under both, and equal to torchaudio's. (A released head that
+reads last_hidden_state, such as audeering's dimensional model, sees that state after the final LayerNorm.)
+T = the model's frame count (about 50 per second: 20 ms stride), D = hidden size. Stored as float16 by
 default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
 dtype="float32" to keep full precision.
 
@@ -33,6 +34,7 @@ from sercore.features.local_model import (default_device, fingerprint, load_mode
 
 _DTYPES = ("float16", "float32")
 TOO_SHORT = "audio too short for the SSL model"
+LAST_STATE = "last layer output, before any final encoder LayerNorm"
 
 
 class SSLEncoder:
@@ -66,7 +68,9 @@ class SSLEncoder:
         self.dtype = dtype
         self.chunk_seconds = chunk_seconds
         self.name = f"ssl-{self.model_dir.name}"
-        self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate}
+        # last_state names what state L holds, so features cached before it was pinned are not reused.
+        self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate,
+                         "last_state": LAST_STATE}
         self.fingerprint = fingerprint(self.model_dir)
 
     @property
@@ -104,13 +108,31 @@ class SSLEncoder:
             raise FeatureError(f"audio of {wave.size} samples is too short for {self.model_dir.name}: "
                                f"its CNN needs enough samples for one frame (about 25 ms)", TOO_SHORT)
         torch = self._torch
+        last_layer = self._last_layer()
+        captured = []
+        hook = last_layer.register_forward_hook(
+            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
         states = []
-        with torch.inference_mode():
-            for chunk in self._chunks(wave):
-                inputs = torch.from_numpy(self._normalise(chunk))[None].to(self.device)
-                outputs = self.model(inputs, output_hidden_states=True)
-                if not getattr(outputs, "hidden_states", None):
-                    raise TypeError(f"{self.model_dir}: the model returned no hidden states; "
-                                    f"expected a speech encoder such as Wav2Vec2Model, WavLMModel or HubertModel")
-                states.append(torch.stack(outputs.hidden_states, dim=0)[:, 0])
+        try:
+            with torch.inference_mode():
+                for chunk in self._chunks(wave):
+                    inputs = torch.from_numpy(self._normalise(chunk))[None].to(self.device)
+                    captured.clear()
+                    outputs = self.model(inputs, output_hidden_states=True)
+                    if not getattr(outputs, "hidden_states", None) or len(captured) != 1:
+                        raise TypeError(f"{self.model_dir}: the model returned no hidden states or did not run "
+                                        f"its last layer once; expected a speech encoder such as Wav2Vec2Model, "
+                                        f"WavLMModel or HubertModel")
+                    hidden = list(outputs.hidden_states)
+                    hidden[-1] = captured[0]  # the layer's own output (see the module docstring)
+                    states.append(torch.stack(hidden, dim=0)[:, 0])
+        finally:
+            hook.remove()
         return torch.cat(states, dim=1).to(getattr(torch, self.dtype)).cpu().numpy()
+
+    def _last_layer(self):
+        layers = getattr(getattr(self.model, "encoder", None), "layers", None)
+        if not layers:
+            raise TypeError(f"{self.model_dir}: no encoder.layers in {type(self.model).__name__}; expected a "
+                            f"speech encoder such as Wav2Vec2Model, WavLMModel or HubertModel")
+        return layers[-1]
