@@ -92,6 +92,17 @@ FUSION: list[Deviation] = [
              "null (default, smoke): the whole utterance in one pass.",
         profiles={"default": None, "smoke": None}),
     Deviation(
+        study="fusion", setting="features.ssl.last_state",
+        paper="the outputs of the SSL model's transformer layers",
+        code="scripts/speech_feature_extractor.py: torchaudio's extract_features, each layer's own output; for "
+             "WavLM-Large the last one is taken before the encoder's final LayerNorm",
+        default="layer", alternatives=("normed",),
+        note="The cache's last state is read with a hook on the last layer, so it is the same under transformers "
+             "4 (whose last hidden state had the final LayerNorm) and 5 (whose has not). \"normed\" stores "
+             "last_hidden_state instead: what a released head that reads it sees (audeering's dimensional "
+             "model reads last_hidden_state, so the dimensional study's layers=\"last\" matches it only "
+             "with \"normed\")."),
+    Deviation(
         study="fusion", setting="train.batch_size",
         paper="batch size 32",
         code="shs/mn5/attention_experiments/*.sh run scripts/train.py under torchrun with 4 processes and "

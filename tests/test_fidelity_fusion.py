@@ -187,6 +187,13 @@ def test_stable_layer_norm_last_state_is_before_the_final_layer_norm(tmp_path):
     loaded.forward = forward_as_transformers_4
     torch.testing.assert_close(torch.from_numpy(encoder(wave)), states)  # the cache does not change
 
+    # last_state="normed": state L is last_hidden_state, what a released head reading it sees
+    normed = torch.from_numpy(SSLEncoder(tmp_path, dtype="float32", device="cpu", last_state="normed")(wave))
+    torch.testing.assert_close(normed[:-1], states[:-1])
+    torch.testing.assert_close(normed[-1], last, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown last_state 'final'"):
+        SSLEncoder(tmp_path, last_state="final")
+
 
 # ---------------------------------------------------------------- item 6: the text encoder
 

@@ -4,11 +4,15 @@ Output [S, T, D]: S = L + 1 with L = num_hidden_layers. State 0 is the input of 
 (the CNN features after projection and positional convolution); states 1..L are the outputs of the L
 transformer layers, the ones torchaudio's extract_features returns and the main paper's code weighs
 (AttentionAlternatives, scripts/speech_feature_extractor.py). The model picks what it uses
-(sercore.models.pooling.LayerWeightedSum). State L is always the last layer's own output, taken with a
-forward hook on that layer: for the "stable layer norm" models (WavLM-Large, wav2vec2-large and XLSR,
-HuBERT-Large) transformers 4 put the encoder's final LayerNorm on the last hidden state and transformers 5
-does not, so the hook keeps the cache the same under both, and equal to torchaudio's. (A released head that
-reads last_hidden_state, such as audeering's dimensional model, sees that state after the final LayerNorm.)
+(sercore.models.pooling.LayerWeightedSum).
+
+State L (last_state). For the "stable layer norm" models (WavLM-Large, wav2vec2-large and XLSR, HuBERT-Large)
+the encoder ends with a LayerNorm; transformers 4 put it on the last hidden state, transformers 5 does not.
+last_state="layer" (default) stores the last layer's own output, taken with a forward hook on that layer,
+so the cache is the same under both versions and equal to torchaudio's (what the main paper's code weighs).
+last_state="normed" stores the model's last_hidden_state instead, the encoder output after that LayerNorm,
+which is what a released head that reads last_hidden_state sees (audeering's dimensional model). For models
+without a final encoder LayerNorm the two are equal.
 T = the model's frame count (about 50 per second: 20 ms stride), D = hidden size. Stored as float16 by
 default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
 dtype="float32" to keep full precision.
@@ -34,7 +38,7 @@ from sercore.features.local_model import (default_device, fingerprint, load_mode
 
 _DTYPES = ("float16", "float32")
 TOO_SHORT = "audio too short for the SSL model"
-LAST_STATE = "last layer output, before any final encoder LayerNorm"
+LAST_STATES = ("layer", "normed")
 
 
 class SSLEncoder:
@@ -43,9 +47,11 @@ class SSLEncoder:
     modality = "audio"
 
     def __init__(self, model_dir: str | os.PathLike, dtype: str = "float16", chunk_seconds: float | None = None,
-                 sample_rate: int = 16000, device: str | None = None):
+                 sample_rate: int = 16000, device: str | None = None, last_state: str = "layer"):
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {_DTYPES}")
+        if last_state not in LAST_STATES:
+            raise ValueError(f"unknown last_state {last_state!r}: use one of {LAST_STATES}")
         if chunk_seconds is not None and chunk_seconds < 1.0:
             raise ValueError(f"chunk_seconds must be at least 1 second (or None), got {chunk_seconds}")
         self.model_dir = require_model_dir(model_dir, "SSL speech model")
@@ -68,9 +74,10 @@ class SSLEncoder:
         self.dtype = dtype
         self.chunk_seconds = chunk_seconds
         self.name = f"ssl-{self.model_dir.name}"
-        # last_state names what state L holds, so features cached before it was pinned are not reused.
+        self.last_state = last_state
+        # last_state is in the key, so features cached before state L was pinned are not reused.
         self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate,
-                         "last_state": LAST_STATE}
+                         "last_state": last_state}
         self.fingerprint = fingerprint(self.model_dir)
 
     @property
@@ -124,7 +131,8 @@ class SSLEncoder:
                                         f"its last layer once; expected a speech encoder such as Wav2Vec2Model, "
                                         f"WavLMModel or HubertModel")
                     hidden = list(outputs.hidden_states)
-                    hidden[-1] = captured[0]  # the layer's own output (see the module docstring)
+                    # see the module docstring: the layer's own output, or the encoder's normalised one
+                    hidden[-1] = captured[0] if self.last_state == "layer" else outputs.last_hidden_state
                     states.append(torch.stack(hidden, dim=0)[:, 0])
         finally:
             hook.remove()
