@@ -114,7 +114,7 @@ FUSION: list[Deviation] = [
              "--training_batch_size 32; each process has its own DataLoader(shuffle=True) over the whole train "
              "set (no DistributedSampler) and the model is wrapped in DDP, so one optimizer step averages "
              "4 x 32 = 128 crops",
-        default=32, alternatives=(128,),
+        default=32, alternatives=(128,), profiles={"smoke": 16, "default": 16},
         note="Found while reading the code; not yet decided. sercore's 32 is the global batch (split across "
              "processes under torchrun); batch_size=128 matches the code's crops per step, though not its "
              "duplicated sampling (each process drawing from the whole set)."),
