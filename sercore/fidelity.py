@@ -87,7 +87,9 @@ AREA: list[Deviation] = [
         default="skip",
         alternatives=("pad: keep an utterance of exactly one segment and repetition-pad shorter ones",),
         note="sercore counts frames (hop 25 ms), so 'skip' drops utterances of at most 81 frames: besides those "
-             "of at most 2 s it also drops those of 2 s + 1..399 samples, which the code kept with one window."),
+             "of at most 2 s it also drops those of 2 s + 1..399 samples, which the code kept with one window. "
+             "Likewise the code's windows need index + 2 s < len(wav), so it drops a last window that ends "
+             "exactly on the last sample; sercore keeps every window that fits in the frames."),
     Deviation(
         "area-cnn", "train.dev_split",
         paper="random 70/10/20 train/dev/test split of improvised IEMOCAP",

@@ -171,6 +171,8 @@ def test_an_exactly_two_second_utterance_is_skipped_as_in_the_code():
     assert (len(two_s), len(longer), seg) == (81, 82, 81)
     assert segment_starts(len(two_s), seg, 40) == [] and segment_starts(len(two_s), seg, 40, "pad") == [0]
     assert segment_starts(len(longer), seg, 40) == [0]
+    # frame resolution (the registry note): 2 s + 399 samples is still 81 frames, so skipped too
+    assert len(log_mel(tone(300.0, 2.0 + 399 / SR), **features)) == 81
     assert segment_starts(80, seg, 40) == [] and segment_starts(80, seg, 40, "pad") == [0]
     table = pd.DataFrame({"utt_id": ["a", "b"], "split": ["Train", "Train"], "label": ["neu", "sad"],
                           "gender": ["Female", "Male"], "arousal": np.nan, "valence": np.nan,
