@@ -30,7 +30,9 @@ def test_copies_are_appended_for_train_rows_only(corpus, tmp_path):
     first = table.index[table["split"] == "Train"][0]
     copy = aug_speech[len(table)]
     assert copy.shape[1] == speech[first].shape[1]
-    assert not np.allclose(copy, speech[first]), "a warped copy differs from its original"
+    # nlpaug's VTLP (the default warp) returns 512 * (N // 512) samples: the copy may be a frame or two shorter
+    assert 0 <= speech[first].shape[0] - copy.shape[0] <= 2
+    assert not np.allclose(copy, speech[first][:len(copy)]), "a warped copy differs from its original"
     assert aug_text[len(table)] == text[first]
     again = add_vtlp_copies(table, speech, text, encoder, 2, seed=0, cache_dir=tmp_path, progress=False)[1]
     assert all(np.array_equal(a, b) for a, b in zip(aug_speech, again))

@@ -20,8 +20,11 @@ Inputs
   by length (longest first) to at most `batch_size` items and `max_frames` padded frames (items x longest);
   an item longer than max_frames is a batch of its own (see EvalItems for the memory bound).
 - Segment models (area-attention CNN): fixed windows of `segment_frames` frames every `hop_frames`
-  (2 s windows, 1 s hop to train, 0.4 s hop to test in the paper). Utterances shorter than one window
-  are skipped, as in the paper, or repetition-padded to one window with short_segments="pad".
+  (2 s windows, 1 s hop to train, 0.4 s hop to test in the paper). short_segments="skip" (the public
+  code's rule, area_train.py: an utterance of at most 2 s is skipped) skips utterances of at most one window,
+  n_frames <= segment_frames; sercore counts frames, not samples, so at hop 25 ms it also skips the
+  utterances of 2 s + 1..399 samples that the code kept with one window. short_segments="pad" keeps an
+  utterance of exactly one window and repetition-pads shorter ones to one window.
   Each window carries utt_index, the position of its utterance in the evaluated set.
 - Text: token states [N, E] zero-padded with text_mask (at least one column, so a batch whose
   transcripts are all empty still has a well-formed [B, 1, E] tensor, fully masked).
@@ -192,11 +195,14 @@ def text_batch(data: Utterances, rows: Sequence[int]) -> dict[str, torch.Tensor]
 
 
 def segment_starts(n_frames: int, segment_frames: int, hop_frames: int, short: str = "skip") -> list[int]:
-    """Window starts covering an utterance; [] for a short utterance with short='skip', [0] with 'pad'."""
+    """Window starts covering an utterance. 'skip': [] for an utterance of at most one window (the code skips
+    utterances <= 2 s); 'pad': [0] for one shorter than a window (padded), windows as usual from one window on."""
     if short not in ("skip", "pad"):
         raise ValueError(f"short_segments must be 'skip' or 'pad', got {short!r}")
+    if short == "skip" and n_frames <= segment_frames:
+        return []
     if n_frames < segment_frames:
-        return [0] if short == "pad" else []
+        return [0]
     return list(range(0, n_frames - segment_frames + 1, hop_frames))
 
 

@@ -391,7 +391,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         table, speech, text, failures = _drop_failed(table, speech, text, excluded, world)
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, encoder, settings.vtlp_copies, seed,
-                                                  cache_dir, settings.progress and world.is_main)
+                                                  cache_dir, settings.progress and world.is_main,
+                                                  warp=settings.vtlp_warp)
         data = Utterances.from_table(table, speech, text, frames_per_second=fps, classes=classes,
                                      avd_range=tuple(settings.avd_range) if settings.avd_range else None)
 

@@ -50,8 +50,9 @@ class TrainSettings:
     segment_seconds: float = 2.0   # segment models (area CNN)
     segment_hop_train: float = 1.0
     segment_hop_test: float = 0.4
-    short_segments: str = "skip"   # utterances shorter than one segment: skip (paper) | pad
+    short_segments: str = "skip"   # skip utterances of at most one segment (the code) | pad shorter ones
     vtlp_copies: int = 0           # area study: VTLP-warped copies of each Train utterance (log-Mel models)
+    vtlp_warp: str = "nlpaug"      # how copies are warped: nlpaug (the area code's VtlpAug) | textbook
     classes: list | None = None    # class codes in index order; None: the corpus's own set
     avd_range: list | None = None  # [lo, hi] of the corpus's A/V/D scale; None: known for MSP-Podcast/IEMOCAP
     cache_dir: str | None = None   # feature cache; None: features.cache_dir, else default_cache_dir()
@@ -92,8 +93,9 @@ RULES = {
     "segment_seconds": ("pos", None, "seconds per segment"),
     "segment_hop_train": ("pos", None, "seconds between training segments"),
     "segment_hop_test": ("pos", None, "seconds between test segments"),
-    "short_segments": ("choice", ("skip", "pad"), "utterances shorter than one segment"),
+    "short_segments": ("choice", ("skip", "pad"), "utterances of at most one segment"),
     "vtlp_copies": ("int", 0, "VTLP copies per Train utterance"),
+    "vtlp_warp": ("choice", ("nlpaug", "textbook"), "VTLP warp of the copies (sercore.features.vtlp)"),
     "classes": ("classes", None, "class codes in index order; null for the corpus's own"),
     "avd_range": ("range", None, "the corpus's A/V/D scale; null for the known one"),
     "cache_dir": ("str|None", None, "feature cache folder; null for the default"),
