@@ -108,16 +108,16 @@ FUSION: list[Deviation] = [
              "model reads last_hidden_state, so the dimensional study's layers=\"last\" matches it only "
              "with \"normed\")."),
     Deviation(
-        study="fusion", setting="train.batch_size",
+        study="fusion", setting="train.by_study.fusion.batch_size",
         paper="batch size 32",
         code="shs/mn5/attention_experiments/*.sh run scripts/train.py under torchrun with 4 processes and "
              "--training_batch_size 32; each process has its own DataLoader(shuffle=True) over the whole train "
              "set (no DistributedSampler) and the model is wrapped in DDP, so one optimizer step averages "
              "4 x 32 = 128 crops",
-        default=32, alternatives=(128,), profiles={"smoke": 16, "default": 16},
-        note="Found while reading the code; not yet decided. sercore's 32 is the global batch (split across "
-             "processes under torchrun); batch_size=128 matches the code's crops per step, though not its "
-             "duplicated sampling (each process drawing from the whole set)."),
+        default=128, alternatives=(32,), profiles={"smoke": 16, "default": 16},
+        note="The code's crops per optimizer step (sercore's batch_size is the global batch, split across "
+             "processes under torchrun); 32 is the paper text's per-process figure. The code's duplicated "
+             "sampling (each process drawing from the whole set) is not reproduced."),
 ]
 
 # Key-Sparse Transformer (ICASSP 2022; github HappyColor/Key-Sparse-Transformer).

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from sercore import fidelity
 import torch
 from torch import nn
 
@@ -23,7 +25,6 @@ from sercore.models import build_model, model_options  # noqa: E402
 from sercore.models.pooling import LayerWeightedSum  # noqa: E402
 from sercore.profiles import section  # noqa: E402
 from sercore.train.run import DEFAULT_TEXT_ENCODER, data_options, text_encoder_name  # noqa: E402
-from sercore.train.settings import TrainSettings  # noqa: E402
 
 STATES, T, F = 5, 7, 6  # a cache of 5 hidden states = the CNN-side input + 4 transformer layers
 
@@ -244,30 +245,12 @@ def test_every_metrics_json_records_the_text_encoder(tmp_path):
 # ---------------------------------------------------------------- the registry and the confound
 
 def test_fusion_registry_defaults_are_where_they_say():
-    options, paper = model_options("fusion"), section("paper", "model")["fusion"]
-    features = section("paper", "features")
     settings = {d.setting for d in FUSION}
     assert {"model.fusion.head_blocks", "model.fusion.layer_weighting", "model.fusion.layers",
-            "features.require_text_model", "model.fusion.mechanism_options"} <= settings
-    for entry in FUSION:
-        where, *path = entry.setting.split(".")
-        if where == "model":
-            assert options[path[1]] == entry.default, entry.setting
-            assert paper.get(path[1], entry.default) == entry.default, entry.setting
-        elif where == "train":
-            assert getattr(TrainSettings(), path[0]) == entry.default, entry.setting
-            assert section("paper", "train").get(path[0], entry.default) == entry.default, entry.setting
-        else:
-            assert where == "features", entry.setting
-            value = features
-            for key in path:
-                value = value[key]
-            assert value == entry.default, entry.setting
-            for profile, runs in entry.profiles.items():  # what a CPU profile runs instead, on purpose
-                value = section(profile, "features")
-                for key in path:
-                    value = value[key]
-                assert value == runs, (entry.setting, profile)
+            "features.require_text_model", "model.fusion.mechanism_options",
+            "train.by_study.fusion.batch_size"} <= settings
+    for entry in FUSION:  # the registry's own checker: library default and what each profile runs
+        assert fidelity.check(entry) == [], entry.setting
 
 
 def test_direction_defaults_are_the_codes_confound():

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_toy import make_toy_data, toy_settings  # noqa: E402

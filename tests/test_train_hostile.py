@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train_toy import ToyModel, make_toy_data, toy_settings  # noqa: E402
+from test_train_toy import make_toy_data  # noqa: E402
 
 from sercore.profiles import parse_assignments, parse_value  # noqa: E402
 from sercore.train.settings import KEYS, RULES, TrainSettings, resolve  # noqa: E402
