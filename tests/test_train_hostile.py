@@ -393,3 +393,28 @@ def test_query_chunked_softmax_equals_the_single_pass(causal):
         chunked = mixer(x, mask)
     torch.testing.assert_close(chunked, single, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(chunked).all() and (chunked[2] == 0).all()
+
+
+def test_keysparse_auto_evaluates_long_inputs_memory_linear_on_the_cpu(monkeypatch):
+    """Item 9 for key-sparse: a long no-grad call takes the memory-linear form, with the same output."""
+    import torch
+
+    from sercore.attention import keysparse as ks
+
+    torch.manual_seed(0)
+    layer = ks.KeySparseAttention(16, 2, keep_rate=0.5).eval()
+    x = torch.randn(1, ks.LONG_QUERIES + 40, 16)
+    mask = torch.ones(1, x.shape[1], dtype=torch.bool)
+    used = []
+    original = ks.memory_linear_keysparse
+    monkeypatch.setattr(ks, "memory_linear_keysparse", lambda *a, **k: used.append(1) or original(*a, **k))
+    with torch.no_grad():
+        out = layer(x, mask)
+        assert used, "auto did not take the memory-linear form for a long no-grad input"
+        layer.formulation = "materialized"
+        reference = layer(x, mask)
+    assert torch.allclose(out, reference, atol=1e-5, rtol=1e-4)
+    used.clear()
+    layer.formulation = "auto"
+    layer(x[:, :64], mask[:, :64])  # short, or with gradients: the materialized reference as before
+    assert not used

@@ -33,8 +33,10 @@ The memory-linear form ranks keys in fp32 at least (bf16 rounding would flip nea
 ranks them in the input dtype, as the published code. Measured on the CPU at T=4096 (batch 1, width 256,
 4 heads, fp32): peak memory 0.13 GiB memory-linear vs 0.78 GiB materialized for the forward pass, for about
 1.1-2x the time (scores are computed twice).
-`formulation="auto"` uses memory-linear on CUDA (mode="fused" or "auto" with CUDA input) and materialized
-elsewhere: the CUDA path of "auto" is this PyTorch memory-linear form (cuBLAS matmuls per block).
+`formulation="auto"` uses memory-linear on CUDA (mode="fused" or "auto" with CUDA input), and on the CPU
+too when gradients are off and the queries exceed LONG_QUERIES (evaluation of a long utterance: at most
+B*H*block_size*S weights at once, the bound the trainer's evaluation relies on); materialized otherwise.
+The CUDA path of "auto" is this PyTorch memory-linear form (cuBLAS matmuls per block).
 A third, opt-in formulation, "triton" (CUDA only; needs the triton package, which sercore does not depend on),
 runs the same memory-linear computation as Triton kernels (sercore.attention.keysparse_triton; backward by
 PyTorch recomputation, no dropout). It is verified only in Triton's CPU interpreter until a GPU run confirms
@@ -51,6 +53,7 @@ from torch.utils.checkpoint import checkpoint
 from sercore.attention.base import SequenceMixer, check_mask, kernels_can_run
 
 FORMULATIONS = ("auto", "materialized", "memory-linear", "triton")
+LONG_QUERIES = 1024  # "auto" on the CPU: no-grad calls with more queries run memory-linear (module docstring)
 K_FROM = ("padded", "real")
 
 
@@ -208,7 +211,7 @@ class KeySparseAttention(SequenceMixer):
 
     def _use_memory_linear(self, x) -> bool:
         if self.formulation == "auto":
-            return self.use_fused(x)
+            return self.use_fused(x) or (not torch.is_grad_enabled() and x.shape[1] > LONG_QUERIES)
         return self.formulation == "memory-linear"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
