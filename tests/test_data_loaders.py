@@ -56,7 +56,7 @@ def test_msp_loader_reads_generated_corpus(msp):
 
 def test_iemocap_loader_reads_generated_corpus(iemocap):
     counts = _counts(iemocap)
-    table, report = load_iemocap(iemocap, fold=1)
+    table, report = load_iemocap(iemocap, fold=1, dev="session")
     assert tuple(table.columns) == COLUMNS
     expected = {"ang": counts["label"].get("ang", 0), "neu": counts["label"].get("neu", 0),
                 "sad": counts["label"].get("sad", 0),
@@ -81,7 +81,7 @@ def test_iemocap_loader_reads_generated_corpus(iemocap):
 def test_iemocap_folds_partition_sessions(iemocap):
     tests = []
     for fold in range(1, 6):
-        table, _ = load_iemocap(iemocap, fold=fold, check_audio=False)
+        table, _ = load_iemocap(iemocap, fold=fold, dev="session", check_audio=False)
         test = table[table.split == "Test"]
         assert set(test.speaker.str[:5]) == {f"Ses0{fold}"}
         assert set(table[table.split == "Development"].speaker.str[:5]) == {f"Ses0{fold % 5 + 1}"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sercore.data.iemocap import load_iemocap
+from sercore.data.iemocap import find_root, load_iemocap
 from sercore.data.manifest import load_manifest
 from sercore.data.msp_podcast import LABELS, labels_path, load_msp_podcast
 from sercore.data.report import LoadReport
@@ -18,8 +18,9 @@ INCOMPLETE = "corpus.incomplete"
 
 def detect_layout(root) -> str:
     """"manifest" for a CSV file, "msp-podcast" for a folder with Labels/labels_consensus.csv (or the
-    pre-1.11 labels_concensus.csv), "iemocap" for a folder with Session* folders; FileNotFoundError
-    saying what was expected otherwise."""
+    pre-1.11 labels_concensus.csv), "iemocap" for a folder with Session* folders or with exactly one
+    subfolder that has them (the parent of IEMOCAP_full_release); FileNotFoundError saying what was
+    expected otherwise."""
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"corpus {root} does not exist: expected an MSP-Podcast folder (with {LABELS}), "
@@ -31,6 +32,8 @@ def detect_layout(root) -> str:
     if labels_path(root) is not None:
         return "msp-podcast"
     if any(p.is_dir() for p in root.glob("Session*")):
+        return "iemocap"
+    if find_root(root) != root:  # the parent of IEMOCAP_full_release: load_iemocap reads inside, with a note
         return "iemocap"
     raise FileNotFoundError(f"{root} holds no known corpus layout: expected {LABELS} (MSP-Podcast) or "
                             "Session1..Session5 folders (IEMOCAP); for other corpora pass a CSV manifest")

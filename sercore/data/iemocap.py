@@ -24,9 +24,30 @@ lines that are not UTF-8 are kept with the bad bytes replaced, counted as repair
 Speaker = session + the gender letter of the utterance id's last part (Ses01F_impro01_M003 -> Ses01_M,
 Male): the dialog prefix names who leads the dialog, not who speaks.
 
-Folds: `fold` k (1..5) makes Session k the Test split. Development is one whole other session, by
-default the next one cyclically (k % 5 + 1: fold 5 -> Session 1), so that no speaker of Development or
-Test is in Train; the other three sessions are Train. The report says which session is which.
+Folds: `fold` k (1..5) makes Session k the Test split. `dev` chooses where Development comes from, one of
+the protocols the public toolkits use (see protocol(); the report's first note and metrics.json
+"protocol" say which was used):
+    "random"   (default; s3prl's emotion recipe) Train = the four other sessions, minus a random
+               dev_fraction (0.2) of their utterances, drawn with numpy's default_rng(dev_seed), which are
+               Development: n - int(0.8 n) of the n utterances, as s3prl's random_split of int((1 - 0.2) n).
+               Development then shares speakers with Train.
+    "speaker"  (SpeechBrain's recipes/IEMOCAP/emotion_recognition/iemocap_prepare.py,
+               split_different_speakers) Train = the four other sessions; of the test session, the utterances
+               of the `test_gender` speaker (default Female, SpeechBrain's odd test_spk_id 2k-1) are Test
+               and the other speaker's are Development.
+    "none"     (EmoBox's data/iemocap/fold_k files: train and test only) Train = the four other sessions,
+               no Development: a training run cannot select on Development and refuses unless its
+               dev_split setting names another split (sercore.train.run).
+    "session"  Development = one whole other session, dev_session (default the next one cyclically,
+               k % 5 + 1: fold 5 -> Session 1), Train = the other three: no speaker of Development or Test
+               is in Train. Giving dev_session implies this protocol.
+
+Checks: with happy="hap+exc", all five sessions and every dialog, the full release has 5,531 four-class
+utterances (SpeechBrain's NUMBER_UTT, EmoBox's table); another count is said in a note (the copy may
+lack files, or the loader skipped some: the report says which). strip_nonspeech=True removes bracketed
+non-speech tokens ([LAUGHTER], [BREATHING], [GARBAGE], ...) from transcripts for the text encoder, each
+changed transcript counted as repaired. A root that holds no Session* folder but exactly one folder that
+does (the parent of IEMOCAP_full_release) is read from that folder, with a note.
 """
 
 from __future__ import annotations
@@ -35,6 +56,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sercore.data.audio import SAMPLE_RATE
@@ -52,6 +74,11 @@ EVALUATOR_LINE = re.compile(r"^[A-Z]-[A-Z]+\d*:")  # C-E2:, A-E3:, C-F1: (evalua
 TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[[^\]]*\]:\s?(.*)$")
 SCALE = (1.0, 5.0)
 NO_LABEL = "audio without a label line (EmoEvaluation empty, truncated or missing)"
+DEV_PROTOCOLS = {"random": "s3prl", "speaker": "SpeechBrain", "none": "EmoBox", "session": "sercore"}
+PROTOCOL_OPTIONS = ("fold", "dev", "dev_session", "dev_fraction", "dev_seed", "test_gender")
+FULL_RELEASE_4CLASS = 5531
+NONSPEECH = re.compile(r"\[[A-Z][A-Z_ ]*\]")  # [LAUGHTER], [BREATHING], [GARBAGE]: capitals in brackets
+GENDER_LETTER = {"Female": "F", "Male": "M"}
 
 
 def _text_files(folder: Path) -> list[Path]:
@@ -91,33 +118,94 @@ def _outside(value: float) -> bool:
     return not SCALE[0] <= value <= SCALE[1]
 
 
-def load_iemocap(root, fold: int = 1, dev_session: int | None = None, happy: str = "hap+exc",
-                 improvised_only: bool = False, check_audio: bool = True,
-                 sample_rate: int = SAMPLE_RATE) -> tuple[pd.DataFrame, LoadReport]:
-    """The IEMOCAP utterance table for leave-one-session-out fold `fold` (Session `fold` = Test), and the
-    report. dev_session: the Development session (default fold % 5 + 1). improvised_only: keep only the
-    improvised dialogs (the area-attention study's subset)."""
-    root = require_root(root, "an IEMOCAP folder with Session1..Session5, each holding sentences/wav/ "
-                              "and dialog/EmoEvaluation/")
+def protocol(fold: int = 1, dev: str | None = None, dev_session: int | None = None, dev_fraction: float = 0.2,
+             dev_seed: int = 0, test_gender: str = "Female") -> dict:
+    """The resolved protocol of a fold (see the module docstring): what metrics.json records as "protocol".
+    ValueError naming the option for a bad value."""
     if fold not in SESSIONS:
         raise ValueError(f"fold must be one of 1..5 (the Test session), got {fold!r}")
-    dev_session = fold % 5 + 1 if dev_session is None else dev_session
-    if dev_session not in SESSIONS or dev_session == fold:
-        raise ValueError(f"dev_session must be a session 1..5 other than the test fold {fold}, got {dev_session}")
+    dev = ("session" if dev_session is not None else "random") if dev is None else dev
+    if dev not in DEV_PROTOCOLS:
+        raise ValueError(f"dev must be one of {', '.join(DEV_PROTOCOLS)} (IEMOCAP Development protocol), got {dev!r}")
+    if dev_session is not None and dev != "session":
+        raise ValueError(f"dev_session={dev_session} applies to dev='session' only, not dev={dev!r}")
+    out = {"fold": fold, "dev": dev, "like": DEV_PROTOCOLS[dev], "test_session": fold}
+    others = [k for k in SESSIONS if k != fold]
+    if dev == "session":
+        dev_session = fold % 5 + 1 if dev_session is None else dev_session
+        if dev_session not in others:
+            raise ValueError(f"dev_session must be a session 1..5 other than the test fold {fold}, got {dev_session}")
+        return {**out, "dev_session": dev_session, "train_sessions": [k for k in others if k != dev_session]}
+    out["train_sessions"] = others
+    if dev == "random":
+        if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 < dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be a number in (0, 1), got {dev_fraction!r}")
+        if isinstance(dev_seed, bool) or not isinstance(dev_seed, int):
+            raise ValueError(f"dev_seed must be an integer, got {dev_seed!r}")
+        return {**out, "dev_fraction": float(dev_fraction), "dev_seed": dev_seed}
+    if dev == "speaker":
+        if test_gender not in GENDER_LETTER:
+            raise ValueError(f"test_gender must be Female or Male, got {test_gender!r}")
+        return {**out, "test_gender": test_gender}
+    return out
+
+
+def describe(spec: dict) -> str:
+    """One line saying which utterances are Train, Development and Test."""
+    train = "Train = Sessions " + ", ".join(map(str, spec["train_sessions"]))
+    head = f"fold {spec['fold']} (dev={spec['dev']}, {spec['like']}-like): Test = Session{spec['fold']}"
+    if spec["dev"] == "session":
+        return f"{head}, Development = Session{spec['dev_session']}, {train}"
+    if spec["dev"] == "random":
+        return (f"{head}, {train} minus a random {spec['dev_fraction']:g} of their utterances (seed "
+                f"{spec['dev_seed']}), which are Development")
+    if spec["dev"] == "speaker":
+        other = "Male" if spec["test_gender"] == "Female" else "Female"
+        return (f"fold {spec['fold']} (dev=speaker, SpeechBrain-like): Test = Session{spec['fold']} "
+                f"{spec['test_gender']}, Development = Session{spec['fold']} {other}, {train}")
+    return f"{head}, {train}, no Development"
+
+
+def find_root(root: Path, report: LoadReport | None = None) -> Path:
+    """root, or its one subfolder holding Session* folders (the parent of IEMOCAP_full_release), noted."""
+    if any(p.is_dir() for p in root.glob("Session*")):
+        return root
+    inner = sorted(p for p in root.iterdir() if p.is_dir() and any(q.is_dir() for q in p.glob("Session*"))) \
+        if root.is_dir() else []
+    if len(inner) > 1:
+        raise FileNotFoundError(f"{root} holds no Session* folder but several folders that do "
+                                f"({', '.join(p.name for p in inner)}): pass one of them")
+    if inner and report is not None:
+        report.note(f"{root} holds no Session* folder: read {inner[0].name}/ inside it")
+    return inner[0] if inner else root
+
+
+def load_iemocap(root, fold: int = 1, dev: str | None = None, dev_session: int | None = None,
+                 dev_fraction: float = 0.2, dev_seed: int = 0, test_gender: str = "Female", happy: str = "hap+exc",
+                 improvised_only: bool = False, strip_nonspeech: bool = False, check_audio: bool = True,
+                 sample_rate: int = SAMPLE_RATE) -> tuple[pd.DataFrame, LoadReport]:
+    """The IEMOCAP utterance table for leave-one-session-out fold `fold` (Session `fold` = Test), and the
+    report. dev: the Development protocol, "random" (default, s3prl), "speaker" (SpeechBrain), "none"
+    (EmoBox) or "session" (dev_session: the Development session, default fold % 5 + 1; giving it implies
+    dev="session"); see the module docstring. improvised_only: keep only the improvised dialogs (the
+    area-attention study's subset). strip_nonspeech: remove [LAUGHTER]-like tokens from transcripts."""
+    spec = protocol(fold, dev, dev_session, dev_fraction, dev_seed, test_gender)
+    root = require_root(root, "an IEMOCAP folder with Session1..Session5, each holding sentences/wav/ "
+                              "and dialog/EmoEvaluation/")
     if happy not in HAPPY_OPTIONS:
         raise ValueError(f"happy must be one of {', '.join(HAPPY_OPTIONS)}, got {happy!r}")
+    report = LoadReport("iemocap", str(root))
+    root = find_root(root, report)
     present = [k for k in SESSIONS if (root / f"Session{k}" / "dialog" / "EmoEvaluation").is_dir()]
     if not present:
         raise FileNotFoundError(f"no IEMOCAP sessions under {root}: expected Session1..Session5 with "
                                 "dialog/EmoEvaluation/*.txt")
-    for needed, role in ((fold, "Test"), (dev_session, "Development")):
-        if needed not in present:
-            raise FileNotFoundError(f"{root / f'Session{needed}'} (the {role} session of fold {fold}) has no "
+    needed = [(fold, "Test")] + ([(spec["dev_session"], "Development")] if spec["dev"] == "session" else [])
+    for session, role in needed:
+        if session not in present:
+            raise FileNotFoundError(f"{root / f'Session{session}'} (the {role} session of fold {fold}) has no "
                                     "dialog/EmoEvaluation folder")
-    report = LoadReport("iemocap", str(root))
-    split_of = {k: "Test" if k == fold else "Development" if k == dev_session else "Train" for k in SESSIONS}
-    report.note(f"fold {fold}: Test = Session{fold}, Development = Session{dev_session}, Train = Sessions "
-                + ", ".join(str(k) for k in SESSIONS if split_of[k] == "Train" and k in present))
+    report.notes.insert(0, describe(spec))
     missing = [k for k in SESSIONS if k not in present]
     if missing:
         report.note("sessions absent: " + ", ".join(f"Session{k}" for k in missing))
@@ -156,15 +244,50 @@ def load_iemocap(root, fold: int = 1, dev_session: int | None = None, happy: str
                     report.repair("transcript missing (set to \"\")", row["utt_id"])
                 elif not valid:
                     report.repair("transcript not valid UTF-8 (bad bytes replaced)", row["utt_id"])
+                if strip_nonspeech:
+                    transcript = _strip_nonspeech(transcript, row["utt_id"], report)
                 seen.add(row["utt_id"])
                 kept_files.add(Path(row["path"]))
                 counts["kept"] += 1
-                rows.append({**row, "split": split_of[session], "transcript": transcript})
+                rows.append({**row, "split": _session_split(spec, session, row["gender"]),
+                             "transcript": transcript})
     report.account("EmoEvaluation files", "lines", n_lines, counts)
     account_audio(wavs, kept_files, named_files, report, NO_LABEL, "Session*/sentences/wav/", root)
     report.kept = len(rows)
-    table = make_table(rows)
-    return table.sort_values("utt_id", kind="stable").reset_index(drop=True), report
+    if happy == "hap+exc" and not improvised_only and len(present) == 5 and len(rows) != FULL_RELEASE_4CLASS:
+        report.note(f"{len(rows)} four-class utterances (hap+exc, all five sessions), not the "
+                    f"{FULL_RELEASE_4CLASS:,} of the full release: the copy lacks files or some were skipped "
+                    "(see above); results are not comparable with the toolkits' as they stand")
+    table = make_table(rows).sort_values("utt_id", kind="stable").reset_index(drop=True)
+    if spec["dev"] == "random":
+        _random_development(table, spec)
+    return table, report
+
+
+def _session_split(spec: dict, session: int, gender: str) -> str:
+    """The split of an utterance of `session` before the random protocol draws Development from Train."""
+    if session == spec["fold"]:
+        if spec["dev"] == "speaker":
+            return "Test" if gender == spec["test_gender"] else "Development"
+        return "Test"
+    return "Development" if spec["dev"] == "session" and session == spec["dev_session"] else "Train"
+
+
+def _random_development(table: pd.DataFrame, spec: dict) -> None:
+    """Move a seeded random dev_fraction of the Train rows (in utt_id order) to Development, in place:
+    n - int((1 - dev_fraction) n) of n rows, as s3prl's random_split sizes them."""
+    train = np.flatnonzero((table["split"] == "Train").to_numpy())
+    n_dev = len(train) - int((1 - spec["dev_fraction"]) * len(train))
+    chosen = np.random.default_rng(spec["dev_seed"]).permutation(train)[:n_dev]
+    table.loc[chosen, "split"] = "Development"
+
+
+def _strip_nonspeech(text: str, utt_id: str, report: LoadReport) -> str:
+    """text without bracketed non-speech tokens, spaces collapsed; a change is counted as repaired."""
+    stripped = " ".join(NONSPEECH.sub(" ", text).split())
+    if stripped != text:
+        report.repair("non-speech tokens ([LAUGHTER], [BREATHING], ...) stripped from transcript", utt_id)
+    return stripped
 
 
 def _row(text: str, valid: bool, item: str, session_dir: Path, mapping: dict, improvised_only: bool,

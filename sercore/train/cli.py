@@ -1,9 +1,11 @@
-"""`python -m sercore train`: one training run (sercore.train.train_run) from the command line."""
+"""`python -m sercore train`: one training run (sercore.train.train_run) from the command line, or one per
+IEMOCAP fold with --folds (sercore.train.run.train_folds, which writes folds.json)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")  # = sercore.train.run.STUDIES
 MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda", "keysparse", "area")  # = sercore.attention
@@ -20,6 +22,16 @@ mechanisms:  {', '.join(MECHANISMS)}  (the token mixer; for fusion the sequence 
   model.<option>         an option of sercore.models.build_model, e.g. model.speech=logmel model.width=256
   features.<key>[.<key>] the profile's features section, e.g. features.ssl_model_dir=/models/wavlm-large
   corpus.<option>        an option of sercore.data.load_corpus, e.g. corpus.fold=2 (IEMOCAP)
+
+IEMOCAP protocols (corpus.dev; metrics.json "protocol" records the one used):
+  random (default, s3prl)  Train = the 4 other sessions minus a seeded random 20 % (corpus.dev_fraction,
+                           corpus.dev_seed), which is Development
+  speaker (SpeechBrain)    Train = the 4 other sessions; Test = the test session's Female speaker
+                           (corpus.test_gender), Development = its other speaker
+  none (EmoBox)            Train = the 4 other sessions, no Development: needs dev_split=Test (selects on Test)
+  session                  Development = one whole other session (corpus.dev_session), Train = the other 3
+  --folds 1-5   one run per fold into OUT/fold<k>/, then OUT/folds.json: per split and metric the mean,
+                std (ddof=1), min and max over the folds
 
 writes OUT/metrics.json, OUT/predictions.csv and OUT/checkpoints/; an interrupted run resumes from its
 last checkpoint and ends exactly as an uninterrupted one; a finished run with the same parameters, the same
@@ -41,11 +53,20 @@ example:
 
 def run(args: argparse.Namespace) -> int:
     from sercore.profiles import parse_assignments
-    from sercore.train.run import train_run
+    from sercore.train.run import parse_folds, train_folds, train_run
 
     overrides = parse_assignments(args.set)
     if args.quiet:
         overrides["progress"] = False
+    if args.folds:
+        folds = train_folds(args.study, args.corpus, args.out, parse_folds(args.folds), profile=args.profile,
+                            mechanism=args.mechanism, seed=args.seed, resume=not args.no_resume,
+                            retrain=args.retrain, **overrides)
+        summary = {split: {k: {s: v[s] for s in ("mean", "std", "min", "max")} for k, v in m.items()}
+                   for split, m in folds["splits"].items()}
+        print(json.dumps({"out": str(args.out), "folds.json": str(Path(args.out) / "folds.json"),
+                          "protocol": folds["protocol"], "splits": summary}, indent=2))
+        return 0
     metrics = train_run(args.study, args.corpus, args.out, profile=args.profile, mechanism=args.mechanism,
                         seed=args.seed, resume=not args.no_resume, retrain=args.retrain,
                         **overrides)
@@ -77,5 +98,7 @@ def register(subparsers) -> None:
     parser.add_argument("--retrain", action="store_true",
                         help="train again even if --out holds a finished run of the same parameters, data and "
                              "code (ignores its metrics.json and checkpoints)")
+    parser.add_argument("--folds", default=None, metavar="K-L",
+                        help="IEMOCAP: run these folds (e.g. 1-5 or 1,3) into OUT/fold<k> and write OUT/folds.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

@@ -12,6 +12,11 @@ Writes, atomically, in out_dir:
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
   checkpoints/     last.pt (resume point) and best.pt (best-dev weights).
+An IEMOCAP run also records "protocol" in metrics.json (sercore.data.iemocap.protocol: fold, dev = random
+(s3prl, the default), speaker (SpeechBrain), none (EmoBox) or session, and its sessions). dev=none has no
+Development split: the run refuses unless dev_split names another split (dev_split=Test selects on Test,
+which metrics.json selection.split then says). train_folds (CLI --folds 1-5) runs one fold per out_dir/fold<k>
+and writes out_dir/folds.json with the mean, std (ddof=1), min and max of every split's metrics over folds.
 
 What identifies a run: its parameters (study, mechanism, corpus path, profile, seed, the resolved train,
 model, features and corpus options) and two content keys, both in metrics.json provenance:
@@ -364,6 +369,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     world, device = distributed.start(settings.device)
     try:
         seed_everything(seed + world.rank)
+        layout = detect_layout(corpus)
+        protocol = fold_protocol(layout, corpus_over, settings.dev_split)
         table, load_report = load_corpus(corpus, **corpus_over)
         classes = class_list(table["label"].tolist(), settings.classes)
         usable, excluded = _usable_rows(table, task, classes)
@@ -402,7 +409,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         used_mechanism = model_args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
-                "corpus_kind": corpus_kind(corpus), "layout": detect_layout(corpus), "keys": keys,
+                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys,
+                **({"protocol": protocol} if protocol else {}),
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
                          "frames_per_second": fps, "text_features": text is not None,
@@ -413,6 +421,80 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
                                 device=device, resume=resume and not retrain, started=started)
     finally:
         distributed.stop(world)
+
+
+def fold_protocol(layout: str, corpus_options: dict, dev_split: str) -> dict | None:
+    """The IEMOCAP protocol the corpus options resolve to (sercore.data.iemocap.protocol), None for other
+    layouts. EmoBox's dev="none" leaves no Development split: ValueError unless dev_split names another."""
+    from sercore.data.iemocap import PROTOCOL_OPTIONS, protocol
+
+    if layout != "iemocap":
+        return None
+    spec = protocol(**{k: v for k, v in corpus_options.items() if k in PROTOCOL_OPTIONS})
+    if spec["dev"] == "none" and dev_split == "Development":
+        raise ValueError("corpus.dev=none (EmoBox's protocol: Train = the four other sessions, no Development) "
+                         "leaves nothing to select the model on: set dev_split=Test to select on the Test session "
+                         "(optimistic: Test then chose the checkpoint, as metrics.json selection.split says), or "
+                         "use corpus.dev=random (s3prl) or corpus.dev=speaker (SpeechBrain)")
+    return spec
+
+
+PER_FOLD_KEYS = ("fold", "test_session", "train_sessions", "dev_session")
+
+
+def parse_folds(text: str) -> list[int]:
+    """"1-5" -> [1, 2, 3, 4, 5]; "1,3" -> [1, 3]; ValueError for anything outside IEMOCAP's folds 1..5."""
+    folds = []
+    for part in str(text).split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            folds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+        except ValueError:
+            raise ValueError(f"--folds {text!r}: expected a range or list of folds such as 1-5 or 1,3") from None
+    if not folds or len(set(folds)) != len(folds) or not set(folds) <= {1, 2, 3, 4, 5}:
+        raise ValueError(f"--folds {text!r}: expected distinct IEMOCAP folds among 1..5 (e.g. 1-5)")
+    return folds
+
+
+def train_folds(study: str, corpus, out_dir, folds=(1, 2, 3, 4, 5), **kwargs) -> dict:
+    """train_run once per IEMOCAP fold, into out_dir/fold<k>, then out_dir/folds.json: per split and metric
+    the mean, std (sample standard deviation, ddof=1; 0 for one fold), min and max of the fold values, and
+    each fold's value and metrics.json. kwargs go to train_run; a corpus.fold override is refused."""
+    if "corpus.fold" in kwargs:
+        raise ValueError("--folds runs the folds itself: drop corpus.fold")
+    corpus, out_dir = Path(corpus).resolve(), Path(out_dir)
+    from sercore.data.corpus import detect_layout
+
+    if detect_layout(corpus) != "iemocap":
+        raise ValueError(f"{corpus}: folds are IEMOCAP's sessions; this corpus is not in the IEMOCAP layout")
+    runs = {}
+    for fold in folds:
+        runs[fold] = train_run(study, corpus, out_dir / f"fold{fold}", **{**kwargs, "corpus.fold": fold})
+    values: dict = {}
+    for fold, metrics in runs.items():
+        for split, report in metrics["splits"].items():
+            for name, entry in report.items():
+                if isinstance(entry, dict) and isinstance(entry.get("value"), (int, float)):
+                    values.setdefault(split, {}).setdefault(name, {})[fold] = float(entry["value"])
+    summary = {split: {name: _spread(per_fold) for name, per_fold in by_name.items()}
+               for split, by_name in values.items()}
+    first = next(iter(runs.values()))
+    out = _normalise({"study": study, "corpus": str(corpus), "folds": list(folds),
+                      # what the folds share (dev, like, dev_fraction, ...): the sessions differ per fold
+                      "protocol": {k: v for k, v in first.get("protocol", {}).items() if k not in PER_FOLD_KEYS},
+                      "splits": summary,
+                      "runs": {f"fold{fold}": str(out_dir / f"fold{fold}" / "metrics.json") for fold in runs}})
+    if distributed.world_from_env().is_main:  # under torchrun, rank 0 alone writes files
+        atomic_write_json(out_dir / "folds.json", out)
+    return out
+
+
+def _spread(per_fold: dict) -> dict:
+    """mean, std (ddof=1; 0 for one value), min, max of the per-fold values, and the values by fold."""
+    array = np.array(list(per_fold.values()), dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+            "min": float(array.min()), "max": float(array.max()), "n": len(array),
+            "by_fold": {f"fold{fold}": value for fold, value in per_fold.items()}}
 
 
 def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: str, segmented: bool, out_dir,
@@ -458,6 +540,8 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         raise ValueError(f"{where}: no {settings.dev_split!r} split to select the model "
                          f"on; splits with usable rows: {', '.join(present)}")
     absent = absent_splits(info.get("layout"), present)
+    if (info.get("protocol") or {}).get("dev") == "none":  # EmoBox's protocol has no Development by design
+        absent = [name for name in absent if name != "Development"]
     if absent and world.is_main:
         warnings.warn(f"{where}: expected split(s) {', '.join(absent)} absent (no usable rows); metrics cover "
                       f"{', '.join(splits)} only (metrics.json absent_splits)", stacklevel=2)
