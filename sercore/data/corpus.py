@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from sercore.data.iemocap import find_root, load_iemocap
-from sercore.data.manifest import load_manifest
+from sercore.data.manifest import SUFFIXES, load_manifest
 from sercore.data.msp_podcast import LABELS, labels_path, load_msp_podcast
 from sercore.data.report import LoadReport
 
@@ -17,18 +17,19 @@ INCOMPLETE = "corpus.incomplete"
 
 
 def detect_layout(root) -> str:
-    """"manifest" for a CSV file, "msp-podcast" for a folder with Labels/labels_consensus.csv (or the
+    """"manifest" for a CSV or JSON-lines (.jsonl) file, "msp-podcast" for a folder with Labels/labels_consensus.csv (or the
     pre-1.11 labels_concensus.csv), "iemocap" for a folder with Session* folders or with exactly one
     subfolder that has them (the parent of IEMOCAP_full_release); FileNotFoundError saying what was
     expected otherwise."""
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"corpus {root} does not exist: expected an MSP-Podcast folder (with {LABELS}), "
-                                "an IEMOCAP folder (with Session1..Session5) or a CSV manifest file")
+                                "an IEMOCAP folder (with Session1..Session5) or a manifest file (.csv or .jsonl)")
     if root.is_file():
-        if root.suffix.lower() == ".csv":
+        if root.suffix.lower() in SUFFIXES:
             return "manifest"
-        raise ValueError(f"{root} is a file but not a .csv manifest")
+        raise ValueError(f"{root} is a file but not a manifest: expected a .csv file or a .jsonl file (JSON lines, "
+                         "EmoBox's metadata format)")
     if labels_path(root) is not None:
         return "msp-podcast"
     if any(p.is_dir() for p in root.glob("Session*")):
@@ -36,7 +37,7 @@ def detect_layout(root) -> str:
     if find_root(root) != root:  # the parent of IEMOCAP_full_release: load_iemocap reads inside, with a note
         return "iemocap"
     raise FileNotFoundError(f"{root} holds no known corpus layout: expected {LABELS} (MSP-Podcast) or "
-                            "Session1..Session5 folders (IEMOCAP); for other corpora pass a CSV manifest")
+                            "Session1..Session5 folders (IEMOCAP); for other corpora pass a manifest (.csv or .jsonl)")
 
 
 def load_corpus(root, **options) -> tuple[pd.DataFrame, LoadReport]:
