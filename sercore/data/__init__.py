@@ -1,4 +1,5 @@
-"""Corpora: the generated demonstration corpus and the loaders of MSP-Podcast, IEMOCAP and CSV manifests.
+"""Corpora: the generated demonstration corpus and the loaders of MSP-Podcast, IEMOCAP and manifests (CSV,
+JSON lines).
 
 Every loader returns (table, report): the utterance table of sercore.data.table.COLUMNS and a LoadReport
 counting what was kept, repaired and skipped. Audio is read with read_audio (float32 mono, 16 kHz).

@@ -460,11 +460,11 @@ def train_folds(study: str, corpus, out_dir, folds=(1, 2, 3, 4, 5), **kwargs) ->
     """train_run once per IEMOCAP fold, into out_dir/fold<k>, then out_dir/folds.json: per split and metric
     the mean, std (sample standard deviation, ddof=1; 0 for one fold), min and max of the fold values, and
     each fold's value and metrics.json. kwargs go to train_run; a corpus.fold override is refused."""
+    from sercore.data.corpus import detect_layout
+
     if "corpus.fold" in kwargs:
         raise ValueError("--folds runs the folds itself: drop corpus.fold")
     corpus, out_dir = Path(corpus).resolve(), Path(out_dir)
-    from sercore.data.corpus import detect_layout
-
     if detect_layout(corpus) != "iemocap":
         raise ValueError(f"{corpus}: folds are IEMOCAP's sessions; this corpus is not in the IEMOCAP layout")
     runs = {}
