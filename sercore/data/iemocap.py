@@ -29,7 +29,9 @@ the protocols the public toolkits use (see protocol(); the report's first note a
 "protocol" say which was used):
     "random"   (default; s3prl's emotion recipe) Train = the four other sessions, minus a random
                dev_fraction (0.2) of their utterances, drawn with numpy's default_rng(dev_seed), which are
-               Development: n - int(0.8 n) of the n utterances, as s3prl's random_split of int((1 - 0.2) n).
+               Development: n - int(0.8 n) of the n utterances, the sizes of s3prl's
+               downstream/emotion/expert.py (random_split into int((1 - valid_ratio) n) and the rest, after
+               torch.manual_seed(0), over its meta_data order: the same sizes, not the same utterances).
                Development then shares speakers with Train.
     "speaker"  (SpeechBrain's recipes/IEMOCAP/emotion_recognition/iemocap_prepare.py,
                split_different_speakers) Train = the four other sessions; of the test session, the utterances
