@@ -171,6 +171,8 @@ def test_folds_cli_writes_mean_and_spread_over_folds(tmp_path, capsys):
                  "--folds", "1-3", "--quiet", *sets]) == 0
     folds = json.loads((out / "folds.json").read_text())
     assert folds["folds"] == [1, 2, 3] and folds["protocol"]["dev"] == "random"
+    assert folds["protocol"] == {"dev": "random", "like": "s3prl", "dev_fraction": 0.2, "dev_seed": 0}
+    assert folds["selection_split"] == "Development"
     per_fold = [json.loads((out / f"fold{k}" / "metrics.json").read_text()) for k in (1, 2, 3)]
     assert [m["protocol"]["test_session"] for m in per_fold] == [1, 2, 3]
     values = [m["splits"]["Test"]["macro_f1"]["value"] for m in per_fold]

@@ -482,7 +482,7 @@ def train_folds(study: str, corpus, out_dir, folds=(1, 2, 3, 4, 5), **kwargs) ->
     out = _normalise({"study": study, "corpus": str(corpus), "folds": list(folds),
                       # what the folds share (dev, like, dev_fraction, ...): the sessions differ per fold
                       "protocol": {k: v for k, v in first.get("protocol", {}).items() if k not in PER_FOLD_KEYS},
-                      "splits": summary,
+                      "selection_split": first["selection"]["split"], "splits": summary,
                       "runs": {f"fold{fold}": str(out_dir / f"fold{fold}" / "metrics.json") for fold in runs}})
     if distributed.world_from_env().is_main:  # under torchrun, rank 0 alone writes files
         atomic_write_json(out_dir / "folds.json", out)
