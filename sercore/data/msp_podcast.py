@@ -8,7 +8,9 @@
     <root>/Transcripts/<stem>.txt        (optional; "" when missing, counted)
 
 Rows are kept for the requested classes (default the eight of the Odyssey 2024 challenge: N H A S C U D F);
-O (other) and X (no agreement) are dropped and counted, as is any code the corpus does not define.
+O (other) and X (no agreement) are dropped and counted, as is any code the corpus does not define;
+classes=ALL_CODES keeps O and X, whose A/V/D ratings are real (the dimensional study reads them so, as the
+challenge's attribute task uses every row).
 Split_Set must be one of Train, Development, Test1, Test2, Test3. A/V/D stay on MSP-Podcast's 1..7
 scale; an empty A/V/D cell becomes NaN, and so does a value outside 1..7 (counted as repaired; the
 class label stays). SpkrID "Unknown" stays the string "Unknown". A FileName that leaves Audios/
@@ -19,13 +21,14 @@ Releases before 1.11 name the labels file Labels/labels_concensus.csv (sic) and 
 "Validation": that file is read when labels_consensus.csv is absent (noted), and "Validation" becomes
 Development (counted as repaired).
 
-The JSON form (the same fields, keyed by FileName, as the releases and the public preparation scripts
-read it, e.g. EmoBox's MSP-Podcast script) is read with the same checks, entry by entry; a FileName
+The JSON form (the same fields, keyed by FileName, as public MSP-Podcast preparation scripts read it:
+json.load, then labels[FileName]["EmoClass"], ...) is read with the same checks, entry by entry; a FileName
 given twice in the object is counted as a duplicate (a plain JSON reader would keep the last silently).
 Invalid JSON is refused with one line naming the file, line and column.
 
 Test3 (the challenge set of releases 1.11 and 1.12) is released as audio in Audios/ with no labels row;
-the partition file (Partitions.txt or Partition.txt, in the root or in Labels/) lists it. A listed file
+the partition file (Partitions.txt or Partition.txt, in the root or in Labels/; lines "Test3; <FileName>",
+also accepted as "<FileName>; Test3") lists it. A listed file
 without a labels row stays in the table, in the listed split, with label None and NaN A/V/D, speaker
 "Unknown" and gender None: it is never trained on or scored (sercore.train.run counts such rows in
 metrics.json data.excluded) but `python -m sercore predict` writes predictions for it. Where the labels
