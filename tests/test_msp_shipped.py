@@ -156,3 +156,20 @@ def test_all_codes_keep_x_and_o_with_their_attributes(tmp_path):
     assert list(table.label) == ["N", "H", "X", "O"] and not report.skipped
     assert table.loc[2, ["arousal", "valence", "dominance"]].tolist() == [2.0, 5.0, 3.0]
     assert not math.isnan(table.loc[3, "arousal"])
+
+
+def test_run_load_options_and_unlabelled_counts(tmp_path):
+    from sercore.train.run import _usable_rows, load_options
+
+    assert load_options("regression", "msp-podcast", {}) == {"classes": ALL_CODES}
+    assert load_options("regression", "msp-podcast", {"classes": ["N", "H"]}) == {"classes": ["N", "H"]}
+    assert load_options("classification", "msp-podcast", {}) == {} == load_options("regression", "iemocap", {})
+    root = _corpus(tmp_path, ROWS + ["e.wav,N,,,,1,Female,Test1"], audio=["t.wav"],
+                   partitions=["Test3; t.wav"])
+    table, _ = load_msp_podcast(root, classes=ALL_CODES)
+    usable, excluded = _usable_rows(table, "regression", None)
+    assert list(table.utt_id[usable]) == ["a", "b", "c", "d"]
+    assert excluded == {"missing arousal/valence/dominance": 1, "unlabelled (Test3): never trained or scored": 1}
+    usable, excluded = _usable_rows(table, "classification", ("N", "H"))
+    assert list(table.utt_id[usable]) == ["a", "b", "e"]
+    assert excluded == {"label X": 1, "label O": 1, "unlabelled (Test3): never trained or scored": 1}
