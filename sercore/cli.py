@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "sercore.bench",
     "sercore.features.cli",
     "sercore.train.cli",
+    "sercore.predict",
 ]
 
 EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,

@@ -6,8 +6,11 @@ Writes, atomically, in out_dir:
   metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
                    with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
                    corpus_kind, the features used (data.speech_features; data.text_encoder: the text
-                   model's folder, the default all-MiniLM-L6-v2, or null without a text stream),
-                   provenance (parameters, seed, git SHA, versions, device) and wall time;
+                   model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
+                   data.avd_range: the A/V/D scale mapped onto [0, 1]; data.excluded: rows left out, by
+                   reason, with unlabelled audio such as MSP-Podcast's Test3 counted per split, never
+                   trained or scored), provenance (parameters, seed, git SHA, versions, device) and wall
+                   time;
   predictions.csv  one row per evaluated utterance: utt_id, split, label, pred and the per-class
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
@@ -25,12 +28,17 @@ model, features and corpus options) and two content keys, both in metrics.json p
             (sercore.features.cache.sha256_file), so an edited label, a removed row or a re-rendered wav
             is a different run even though the corpus path is the same;
   code_key  sha256 of the source of the sercore package minus the modules a training run never executes
-            (CODE_KEY_SKIP: the book, plots, benchmark, inspection, the command-line front ends).
+            (CODE_KEY_SKIP: the book, plots, benchmark, inspection, predict, the command-line front ends).
 A finished metrics.json whose parameters and keys all match is returned as it is, without training again;
 the resume checkpoint carries a fingerprint of the same three, and one that differs is not loaded (a
 warning says so) and training starts over. retrain=True (CLI --retrain) ignores both and trains afresh;
 resume=False (CLI --no-resume) ignores only the checkpoint. Where the features are cached changes no result,
 so cache_dir is not a parameter (metrics.json data.cache_dir records the folder used).
+
+The dimensional study on an MSP-Podcast corpus keeps every row with finite A/V/D, X (no agreement) and O
+(other) included (load_options), as the challenge's attribute task does; corpus.classes=[...] restricts it.
+The model a run trains is rebuilt from its metrics.json by sercore.predict through the same functions
+(model_spec, spec_features, spec_model).
 
 Degenerate corpora: a classification corpus whose Train rows hold fewer than two classes is refused (one
 class always scores macro-F1 1.0). Splits the layout leads one to expect (MSP-Podcast: Development, Test1,
@@ -54,6 +62,7 @@ import hashlib
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +74,9 @@ from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
 from sercore.train.augment import add_vtlp_copies
-from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
+from sercore.train.datasets import (AVD_COLUMNS, AVD_RANGES, CropItems, EvalItems, SegmentItems, Utterances,
+                                    class_list)
+from sercore.train.datasets import corpus_kind as labels_kind
 from sercore.train.settings import TrainSettings, as_dict, resolve
 from sercore.train.trainer import Trainer, predict
 
@@ -79,7 +90,8 @@ SSL_FRAMES_PER_SECOND = 50.0
 PRESENTATION_KEYS = ("progress", "cache_dir")
 FEATURE_LOCATION_KEYS = ("cache_dir",)
 # sercore modules (relative to the package) a training run never executes: left out of the code key.
-CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "*/cli.py")
+CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "predict.py",
+                 "*/cli.py")
 TABLE_COLUMNS = ("utt_id", "path", "label", "arousal", "valence", "dominance", "speaker", "gender", "split",
                  "transcript")
 # Splits each layout leads one to expect (besides Train); "Test*" means at least one split named Test...
@@ -349,7 +361,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     Returns the metrics dict that metrics.json holds."""
     from sercore.data import load_corpus
     from sercore.data.corpus import detect_layout
-    from sercore.models import build_model, model_options
+    from sercore.models import model_options
 
     started = time.perf_counter()
     if study not in STUDIES:
@@ -371,7 +383,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         seed_everything(seed + world.rank)
         layout = detect_layout(corpus)
         protocol = fold_protocol(layout, corpus_over, settings.dev_split)
-        table, load_report = load_corpus(corpus, **corpus_over)
+        table, load_report = load_corpus(corpus, **load_options(task, layout, corpus_over))
         classes = class_list(table["label"].tolist(), settings.classes)
         usable, excluded = _usable_rows(table, task, classes)
         table = table[usable].reset_index(drop=True)
@@ -385,28 +397,22 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
             return done
         fingerprint = hashlib.sha256(json.dumps({**parameters, **keys}, sort_keys=True).encode()).hexdigest()
 
-        model_args = model_arguments(study, mechanism, model_cfg)
-        inputs = dict(build_model(study, **model_args).inputs)  # built once only to learn what it reads
-        # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
-        text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
-        encoder, fps = speech_encoder(inputs["speech"], features_cfg)
-        segmented = inputs["speech"] == "logmel128-segments"
+        spec = model_spec(study, mechanism, model_cfg, features_cfg)
         cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
-        speech = _extract(table, encoder, cache_dir, world, settings.progress)
-        text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
-            if inputs.get("text") else None
-        table, speech, text, failures = _drop_failed(table, speech, text, excluded, world)
+        table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
+                                                      settings.progress)
         if settings.vtlp_copies:
-            table, speech, text = add_vtlp_copies(table, speech, text, encoder, settings.vtlp_copies, seed,
+            table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
                                                   warp=settings.vtlp_warp)
-        data = Utterances.from_table(table, speech, text, frames_per_second=fps, classes=classes,
-                                     avd_range=tuple(settings.avd_range) if settings.avd_range else None)
+        avd_range = run_avd_range(settings, table)
+        data = Utterances.from_table(table, speech, text, frames_per_second=spec.fps, classes=classes,
+                                     avd_range=avd_range)
 
         seed_everything(seed + world.rank)
-        segment_frames = segment_length(settings, fps) if segmented else None
-        model = build_model(study, **{**model_args, **data_options(study, data, segment_frames)})
-        used_mechanism = model_args.get("mechanism", model_options(study).get("mechanism")) \
+        model = spec_model(spec, data, settings)
+        segmented, encoder, fps = spec.segmented, spec.encoder, spec.fps
+        used_mechanism = spec.args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
                 "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys,
@@ -414,7 +420,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
                          "frames_per_second": fps, "text_features": text is not None,
-                         "text_encoder": text_name}}
+                         "text_encoder": spec.text_name, "avd_range": list(avd_range) if avd_range else None}}
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
                                 seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
@@ -495,6 +501,69 @@ def _spread(per_fold: dict) -> dict:
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
             "min": float(array.min()), "max": float(array.max()), "n": len(array),
             "by_fold": {f"fold{fold}": value for fold, value in per_fold.items()}}
+
+
+@dataclass
+class ModelSpec:
+    """What a study's model reads, decided from its options before any feature is computed (train_run and
+    sercore.predict both start from it): the build arguments, the inputs, the speech encoder and its frame
+    rate, whether it reads fixed segments, and the text encoder's name (None without a text stream)."""
+
+    study: str
+    args: dict
+    inputs: dict
+    encoder: object
+    fps: float
+    segmented: bool
+    text_name: str | None
+
+
+def model_spec(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict) -> ModelSpec:
+    from sercore.models import build_model
+
+    args = model_arguments(study, mechanism, model_cfg)
+    inputs = dict(build_model(study, **args).inputs)  # built once only to learn what it reads
+    # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
+    text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
+    encoder, fps = speech_encoder(inputs["speech"], features_cfg)
+    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name)
+
+
+def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress):
+    """(table, speech, text, failures): the features the model reads, rows whose extraction failed left out
+    and counted in `excluded` (see _drop_failed)."""
+    speech = _extract(table, spec.encoder, cache_dir, world, progress)
+    text = _extract(table, text_encoder(features_cfg), cache_dir, world, progress) \
+        if spec.inputs.get("text") else None
+    return _drop_failed(table, speech, text, excluded, world)
+
+
+def spec_model(spec: ModelSpec, data: Utterances, settings: TrainSettings):
+    """The model built with the sizes of `data`'s features and classes (data_options)."""
+    from sercore.models import build_model
+
+    segment_frames = segment_length(settings, spec.fps) if spec.segmented else None
+    return build_model(spec.study, **{**spec.args, **data_options(spec.study, data, segment_frames)})
+
+
+def run_avd_range(settings: TrainSettings, table) -> tuple[float, float] | None:
+    """The A/V/D scale a run maps onto [0, 1]: settings.avd_range, else the corpus's known scale (None when
+    unknown); metrics.json data.avd_range records it, and `predict` maps predictions back with it."""
+    if settings.avd_range:
+        return tuple(float(x) for x in settings.avd_range)
+    scale = AVD_RANGES.get(labels_kind(table["label"].tolist()))
+    return tuple(scale) if scale else None
+
+
+def load_options(task: str, layout: str, corpus_options: dict) -> dict:
+    """The loader options of a run: the user's corpus.<option>s, plus, for the dimensional (attribute) task on
+    MSP-Podcast, every class code (O "other" and X "no agreement" rows carry real A/V/D ratings and the
+    challenge's attribute task uses every row), unless corpus.classes says otherwise."""
+    from sercore.data.msp_podcast import ALL_CODES
+
+    if task == "regression" and layout == "msp-podcast" and "classes" not in corpus_options:
+        return {**corpus_options, "classes": ALL_CODES}
+    return dict(corpus_options)
 
 
 def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: str, segmented: bool, out_dir,
@@ -591,11 +660,18 @@ def model_section(profile: str, study: str) -> dict:
 
 
 def _usable_rows(table: pd.DataFrame, task: str, classes) -> tuple[np.ndarray, dict]:
-    """Rows that have the run's target, and counts of those left out, by reason."""
+    """Rows that have the run's target, and counts of those left out, by reason. Rows with neither a label
+    nor any A/V/D value (audio released unlabelled, e.g. MSP-Podcast's Test3) are counted per split as
+    "unlabelled (<split>): never trained or scored"."""
+    avd = table[list(AVD_COLUMNS)].to_numpy(dtype=np.float64)
+    unlabelled = (table["label"].isna() & np.isnan(avd).all(axis=1)).to_numpy()
+    excluded = {f"unlabelled ({split}): never trained or scored": int(n)
+                for split, n in table.loc[unlabelled, "split"].value_counts().sort_index().items()}
     if task == "classification":
         labels = table["label"]
         usable = labels.isin(list(classes)).to_numpy()
-        left_out = labels[~usable].fillna("<none>").astype(str).value_counts().to_dict()
-        return usable, {f"label {k}": int(v) for k, v in left_out.items()}
-    usable = np.isfinite(table[list(AVD_COLUMNS)].to_numpy(dtype=np.float64)).all(axis=1)
-    return usable, {"missing arousal/valence/dominance": int((~usable).sum())} if (~usable).any() else {}
+        left_out = labels[~usable & ~unlabelled].fillna("<none>").astype(str).value_counts().to_dict()
+        return usable, {**{f"label {k}": int(v) for k, v in left_out.items()}, **excluded}
+    usable = np.isfinite(avd).all(axis=1)
+    missing = int((~usable & ~unlabelled).sum())
+    return usable, {**({"missing arousal/valence/dominance": missing} if missing else {}), **excluded}
