@@ -156,3 +156,79 @@ def test_ensure_corpus_regenerates_an_unfinished_generation(tmp_path):
         corpus = ensure_corpus(target, profile="smoke", n_utterances=10, workers=1, progress=False)
     assert any("unfinished generation" in str(w.message) for w in caught)
     assert not (corpus / INCOMPLETE).exists() and len(load_corpus(corpus)[0]) == 10
+
+
+# ---------------------------------------------------------------- every corpus page on a licensed copy
+
+# Runs shrunk to seconds: a few optimizer steps, few bootstrap resamples, the smallest grid each page allows.
+TRAIN_OPTIONS = {"max_steps": 2, "eval_every": 2, "n_boot": 10}
+PAGES = {  # page -> parameters besides profile and corpus; "{tmp}" is the test's folder
+    "data": {"figures": "{tmp}/figures"},
+    "efficiency": {"device": "cpu", "results_dir": "{tmp}/results/efficiency", "figures": "{tmp}/figures"},
+    "dimensional": {"out_root": "{tmp}/runs/dimensional", "train_options": TRAIN_OPTIONS},
+    "multitask": {"out_root": "{tmp}/runs/multitask", "gender_weights": [1.0], "figures": "{tmp}/figures",
+                  "train_options": TRAIN_OPTIONS},
+    "accuracy": {"out_root": "{tmp}/runs/accuracy", "mechanisms": ["softmax", "kda"], "figures": "{tmp}/figures",
+                 "train_options": TRAIN_OPTIONS},
+    "area": {"out_root": "{tmp}/runs/area", "area_sizes": [3], "vtlp_copies": [0, 1],
+             "train_options": TRAIN_OPTIONS},
+    "keysparse": {"out_root": "{tmp}/runs/keysparse", "keep_rates": [0.5], "figures": "{tmp}/figures",
+                  "train_options": TRAIN_OPTIONS},
+}
+RESULTS_PAGES = ("dimensional", "multitask", "accuracy", "area", "keysparse")
+SKIPPED_SEGMENTS = "is not a generated localized corpus: it marks no emotional segment (segments.csv)"
+
+
+def _fill(value, tmp: Path):
+    if isinstance(value, str):
+        return value.replace("{tmp}", str(tmp))
+    if isinstance(value, dict):
+        return {key: _fill(item, tmp) for key, item in value.items()}
+    return value
+
+
+def _printed(notebook: Path) -> str:
+    """Everything the executed notebook's cells printed (stream outputs and plain-text results)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    texts = []
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            texts.append("".join(output.get("text", "")))
+            texts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(texts)
+
+
+def _repository_files() -> set:
+    """Files the pages could write inside the repository by default: under notebooks/, runs/ and data/."""
+    return {p for folder in (NOTEBOOKS, ROOT / "runs", ROOT / "data") if folder.is_dir()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", [build_msp, build_iemocap], ids=["msp-podcast", "iemocap"])
+def test_every_corpus_page_runs_on_a_licensed_copy(tmp_path, build, monkeypatch):
+    import papermill
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    corpus = build(tmp_path / "licensed-copy")
+    before, repository = snapshot(corpus), _repository_files()
+    for page, extra in PAGES.items():
+        executed = tmp_path / "executed" / f"{page}.ipynb"
+        executed.parent.mkdir(exist_ok=True)
+        parameters = {"profile": "smoke", "corpus": str(corpus), **_fill(extra, tmp_path)}
+        papermill.execute_notebook(str(NOTEBOOKS / f"{page}.ipynb"), str(executed), parameters=parameters,
+                                   kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+        printed = _printed(executed)
+        if page in RESULTS_PAGES:
+            assert f"Computed on user corpus ({corpus})." in printed, page
+        assert (SKIPPED_SEGMENTS in printed) == (page == "keysparse"), page
+    assert snapshot(corpus) == before  # nothing written inside the corpus
+    assert _repository_files() == repository  # nor in the repository: everything went where the parameters say
+    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {
+        "data_prosody.png", "data_spectrograms.png", "efficiency_this_machine.png", "multitask_ua.png",
+        "accuracy_macro_f1.png", "accuracy_confusion.png", "keysparse_curve.png"}
+    for page in RESULTS_PAGES:
+        metrics = sorted((tmp_path / "runs" / page).glob("*/metrics.json"))
+        assert metrics, page
+        assert all(json.loads(m.read_text())["corpus"] == str(corpus) for m in metrics)
+    assert (tmp_path / "results" / "efficiency").is_dir()
