@@ -135,6 +135,16 @@ def test_ensure_corpus_refuses_a_folder_of_no_known_layout(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_ensure_corpus_takes_a_manifest_file_and_refuses_other_files(tmp_path):
+    _tone(tmp_path / "a.wav", 0)
+    (tmp_path / "m.csv").write_text("path,label\na.wav,N\n")
+    assert ensure_corpus(tmp_path / "m.csv") == (tmp_path / "m.csv").resolve()
+    (tmp_path / "notes.txt").write_text("x\n")
+    with pytest.raises(ValueError, match="notes.txt is a file but not a .csv manifest"):
+        ensure_corpus(tmp_path / "notes.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "m.csv", "notes.txt"]
+
+
 def test_ensure_corpus_generates_when_absent_and_reuses(tmp_path):
     target = tmp_path / "demo"
     corpus = ensure_corpus(target, profile="smoke", n_utterances=12, workers=1, progress=False)
@@ -232,3 +242,38 @@ def test_every_corpus_page_runs_on_a_licensed_copy(tmp_path, build, monkeypatch)
         assert metrics, page
         assert all(json.loads(m.read_text())["corpus"] == str(corpus) for m in metrics)
     assert (tmp_path / "results" / "efficiency").is_dir()
+
+
+# ---------------------------------------------------------------- the README's papermill command
+
+def _readme_command() -> list[str]:
+    """The README's one-page papermill command, as a person would type it at the repository root."""
+    lines = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith(".venv/bin/papermill --cwd notebooks notebooks/data.ipynb")]
+    assert len(lines) == 1, "README.md: expected one papermill command for notebooks/data.ipynb"
+    return shlex.split(lines[0])
+
+
+@pytest.mark.slow
+def test_readme_papermill_command_resolves_the_pages_relative_defaults(tmp_path):
+    """The command, run from a folder laid out like the repository, finds the page's relative corpus path and
+    writes its figures beside the page: --cwd notebooks makes paths relative to notebooks/, as in the book."""
+    command = _readme_command()
+    assert command[1:3] == ["--cwd", "notebooks"] and "-k" in command
+    checkout = tmp_path / "checkout"
+    (checkout / "notebooks").mkdir(parents=True)
+    shutil.copy(NOTEBOOKS / "data.ipynb", checkout / "notebooks" / "data.ipynb")
+    corpus_parameter = command[command.index("corpus", command.index("-p")) + 1]
+    assert not Path(corpus_parameter).is_absolute()
+    corpus = build_msp((checkout / "notebooks" / corpus_parameter).resolve())  # e.g. ../data/demo-smoke
+    executed = tmp_path / "data.ipynb"
+    papermill = Path(sys.executable).with_name("papermill")  # the environment's own papermill
+    argv = [str(papermill), *command[1:]]
+    argv[argv.index(command[4])] = str(executed)  # the output notebook: here, not in /tmp
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = _printed(executed)
+    assert f"msp-podcast corpus at {corpus}: 48 utterances kept" in printed
+    assert (checkout / "notebooks" / "figures" / "data_prosody.png").is_file()
+    assert not (tmp_path / "data").exists() and not (checkout / "figures").exists()  # nothing beside the checkout
