@@ -109,11 +109,11 @@ def snapshot(folder: Path) -> dict:
 def test_built_corpora_load_as_licensed_copies(tmp_path):
     """The hand-built corpora are read by the real loaders and are not taken for generated ones."""
     msp = build_msp(tmp_path / "msp")
-    table, report = load_corpus(msp)
+    table, _ = load_corpus(msp)
     assert len(table) == 48 and set(table.label) == set(MSP_CLASSES)
     assert set(table.split) == {"Train", "Development", "Test1", "Test2"} and not is_generated(msp)
     iemocap = build_iemocap(tmp_path / "iemocap")
-    table, report = load_corpus(iemocap)
+    table, _ = load_corpus(iemocap)
     assert len(table) == 40 and set(table.label) == {"neu", "hap", "ang", "sad"} and not is_generated(iemocap)
     assert {"Test", "Development", "Train"} <= set(table.split)
 
