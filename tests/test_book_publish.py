@@ -1,0 +1,93 @@
+"""Publishing the book (issue 12, "Publishing and reading"): executed copies show no machine path and hide
+papermill's injected-parameters cell behind a "Run with" note."""
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sercore import book
+
+PRINTS_PATHS = """import os
+from pathlib import Path
+print(Path(corpus).resolve())
+print(os.getcwd())
+print(Path.home() / '.cache' / 'sercore')
+Path(out_root).resolve()"""
+
+
+def _page(root: Path) -> list[dict]:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'default'\ncorpus = 'x'\nout_root = 'y'",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(PRINTS_PATHS)]
+    (root / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, root / "notebooks" / "page.ipynb")
+    return [{"name": "page", "notebook": "notebooks/page.ipynb", "output": "book/executed/page.ipynb",
+             "parameters": {"profile": "{profile}", "corpus": "{corpus}", "out_root": "{root}/runs/{profile}/p"}}]
+
+
+def _names(root: Path) -> dict:
+    return {"profile": "smoke", "corpus": str(root / "data" / "demo-smoke"), "root": str(root)}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("publish")
+    runs = _page(root)
+    rows = book.execute_pages(runs, root, "smoke", _names(root))
+    assert rows[0]["status"] == "executed", rows[0]["reason"]
+    return root, runs, rows[0], (root / "book" / "executed" / "page.ipynb").read_text(encoding="utf-8")
+
+
+def test_no_machine_path_in_the_executed_copy(executed):
+    root, _, _, text = executed
+    assert str(root) not in text and str(root.resolve()) not in text
+    assert str(Path.home()) + "/" not in text
+    outputs = json.loads(text)["cells"][-1]["outputs"]
+    printed = "".join("".join(o.get("text", "")) for o in outputs).splitlines()
+    # the page ran from its folder; its outputs name the same files, repository-relative
+    assert printed == ["data/demo-smoke", "book/executed", "~/.cache/sercore"]
+    assert "".join(outputs[-1]["data"]["text/plain"]) == "PosixPath('runs/smoke/p')"
+
+
+def test_injected_parameters_are_hidden_behind_a_run_with_note(executed):
+    _, _, _, text = executed
+    cells = json.loads(text)["cells"]
+    injected = next(i for i, c in enumerate(cells) if "injected-parameters" in c["metadata"].get("tags", []))
+    assert "remove-cell" in cells[injected]["metadata"]["tags"]
+    # papermill ran the page from book/executed/, so it got page-relative paths
+    assert "corpus = \"../../data/demo-smoke\"" in "".join(cells[injected]["source"])
+    note = cells[injected + 1]
+    assert note["cell_type"] == "markdown"
+    assert note["source"] == ("*Run with* `profile = 'smoke'`, `corpus = 'data/demo-smoke'`, "
+                              "`out_root = 'runs/smoke/p'` (paths relative to the repository root). "
+                              "Re-run this page: `python -m sercore book --profile smoke --only page`.")
+    meta = json.loads(text)["metadata"]["papermill"]
+    assert (meta["input_path"], meta["output_path"]) == ("notebooks/page.ipynb", "book/executed/page.ipynb")
+
+
+def test_the_inputs_hash_does_not_depend_on_where_the_clone_lives(executed, tmp_path):
+    root, runs, row, _ = executed
+    other = tmp_path / "elsewhere" / "clone"
+    (other / "notebooks").mkdir(parents=True)
+    (other / "notebooks" / "page.ipynb").write_bytes((root / "notebooks" / "page.ipynb").read_bytes())
+    assert book._plan(runs[0], other, "smoke", _names(other))[3] == row["digest"]
+    # ...and a copy served from the other clone is still current there
+    (other / "book" / "executed").mkdir(parents=True)
+    (other / "book" / "executed" / "page.ipynb").write_text(executed[3], encoding="utf-8")
+    assert book.left_out_pages(runs, other, "smoke", _names(other), rows=[]) == {}
+
+
+def test_paths_outside_the_repository_are_passed_as_given(tmp_path):
+    names = {"profile": "smoke", "corpus": "/srv/corpora/msp-podcast", "root": str(tmp_path)}
+    assert book._page_names(names, tmp_path, tmp_path / "book" / "executed") == {
+        "profile": "smoke", "corpus": "/srv/corpora/msp-podcast", "root": os.path.join("..", "..")}
+
+
+def test_the_scrubber_does_not_touch_a_longer_sibling_path():
+    scrub = book._path_scrubber(Path("/srv/sercore-test/repo"))
+    assert scrub("/srv/sercore-test/repo/data, /srv/sercore-test/repo, and /srv/sercore-test/repository") == \
+        "data, ., and /srv/sercore-test/repository"
