@@ -91,3 +91,78 @@ def test_the_scrubber_does_not_touch_a_longer_sibling_path():
     scrub = book._path_scrubber(Path("/srv/sercore-test/repo"))
     assert scrub("/srv/sercore-test/repo/data, /srv/sercore-test/repo, and /srv/sercore-test/repository") == \
         "data, ., and /srv/sercore-test/repository"
+
+
+# --- the published book's configuration: citations, repository and launch buttons, API docstrings ---------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sercore_publish", ROOT / "book" / "_ext" / "sercore_publish.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cited_keys() -> set[str]:
+    import re
+
+    texts = [path.read_text(encoding="utf-8") for path in (ROOT / "book").glob("*.md")]
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        texts += ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                  if c["cell_type"] == "markdown"]
+    return {key.strip() for text in texts for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text)
+            for key in group.split(",")}
+
+
+def test_every_citation_is_in_the_bibliography_and_the_required_works_are_cited():
+    import re
+
+    bib = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text(), re.M))
+    cited = _cited_keys()
+    assert cited <= bib, f"cited but not in book/references.bib: {sorted(cited - bib)}"
+    # the five studies, fla, the two corpora and the three toolkits are each cited somewhere
+    assert bib <= cited, f"in the bibliography but cited nowhere: {sorted(bib - cited)}"
+    assert len(bib) == 11
+
+
+@pytest.mark.parametrize("remote, expected", [
+    ("git@github.com:someone/sercore.git", "https://github.com/someone/sercore"),
+    ("https://github.com/someone/sercore.git", "https://github.com/someone/sercore"),
+    ("https://github.com/someone/sercore", "https://github.com/someone/sercore"),
+    ("https://gitlab.example.org/x/sercore.git", None),
+])
+def test_repository_address_from_a_github_origin(tmp_path, remote, expected):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", remote], check=True)
+    assert _load_extension().repository_url(tmp_path, environ={}) == expected
+
+
+def test_repository_address_from_the_environment_comes_first(tmp_path):
+    ext = _load_extension()
+    assert ext.repository_url(tmp_path, environ={"GITHUB_REPOSITORY": "org/repo"}) == "https://github.com/org/repo"
+    assert ext.repository_url(tmp_path, environ={"SERCORE_REPOSITORY_URL": "https://github.com/a/b/",
+                                                 "GITHUB_REPOSITORY": "org/repo"}) == "https://github.com/a/b"
+    assert ext.repository_url(tmp_path, environ={}) is None  # not a git repository: no buttons
+
+
+def test_launch_buttons_of_an_executed_page_open_its_source_notebook():
+    ext = _load_extension()
+    assert ext.source_notebooks(ROOT)["book/executed/data"] == "notebooks/data.ipynb"
+    binder = "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/book/executed/data.ipynb"
+    context = {"header_buttons": [{"label": "launch-buttons", "buttons": [{"text": "Binder", "url": binder}]}]}
+    ext._launch_sources(None, "book/executed/data", "page.html", context, None)
+    assert context["header_buttons"][0]["buttons"][0]["url"] == \
+        "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/notebooks/data.ipynb"
+
+
+def test_docstrings_are_shown_as_written():
+    lines = ["Scores = (Q / sqrt(d)) K^T; *all* keys |x|", "    indented", "", ""]
+    _load_extension()._docstring_as_text(None, "function", "f", None, {}, lines)
+    assert lines == [".. code-block:: text", "   :class: sercore-docstring", "",
+                     "   Scores = (Q / sqrt(d)) K^T; *all* keys |x|", "       indented", ""]
