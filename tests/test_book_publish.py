@@ -166,3 +166,43 @@ def test_docstrings_are_shown_as_written():
     _load_extension()._docstring_as_text(None, "function", "f", None, {}, lines)
     assert lines == [".. code-block:: text", "   :class: sercore-docstring", "",
                      "   Scores = (Q / sqrt(d)) K^T; *all* keys |x|", "       indented", ""]
+
+
+def test_mathjax_is_staged_from_its_es5_build(tmp_path):
+    ext = _load_extension()
+    es5 = tmp_path / "static" / "mathjax" / "es5"
+    for part in ("tex-chtml.js", "input/tex/extensions/ams.js", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+                 "output/svg/left-out.js", "a11y/semantic-enrich.js", "ui/menu.js", "sre/mathmaps/en.json",
+                 "tex-svg.js"):
+        (es5 / part).parent.mkdir(parents=True, exist_ok=True)
+        (es5 / part).write_text(part)
+    (es5.parent / "LICENSE").write_text("Apache-2.0")
+    staged = ext.stage_mathjax(es5, tmp_path / "staging") / "mathjax"
+    files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
+    assert files == ["LICENSE", "a11y/semantic-enrich.js", "input/tex/extensions/ams.js",
+                     "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff", "sre/mathmaps/en.json", "tex-chtml.js",
+                     "ui/menu.js"]
+
+
+def test_a_missing_mathjax_package_is_one_clear_error(monkeypatch):
+    import sys
+
+    from sphinx.errors import ExtensionError
+
+    monkeypatch.setitem(sys.modules, "mathjax", None)  # import mathjax now raises ImportError
+    with pytest.raises(ExtensionError, match=r"django-static-mathjax"):
+        _load_extension().mathjax_source()
+
+
+def test_the_pages_workflow_builds_the_default_book_and_deploys_it():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    runs = " ".join(step.get("run", "") for step in build["steps"])
+    uses = [step.get("uses", "").split("@")[0] for step in build["steps"] + deploy["steps"]]
+    assert "--profile default" in runs and "download.pytorch.org/whl/cpu" in runs
+    assert "actions/upload-pages-artifact" in uses and "actions/deploy-pages" in uses
+    upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html" and deploy["needs"] == "build"
+    assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}

@@ -10,6 +10,12 @@ in git), so a launch button built from the page's own path would open a file tha
 repository. The Binder and Colab links of an executed page are pointed at its source notebook instead
 (book/runs.yaml maps each executed copy to its notebook), which runs top to bottom with its defaults.
 
+Math offline. Sphinx would load MathJax from a CDN when the page is viewed, so a reader without a network
+sees raw LaTeX. The book ships MathJax 3 instead: the copy in the django-static-mathjax package (the [book]
+extra; a plain copy of MathJax's es5 build, Apache-2.0) is staged at build time into _static/mathjax/ (the
+TeX-to-HTML component, its fonts, its extensions, accessibility and menu parts, and the licence) and
+mathjax_path points there. Without that package the build stops with a one-line error naming it.
+
 The API reference (book/api.md, autodoc). sercore's docstrings are plain text, not reStructuredText (their
 `*`, `|`, indented lists and quotes would be read as markup and fail the -W build), so each docstring is
 shown as it is written: a text block that wraps long lines (book/_static/sercore.css).
@@ -19,10 +25,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
+from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
 LOGGER = logging.getLogger(__name__)
@@ -73,6 +81,51 @@ def _launch_sources(app, pagename, templatename, context, doctree) -> None:
                 launch["url"] = launch["url"].replace(f"{pagename}.ipynb", source)
 
 
+# What of MathJax's es5 build the pages use: the combined TeX input + CommonHTML output component, the
+# parts it loads on demand (TeX extensions, fonts, the menu's accessibility and speech parts), the licence.
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "a11y", "ui", "sre", "../LICENSE")
+
+
+def mathjax_source() -> Path:
+    """The es5 folder of the installed MathJax copy (package django-static-mathjax, module `mathjax`)."""
+    try:
+        import mathjax
+    except ImportError:
+        raise ExtensionError("MathJax for offline math is not installed: pip install -e '.[book]' "
+                             "(package django-static-mathjax)") from None
+    es5 = Path(mathjax.__file__).resolve().parent / "static" / "mathjax" / "es5"
+    if not (es5 / "tex-chtml.js").is_file():
+        raise ExtensionError(f"{es5}: no tex-chtml.js in the installed django-static-mathjax package")
+    return es5
+
+
+def stage_mathjax(es5: Path, staging: Path) -> Path:
+    """Copy MATHJAX_PARTS of `es5` into staging/mathjax/ (kept when already there); return staging."""
+    target = staging / "mathjax"
+    if not (target / "tex-chtml.js").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        for part in MATHJAX_PARTS:
+            source = (es5 / part).resolve()
+            destination = target / Path(part).name if part.startswith("..") else target / part
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, destination)
+            else:
+                shutil.copy2(source, destination)
+    return staging
+
+
+def _offline_math(app, config) -> None:
+    config.mathjax_path = "mathjax/tex-chtml.js"  # relative: served from the book's own _static/
+
+
+def _stage_math(app) -> None:
+    if app.builder.format != "html":
+        return
+    staging = stage_mathjax(mathjax_source(), Path(app.doctreedir).parent / "sercore-static")
+    app.config.html_static_path.append(str(staging))
+
+
 def _docstring_as_text(app, what, name, obj, options, lines) -> None:
     text = [line.rstrip() for line in lines]
     while text and not text[-1]:
@@ -85,6 +138,8 @@ def _docstring_as_text(app, what, name, obj, options, lines) -> None:
 
 def setup(app):
     app.connect("config-inited", _set_repository)
+    app.connect("config-inited", _offline_math)
+    app.connect("builder-inited", _stage_math)
     app.connect("autodoc-process-docstring", _docstring_as_text)
     # after sphinx-book-theme's add_launch_buttons (priority 501)
     app.connect("html-page-context", _launch_sources, priority=600)
