@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.sercore-installed
 
-.PHONY: venv test book corpus clean-book
+.PHONY: venv test book corpus clean-book check-browser
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ corpus: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m sercore book --profile $(PROFILE)
+
+# Open the built book in headless Chromium: broken images, 404 links, tracebacks, raw LaTeX; screenshots.
+check-browser: $(STAMP)
+	$(PY) book/check_browser.py _build/html --screenshots _build/screenshots
 
 clean-book:
 	rm -rf _build

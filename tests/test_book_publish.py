@@ -206,3 +206,64 @@ def test_the_pages_workflow_builds_the_default_book_and_deploys_it():
     upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "_build/html" and deploy["needs"] == "build"
     assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+
+
+# --- the real-browser check (book/check_browser.py) ------------------------------------------------------
+
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def _load_checker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_browser", ROOT / "book" / "check_browser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _site(html: Path) -> None:
+    import base64
+
+    (html / "_images").mkdir(parents=True)
+    (html / "_images" / "good.png").write_bytes(base64.b64decode(PNG_1X1))
+    (html / "_images" / "broken.png").write_text("not a PNG")
+    (html / "index.html").write_text(
+        '<html><body><img src="_images/good.png"><a href="chapter.html">chapter</a>'
+        '<a href="https://example.org/elsewhere">not followed</a></body></html>')
+    (html / "chapter.html").write_text(
+        '<html><body><img src="_images/broken.png"><a href="gone.html#x">gone</a>'
+        '<div class="cell_output"><pre>Traceback (most recent call last):\n  ZeroDivisionError</pre></div>'
+        '<span class="math">\\(x^2\\)</span></body></html>')
+
+
+@pytest.mark.skipif(_load_checker().find_browser() is None, reason="no Chromium installed (apt-get install -y chromium)")
+def test_the_browser_check_finds_what_a_reader_would_see_broken(tmp_path, capsys):
+    checker = _load_checker()
+    html = tmp_path / "html"
+    _site(html)
+    code = checker.main([str(html), "--screenshots", str(tmp_path / "shots")])
+    out = capsys.readouterr().out
+    failures = sorted(line.removeprefix("[browser] FAIL ") for line in out.splitlines() if "FAIL" in line)
+    assert code == 1
+    assert failures == ["chapter.html: 1 of 1 math element(s) shown as raw LaTeX",
+                        "chapter.html: 404 link gone.html#x (no gone.html)",
+                        "chapter.html: Python traceback in 1 output cell(s)",
+                        "chapter.html: broken image _images/broken.png"]
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["chapter.png", "index.png"]
+    assert (tmp_path / "shots" / "index.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(_load_checker().find_browser() is None, reason="no Chromium installed (apt-get install -y chromium)")
+def test_the_browser_check_passes_a_clean_book(tmp_path):
+    html = tmp_path / "html"
+    _site(html)
+    (html / "chapter.html").write_text('<html><body><img src="_images/good.png"><a href="index.html">up</a></body></html>')
+    assert _load_checker().main([str(html), "--screenshots", str(tmp_path / "shots")]) == 0
+
+
+def test_the_browser_check_without_a_browser_says_how_to_install_one(tmp_path, capsys):
+    html = tmp_path / "html"
+    _site(html)
+    assert _load_checker().main([str(html), "--browser", "no-such-browser-xyz"]) == 2
+    assert "apt-get install -y chromium" in capsys.readouterr().err
