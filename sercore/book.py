@@ -183,10 +183,12 @@ def _run_with_note(run: dict, root: Path, parameters: dict) -> dict:
     folder = (Path(root) / run["output"]).parent
     shown = {key: _repository_relative(value, folder, root) for key, value in parameters.items()}
     settings = ", ".join(f"`{key} = {value!r}`" for key, value in shown.items()) or "its default parameters"
-    profile = parameters.get("profile", "default")
+    profile = shown.get("profile", "default")
+    text = (f"*Run with* {settings} (paths relative to the repository root). Re-run this page: "
+            f"`python -m sercore book --profile {profile} --only {run['name']}`.")
+    # a path outside the repository (a user's corpus or profile) is shown with its home folder as "~"
     return {"cell_type": "markdown", "id": "sercore-run-with", "metadata": {"tags": ["sercore-run-with"]},
-            "source": (f"*Run with* {settings} (paths relative to the repository root). Re-run this page: "
-                       f"`python -m sercore book --profile {profile} --only {run['name']}`.")}
+            "source": _path_scrubber(root)(text)}
 
 
 def _repository_relative(value, folder: Path, root: Path):

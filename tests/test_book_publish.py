@@ -87,6 +87,16 @@ def test_paths_outside_the_repository_are_passed_as_given(tmp_path):
         "profile": "smoke", "corpus": "/srv/corpora/msp-podcast", "root": os.path.join("..", "..")}
 
 
+def test_a_profile_file_in_the_repository_is_named_from_the_root_in_the_note(tmp_path):
+    run = {"name": "page", "notebook": "notebooks/page.ipynb", "output": "book/executed/page.ipynb"}
+    page = book._page_names({"profile": str(tmp_path / "my.yaml")}, tmp_path, tmp_path / "book" / "executed")
+    assert page == {"profile": os.path.join("..", "..", "my.yaml")}
+    note = book._run_with_note(run, tmp_path, page)["source"]
+    assert note.startswith("*Run with* `profile = 'my.yaml'`") and "--profile my.yaml --only page" in note
+    home = book._run_with_note(run, tmp_path, {"profile": str(Path.home() / "p.yaml")})["source"]
+    assert "`profile = '~/p.yaml'`" in home and str(Path.home()) + "/" not in home
+
+
 def test_the_scrubber_does_not_touch_a_longer_sibling_path():
     scrub = book._path_scrubber(Path("/srv/sercore-test/repo"))
     assert scrub("/srv/sercore-test/repo/data, /srv/sercore-test/repo, and /srv/sercore-test/repository") == \
