@@ -1,4 +1,5 @@
-# Two commands do all set-up on a fresh machine: `make book` and `make test` (README.md).
+# Two commands do all set-up on a fresh machine: `make book` and `make test` (README.md). Both install sercore
+# with its [book] and [test] extras into one venv; the library alone is `pip install -e .` (pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.sercore-installed
 
-.PHONY: venv test book corpus clean-book
+.PHONY: venv test book corpus clean-book check-browser
 
 venv: $(STAMP)
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ".[book,test]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -28,6 +29,10 @@ corpus: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m sercore book --profile $(PROFILE)
+
+# Open the built book in headless Chromium: broken images, 404 links, tracebacks, raw LaTeX; screenshots.
+check-browser: $(STAMP)
+	$(PY) book/check_browser.py _build/html --screenshots _build/screenshots
 
 clean-book:
 	rm -rf _build

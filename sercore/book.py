@@ -17,6 +17,13 @@ of the HTML when it failed in this run or when its executed copy is absent or st
 that of the current inputs, e.g. a page not re-run under --only), so no half-executed or out-of-date page is
 built. The driver ends with a table (page, status, seconds, reason), names the pages left out and why, and
 exits non-zero when a page failed (130 when interrupted).
+
+What is published shows no machine path. Path parameters inside the repository ("{corpus}", "{root}") are
+passed to papermill relative to the page's working directory (its executed copy's folder), so the inputs
+hash does not depend on where the clone lives. In the executed copy, papermill's injected-parameters cell is
+tagged remove-cell and followed by a one-line "Run with" note (repository-relative paths and the command that
+re-runs the page); text outputs have the repository's absolute path rewritten as repository-relative and the
+home folder as "~" (see _finish_copy).
 """
 
 from __future__ import annotations
@@ -108,14 +115,89 @@ def _stored_hash(executed: Path) -> str | None:
         return None
 
 
-def _store_hash(executed: Path, digest: str, parameters: dict, seconds: float) -> None:
-    """Write the hash into a notebook papermill just finished (the temporary copy, renamed afterwards)."""
+def _finish_copy(executed: Path, run: dict, root: Path, digest: str, parameters: dict, seconds: float) -> None:
+    """Make a notebook papermill just finished (the temporary copy, renamed afterwards) fit to publish, and
+    store its inputs hash.
+
+    papermill's injected-parameters cell is tagged remove-cell (the HTML does not show it) and a short "Run
+    with" note takes its place, its paths relative to the repository root. In text outputs (streams, text/*
+    data, tracebacks) the repository's absolute path is written as a repository-relative one and the home
+    folder as "~", so no machine path is published; images and other data are left as they are.
+    """
     from sercore.provenance import provenance
 
     notebook = json.loads(executed.read_text(encoding="utf-8"))
+    scrub = _path_scrubber(root)
+    for index, cell in enumerate(notebook["cells"]):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags:
+            tags.append("remove-cell")
+            note = _run_with_note(run, root, parameters)
+            if (notebook["nbformat"], notebook["nbformat_minor"]) < (4, 5):
+                del note["id"]  # cell ids exist from nbformat 4.5 on
+            notebook["cells"].insert(index + 1, note)
+            break
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = _scrub_text(output["text"], scrub)
+            for mime, value in output.get("data", {}).items():
+                if mime.startswith("text/"):
+                    output["data"][mime] = _scrub_text(value, scrub)
+            if "traceback" in output:
+                output["traceback"] = [scrub(line) for line in output["traceback"]]
+                output["evalue"] = scrub(output.get("evalue", ""))
+    papermill_meta = notebook["metadata"].get("papermill", {})
+    # papermill records the absolute input path and the hidden temporary output name
+    papermill_meta.update(input_path=run["notebook"], output_path=run["output"])
     notebook["metadata"]["sercore"] = {"inputs_hash": digest, "seconds": round(seconds, 1),
                                        **provenance(parameters)}
     executed.write_text(json.dumps(notebook, indent=1) + "\n", encoding="utf-8")
+
+
+def _path_scrubber(root: Path):
+    """A function rewriting, in a string, the absolute path of `root` as repository-relative and home as "~"."""
+    # the root as given and resolved (they differ through a symlink); the longer one first
+    roots = sorted({str(Path(root)), str(Path(root).resolve())}, key=len, reverse=True)
+    rules = [(re.compile(re.escape(path) + r"(/|(?![\w-]|\.\w))"), lambda match: "" if match.group(1) == "/" else ".")
+             for path in roots]
+    home = str(Path.home())
+    if home not in ("", "/"):
+        rules.append((re.compile(re.escape(home) + r"(?=/|(?![\w-]|\.\w))"), lambda match: "~"))
+
+    def scrub(text: str) -> str:
+        for pattern, replace in rules:
+            text = pattern.sub(replace, text)
+        return text
+
+    return scrub
+
+
+def _scrub_text(value, scrub):
+    # nbformat stores text as a string or as a list of lines
+    return [scrub(line) for line in value] if isinstance(value, list) else scrub(value)
+
+
+def _run_with_note(run: dict, root: Path, parameters: dict) -> dict:
+    """A Markdown cell saying what this page ran with (repository-relative paths) and how to re-run it."""
+    folder = (Path(root) / run["output"]).parent
+    shown = {key: _repository_relative(value, folder, root) for key, value in parameters.items()}
+    settings = ", ".join(f"`{key} = {value!r}`" for key, value in shown.items()) or "its default parameters"
+    profile = shown.get("profile", "default")
+    text = (f"*Run with* {settings} (paths relative to the repository root). Re-run this page: "
+            f"`python -m sercore book --profile {profile} --only {run['name']}`.")
+    # a path outside the repository (a user's corpus or profile) is shown with its home folder as "~"
+    return {"cell_type": "markdown", "id": "sercore-run-with", "metadata": {"tags": ["sercore-run-with"]},
+            "source": _path_scrubber(root)(text)}
+
+
+def _repository_relative(value, folder: Path, root: Path):
+    """A page-relative path parameter (see _page_names) shown relative to the repository root."""
+    if not isinstance(value, str) or "/" not in value or Path(value).is_absolute():
+        return value
+    target = os.path.normpath(Path(folder) / value)
+    inside = os.path.relpath(target, Path(root))
+    return value if inside.startswith("..") else inside
 
 
 def _one_line(text: str) -> str:
@@ -142,9 +224,25 @@ def _failure_reason(error: BaseException) -> str:
 def _plan(run: dict, root: Path, profile: str, names: dict) -> tuple[Path, Path, dict, str | None]:
     """(notebook, executed copy, parameters, current inputs hash or None when the notebook is missing)."""
     notebook, executed = root / run["notebook"], root / run["output"]
-    parameters = _fill(run.get("parameters", {}), names)
+    parameters = _fill(run.get("parameters", {}), _page_names(names, root, executed.parent))
     digest = inputs_hash(notebook, parameters, profile) if notebook.is_file() else None
     return notebook, executed, parameters, digest
+
+
+def _page_names(names: dict, root: Path, folder: Path) -> dict:
+    """`names` with each absolute path inside `root` made relative to `folder`, the page's working directory.
+
+    papermill runs a page from its executed copy's folder, so a relative path means the same file; the
+    executed copy then shows no machine path, and its inputs hash is the same wherever the clone lives.
+    """
+    # abspath, not resolve: a symlinked corpus folder inside the repository stays a path inside it
+    root = Path(os.path.abspath(root))
+    relative = {}
+    for key, value in names.items():
+        if isinstance(value, str) and Path(value).is_absolute() and Path(os.path.abspath(value)).is_relative_to(root):
+            value = os.path.relpath(os.path.abspath(value), os.path.abspath(folder))
+        relative[key] = value
+    return relative
 
 
 def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None = None,
@@ -216,7 +314,7 @@ def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, f
                                    language="python", cwd=str(executed.parent), progress_bar=False,
                                    execution_timeout=cell_timeout)
         seconds = time.perf_counter() - start
-        _store_hash(tmp, digest, parameters, seconds)
+        _finish_copy(tmp, run, root, digest, parameters, seconds)
         os.replace(tmp, executed)
         row.update(status="executed", seconds=seconds)
     except Exception as error:  # every way an execution can fail is this page's failure, not the run's

@@ -1,0 +1,279 @@
+"""Publishing the book (issue 12, "Publishing and reading"): executed copies show no machine path and hide
+papermill's injected-parameters cell behind a "Run with" note."""
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sercore import book
+
+PRINTS_PATHS = """import os
+from pathlib import Path
+print(Path(corpus).resolve())
+print(os.getcwd())
+print(Path.home() / '.cache' / 'sercore')
+Path(out_root).resolve()"""
+
+
+def _page(root: Path) -> list[dict]:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'default'\ncorpus = 'x'\nout_root = 'y'",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(PRINTS_PATHS)]
+    (root / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, root / "notebooks" / "page.ipynb")
+    return [{"name": "page", "notebook": "notebooks/page.ipynb", "output": "book/executed/page.ipynb",
+             "parameters": {"profile": "{profile}", "corpus": "{corpus}", "out_root": "{root}/runs/{profile}/p"}}]
+
+
+def _names(root: Path) -> dict:
+    return {"profile": "smoke", "corpus": str(root / "data" / "demo-smoke"), "root": str(root)}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("publish")
+    runs = _page(root)
+    rows = book.execute_pages(runs, root, "smoke", _names(root))
+    assert rows[0]["status"] == "executed", rows[0]["reason"]
+    return root, runs, rows[0], (root / "book" / "executed" / "page.ipynb").read_text(encoding="utf-8")
+
+
+def test_no_machine_path_in_the_executed_copy(executed):
+    root, _, _, text = executed
+    assert str(root) not in text and str(root.resolve()) not in text
+    assert str(Path.home()) + "/" not in text
+    outputs = json.loads(text)["cells"][-1]["outputs"]
+    printed = "".join("".join(o.get("text", "")) for o in outputs).splitlines()
+    # the page ran from its folder; its outputs name the same files, repository-relative
+    assert printed == ["data/demo-smoke", "book/executed", "~/.cache/sercore"]
+    assert "".join(outputs[-1]["data"]["text/plain"]) == "PosixPath('runs/smoke/p')"
+
+
+def test_injected_parameters_are_hidden_behind_a_run_with_note(executed):
+    _, _, _, text = executed
+    cells = json.loads(text)["cells"]
+    injected = next(i for i, c in enumerate(cells) if "injected-parameters" in c["metadata"].get("tags", []))
+    assert "remove-cell" in cells[injected]["metadata"]["tags"]
+    # papermill ran the page from book/executed/, so it got page-relative paths
+    assert "corpus = \"../../data/demo-smoke\"" in "".join(cells[injected]["source"])
+    note = cells[injected + 1]
+    assert note["cell_type"] == "markdown"
+    assert note["source"] == ("*Run with* `profile = 'smoke'`, `corpus = 'data/demo-smoke'`, "
+                              "`out_root = 'runs/smoke/p'` (paths relative to the repository root). "
+                              "Re-run this page: `python -m sercore book --profile smoke --only page`.")
+    meta = json.loads(text)["metadata"]["papermill"]
+    assert (meta["input_path"], meta["output_path"]) == ("notebooks/page.ipynb", "book/executed/page.ipynb")
+
+
+def test_the_inputs_hash_does_not_depend_on_where_the_clone_lives(executed, tmp_path):
+    root, runs, row, _ = executed
+    other = tmp_path / "elsewhere" / "clone"
+    (other / "notebooks").mkdir(parents=True)
+    (other / "notebooks" / "page.ipynb").write_bytes((root / "notebooks" / "page.ipynb").read_bytes())
+    assert book._plan(runs[0], other, "smoke", _names(other))[3] == row["digest"]
+    # ...and a copy served from the other clone is still current there
+    (other / "book" / "executed").mkdir(parents=True)
+    (other / "book" / "executed" / "page.ipynb").write_text(executed[3], encoding="utf-8")
+    assert book.left_out_pages(runs, other, "smoke", _names(other), rows=[]) == {}
+
+
+def test_paths_outside_the_repository_are_passed_as_given(tmp_path):
+    names = {"profile": "smoke", "corpus": "/srv/corpora/msp-podcast", "root": str(tmp_path)}
+    assert book._page_names(names, tmp_path, tmp_path / "book" / "executed") == {
+        "profile": "smoke", "corpus": "/srv/corpora/msp-podcast", "root": os.path.join("..", "..")}
+
+
+def test_a_profile_file_in_the_repository_is_named_from_the_root_in_the_note(tmp_path):
+    run = {"name": "page", "notebook": "notebooks/page.ipynb", "output": "book/executed/page.ipynb"}
+    page = book._page_names({"profile": str(tmp_path / "my.yaml")}, tmp_path, tmp_path / "book" / "executed")
+    assert page == {"profile": os.path.join("..", "..", "my.yaml")}
+    note = book._run_with_note(run, tmp_path, page)["source"]
+    assert note.startswith("*Run with* `profile = 'my.yaml'`") and "--profile my.yaml --only page" in note
+    home = book._run_with_note(run, tmp_path, {"profile": str(Path.home() / "p.yaml")})["source"]
+    assert "`profile = '~/p.yaml'`" in home and str(Path.home()) + "/" not in home
+
+
+def test_the_scrubber_does_not_touch_a_longer_sibling_path():
+    scrub = book._path_scrubber(Path("/srv/sercore-test/repo"))
+    assert scrub("/srv/sercore-test/repo/data, /srv/sercore-test/repo, and /srv/sercore-test/repository") == \
+        "data, ., and /srv/sercore-test/repository"
+
+
+# --- the published book's configuration: citations, repository and launch buttons, API docstrings ---------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sercore_publish", ROOT / "book" / "_ext" / "sercore_publish.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cited_keys() -> set[str]:
+    import re
+
+    texts = [path.read_text(encoding="utf-8") for path in (ROOT / "book").glob("*.md")]
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        texts += ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                  if c["cell_type"] == "markdown"]
+    return {key.strip() for text in texts for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text)
+            for key in group.split(",")}
+
+
+def test_every_citation_is_in_the_bibliography_and_the_required_works_are_cited():
+    import re
+
+    bib = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text(), re.M))
+    cited = _cited_keys()
+    assert cited <= bib, f"cited but not in book/references.bib: {sorted(cited - bib)}"
+    # the five studies, fla, the two corpora and the three toolkits are each cited somewhere
+    assert bib <= cited, f"in the bibliography but cited nowhere: {sorted(bib - cited)}"
+    assert len(bib) == 11
+
+
+@pytest.mark.parametrize("remote, expected", [
+    ("git@github.com:someone/sercore.git", "https://github.com/someone/sercore"),
+    ("https://github.com/someone/sercore.git", "https://github.com/someone/sercore"),
+    ("https://github.com/someone/sercore", "https://github.com/someone/sercore"),
+    ("https://gitlab.example.org/x/sercore.git", None),
+])
+def test_repository_address_from_a_github_origin(tmp_path, remote, expected):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", remote], check=True)
+    assert _load_extension().repository_url(tmp_path, environ={}) == expected
+
+
+def test_repository_address_from_the_environment_comes_first(tmp_path):
+    ext = _load_extension()
+    assert ext.repository_url(tmp_path, environ={"GITHUB_REPOSITORY": "org/repo"}) == "https://github.com/org/repo"
+    assert ext.repository_url(tmp_path, environ={"SERCORE_REPOSITORY_URL": "https://github.com/a/b/",
+                                                 "GITHUB_REPOSITORY": "org/repo"}) == "https://github.com/a/b"
+    assert ext.repository_url(tmp_path, environ={}) is None  # not a git repository: no buttons
+
+
+def test_launch_buttons_of_an_executed_page_open_its_source_notebook():
+    ext = _load_extension()
+    assert ext.source_notebooks(ROOT)["book/executed/data"] == "notebooks/data.ipynb"
+    binder = "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/book/executed/data.ipynb"
+    context = {"header_buttons": [{"label": "launch-buttons", "buttons": [{"text": "Binder", "url": binder}]}]}
+    ext._launch_sources(None, "book/executed/data", "page.html", context, None)
+    assert context["header_buttons"][0]["buttons"][0]["url"] == \
+        "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/notebooks/data.ipynb"
+
+
+def test_docstrings_are_shown_as_written():
+    lines = ["Scores = (Q / sqrt(d)) K^T; *all* keys |x|", "    indented", "", ""]
+    _load_extension()._docstring_as_text(None, "function", "f", None, {}, lines)
+    assert lines == [".. code-block:: text", "   :class: sercore-docstring", "",
+                     "   Scores = (Q / sqrt(d)) K^T; *all* keys |x|", "       indented", ""]
+
+
+def test_mathjax_is_staged_from_its_es5_build(tmp_path):
+    ext = _load_extension()
+    es5 = tmp_path / "static" / "mathjax" / "es5"
+    for part in ("tex-chtml.js", "input/tex/extensions/ams.js", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+                 "output/svg/left-out.js", "a11y/semantic-enrich.js", "ui/menu.js", "sre/mathmaps/en.json",
+                 "tex-svg.js"):
+        (es5 / part).parent.mkdir(parents=True, exist_ok=True)
+        (es5 / part).write_text(part)
+    (es5.parent / "LICENSE").write_text("Apache-2.0")
+    staged = ext.stage_mathjax(es5, tmp_path / "staging") / "mathjax"
+    files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
+    assert files == ["LICENSE", "a11y/semantic-enrich.js", "input/tex/extensions/ams.js",
+                     "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff", "sre/mathmaps/en.json", "tex-chtml.js",
+                     "ui/menu.js"]
+
+
+def test_a_missing_mathjax_package_is_one_clear_error(monkeypatch):
+    import sys
+
+    from sphinx.errors import ExtensionError
+
+    monkeypatch.setitem(sys.modules, "mathjax", None)  # import mathjax now raises ImportError
+    with pytest.raises(ExtensionError, match=r"django-static-mathjax"):
+        _load_extension().mathjax_source()
+
+
+def test_the_pages_workflow_builds_the_default_book_and_deploys_it():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    runs = " ".join(step.get("run", "") for step in build["steps"])
+    uses = [step.get("uses", "").split("@")[0] for step in build["steps"] + deploy["steps"]]
+    assert "--profile default" in runs and "download.pytorch.org/whl/cpu" in runs
+    assert "actions/upload-pages-artifact" in uses and "actions/deploy-pages" in uses
+    upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html" and deploy["needs"] == "build"
+    assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+
+
+# --- the real-browser check (book/check_browser.py) ------------------------------------------------------
+
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def _load_checker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_browser", ROOT / "book" / "check_browser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _site(html: Path) -> None:
+    import base64
+
+    (html / "_images").mkdir(parents=True)
+    (html / "_images" / "good.png").write_bytes(base64.b64decode(PNG_1X1))
+    (html / "_images" / "broken.png").write_text("not a PNG")
+    (html / "index.html").write_text(
+        '<html><body><img src="_images/good.png"><a href="chapter.html">chapter</a>'
+        '<a href="https://example.org/elsewhere">not followed</a></body></html>')
+    (html / "chapter.html").write_text(
+        '<html><body><img src="_images/broken.png"><a href="gone.html#x">gone</a>'
+        '<div class="cell_output"><pre>Traceback (most recent call last):\n  ZeroDivisionError</pre></div>'
+        '<span class="math">\\(x^2\\)</span></body></html>')
+
+
+@pytest.mark.skipif(_load_checker().find_browser() is None, reason="no Chromium installed (apt-get install -y chromium)")
+def test_the_browser_check_finds_what_a_reader_would_see_broken(tmp_path, capsys):
+    checker = _load_checker()
+    html = tmp_path / "html"
+    _site(html)
+    code = checker.main([str(html), "--screenshots", str(tmp_path / "shots")])
+    out = capsys.readouterr().out
+    failures = sorted(line.removeprefix("[browser] FAIL ") for line in out.splitlines() if "FAIL" in line)
+    assert code == 1
+    assert failures == ["chapter.html: 1 of 1 math element(s) shown as raw LaTeX",
+                        "chapter.html: 404 link gone.html#x (no gone.html)",
+                        "chapter.html: Python traceback in 1 output cell(s)",
+                        "chapter.html: broken image _images/broken.png"]
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["chapter.png", "index.png"]
+    assert (tmp_path / "shots" / "index.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(_load_checker().find_browser() is None, reason="no Chromium installed (apt-get install -y chromium)")
+def test_the_browser_check_passes_a_clean_book(tmp_path):
+    html = tmp_path / "html"
+    _site(html)
+    (html / "chapter.html").write_text('<html><body><img src="_images/good.png"><a href="index.html">up</a></body></html>')
+    assert _load_checker().main([str(html), "--screenshots", str(tmp_path / "shots")]) == 0
+
+
+def test_the_browser_check_without_a_browser_says_how_to_install_one(tmp_path, capsys):
+    html = tmp_path / "html"
+    _site(html)
+    assert _load_checker().main([str(html), "--browser", "no-such-browser-xyz"]) == 2
+    assert "apt-get install -y chromium" in capsys.readouterr().err
