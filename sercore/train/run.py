@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from sercore import metrics as M
-from sercore.features.cache import cache_dir_or_default
+from sercore.features.cache import HashIndex, cache_dir_or_default
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
@@ -72,7 +72,7 @@ SSL_FRAMES_PER_SECOND = 50.0
 # Settings that change how a run is shown or where its caches lie, not what it computes: left out of its
 # parameters (and so of its identity).
 PRESENTATION_KEYS = ("progress", "cache_dir")
-FEATURE_LOCATION_KEYS = ("cache_dir",)
+FEATURE_LOCATION_KEYS = ("cache_dir", "max_cache_gb")
 # sercore modules (relative to the package) a training run never executes: left out of the code key.
 CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "*/cli.py")
 TABLE_COLUMNS = ("utt_id", "path", "label", "arousal", "valence", "dominance", "speaker", "gender", "split",
@@ -143,8 +143,9 @@ def _finished(out_dir: Path, parameters: dict, keys: dict) -> dict | None:
     return None
 
 
-def data_key(table: pd.DataFrame) -> str:
-    """sha256 of the table's rows (TABLE_COLUMNS, in order) and of each row's audio file (see the docstring)."""
+def data_key(table: pd.DataFrame, hashes=None) -> str:
+    """sha256 of the table's rows (TABLE_COLUMNS, in order) and of each row's audio file (see the docstring);
+    hashes: a sercore.features.cache.HashIndex, so unchanged files are not read again (the caller saves it)."""
     from sercore.features.cache import sha256_file
 
     digest = hashlib.sha256()
@@ -152,7 +153,7 @@ def data_key(table: pd.DataFrame) -> str:
     for row in cells.where(cells.notna(), None).itertuples(index=False):
         digest.update(json.dumps(list(row), default=str).encode())
         try:
-            digest.update(sha256_file(row.path).encode())
+            digest.update(sha256_file(row.path, index=hashes).encode())
         except OSError as error:  # the row fails (and is counted) at feature extraction, not here
             digest.update(f"unreadable: {type(error).__name__}".encode())
     return digest.hexdigest()
@@ -192,8 +193,22 @@ def absent_splits(layout: str | None, present) -> list[str]:
     return absent
 
 
-def speech_encoder(kind: str, features: dict):
-    """(encoder object, frames per second) for a model's speech input kind."""
+def ssl_layers_read(study: str, model_args: dict) -> str:
+    """'last' when the model reads only the last SSL hidden state (dimensional with layers='last', the
+    KS-Transformer with ssl_layer=-1), else 'all': what the run's SSL store keeps (features.ssl.layers wins)."""
+    from sercore.models import model_options
+
+    options = {**model_options(study), **model_args}
+    if study == "dimensional" and options.get("layers") == "last":
+        return "last"
+    if study == "ks-transformer" and options.get("ssl_layer") == -1:
+        return "last"
+    return "all"
+
+
+def speech_encoder(kind: str, features: dict, layers: str | None = None):
+    """(encoder object, frames per second) for a model's speech input kind; layers: the SSL states the
+    model reads (ssl_layers_read), unless features.ssl.layers sets them."""
     from sercore.features import make_encoder
 
     if kind not in SPEECH_INPUTS:
@@ -204,7 +219,8 @@ def speech_encoder(kind: str, features: dict):
             raise ValueError("this model reads SSL hidden states: set features.ssl_model_dir to a local model folder "
                              "(e.g. --set features.ssl_model_dir=/models/wavlm-large), or use log-Mel input "
                              "(--set model.speech=logmel)")
-        return make_encoder(f"ssl:{model_dir}", **(features.get("ssl") or {})), SSL_FRAMES_PER_SECOND
+        ssl = {**({"layers": layers} if layers else {}), **(features.get("ssl") or {})}
+        return make_encoder(f"ssl:{model_dir}", **ssl), SSL_FRAMES_PER_SECOND
     settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
     encoder = make_encoder("logmel", **settings)
     return encoder, 1000.0 / encoder.settings["hop_ms"]
@@ -238,13 +254,20 @@ def text_encoder(features: dict):
     return make_encoder(f"text:{model_dir}" if model_dir else "text", **(features.get("text") or {}))
 
 
-def _extract(table, encoder, cache_dir, world, progress):
+def _extract(table, encoder, cache_dir, world, progress, store: bool = False, max_gb=None, hashes=None):
+    """Features of every row; store=True (SSL speech): a memory-mapped store read lazily per batch
+    (sercore.features.store), never the whole corpus in memory; else the per-file cache's arrays."""
     from sercore.features import extract
+    from sercore.features.store import extract_to_store
 
     # Rank 0 fills the cache; the others then read it instead of computing the same features again.
     if not world.is_main:
         distributed.barrier(world)
-    arrays = extract(table, encoder, cache_dir, progress=progress and world.is_main)
+    if store:
+        arrays = extract_to_store(table, encoder, cache_dir, progress=progress and world.is_main, max_gb=max_gb,
+                                  hashes=hashes)
+    else:
+        arrays = extract(table, encoder, cache_dir, progress=progress and world.is_main)
     if world.is_main:
         distributed.barrier(world)
     return arrays
@@ -257,7 +280,7 @@ def _drop_failed(table, speech, text, excluded: dict, world) -> tuple:
 
     failed = {**(text.failed if text is not None else {}), **speech.failed}  # one reason per row
     if not failed:
-        return table, list(speech), list(text) if text is not None else None, {}
+        return table, speech, text, {}
     names = table["path"] if "path" in table.columns else table["utt_id"]
     examples = {}
     for position, reason in sorted(failed.items()):
@@ -273,7 +296,12 @@ def _drop_failed(table, speech, text, excluded: dict, world) -> tuple:
         warnings.warn(f"{len(failed)} of {len(table)} utterances left out ({counts}); metrics.json lists them "
                       "under data.excluded and data.extraction_failures", stacklevel=3)
     table = table.iloc[keep].reset_index(drop=True)
-    return table, [speech[i] for i in keep], [text[i] for i in keep] if text is not None else None, examples
+    return table, _take(speech, keep), _take(text, keep) if text is not None else None, examples
+
+
+def _take(arrays, rows):
+    """The rows of a feature sequence: a lazy store sequence stays lazy (subset), a list is indexed."""
+    return arrays.subset(rows) if hasattr(arrays, "subset") else [arrays[i] for i in rows]
 
 
 def data_options(study: str, data: Utterances, segment_frames: int | None) -> dict:
@@ -372,7 +400,10 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
             index = {c: i for i, c in enumerate(classes)}
             check_train_classes([index[x] for x in table.loc[table["split"] == "Train", "label"]], classes,
                                 str(corpus))
-        keys = {"data_key": data_key(table), "code_key": code_key()}
+        cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
+        hashes = HashIndex(cache_dir)  # audio hashes kept across runs: a big corpus is not read each time
+        keys = {"data_key": data_key(table, hashes), "code_key": code_key()}
+        hashes.save()
         done = None if retrain else _finished(out_dir, parameters, keys)
         if done is not None:
             return done
@@ -382,10 +413,10 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         inputs = dict(build_model(study, **model_args).inputs)  # built once only to learn what it reads
         # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
         text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
-        encoder, fps = speech_encoder(inputs["speech"], features_cfg)
+        encoder, fps = speech_encoder(inputs["speech"], features_cfg, ssl_layers_read(study, model_args))
         segmented = inputs["speech"] == "logmel128-segments"
-        cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
-        speech = _extract(table, encoder, cache_dir, world, settings.progress)
+        speech = _extract(table, encoder, cache_dir, world, settings.progress, store=inputs["speech"] == "ssl",
+                          max_gb=features_cfg.get("max_cache_gb"), hashes=hashes)
         text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
             if inputs.get("text") else None
         table, speech, text, failures = _drop_failed(table, speech, text, excluded, world)
