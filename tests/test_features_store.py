@@ -153,11 +153,16 @@ def test_the_size_check_refuses_before_computing(tmp_path, monkeypatch):
     for bad in (0, -1, "5", True):
         with pytest.raises(ValueError, match="max_cache_gb must be a positive number"):
             check_room(FeatureStore(tmp_path / "cache", encoder), 10, bad)
+    extract_to_store(table_of(paths), encoder, tmp_path / "cache", progress=False)
+    with pytest.raises(ValueError, match="max_cache_gb must be a positive number"):  # refused on a warm store too
+        extract_to_store(table_of(paths), encoder, tmp_path / "cache", progress=False, max_gb=-1)
+    encoder.calls = 0
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 50))
+    more = write_wavs(tmp_path / "more", 2, seed=1)
     with pytest.raises(ValueError, match=r"need about 0\.00 GB but only 0\.00 GB are free"):
-        extract_to_store(table_of(paths), encoder, tmp_path / "cache", progress=False)
+        extract_to_store(table_of(more), encoder, tmp_path / "cache", progress=False)
     assert encoder.calls == 0
 
 
@@ -305,10 +310,11 @@ def test_ssl_training_runs_read_the_store_lazily_with_the_layers_each_model_read
               "crop_seconds": 0.2, "batch_size": 4, "cache_dir": str(tmp_path / "cache"),
               "features.ssl_model_dir": str(tiny_wav2vec2), "model.speech": "ssl"}
     fusion = train_run("fusion", corpus / "manifest.csv", tmp_path / "fusion", profile="smoke",
-                       **{**common, "model.text": False})
+                       **{**common, "model.text": False, "features.max_cache_gb": 1.0})
     dimensional = train_run("dimensional", corpus / "manifest.csv", tmp_path / "dim", profile="smoke",
                             **{**common, "avd_range": [1, 7], "model.layers": "last"})
     assert isinstance(seen[0].speech, LazyFeatures) and isinstance(seen[1].speech, LazyFeatures)
     assert seen[0].speech.shape_of(0)[0] == 3 and seen[1].speech.shape_of(0)[0] == 1  # all states / last only
+    assert "max_cache_gb" not in fusion["provenance"]["parameters"]["features"]  # a limit, not an identity
     assert "macro_f1" in fusion["splits"]["Test1"] and "ccc_mean" in dimensional["splits"]["Test1"]
     assert len(list((tmp_path / "cache" / "stores").glob("ssl-*/*"))) == 2  # one store per layer set

@@ -111,6 +111,9 @@ class SSLEncoder:
 
     def output_bytes(self, seconds: float) -> int:
         """Bytes of one utterance's output, from config.json (see the module docstring)."""
+        if not {"hidden_size", "conv_kernel", "conv_stride"} <= set(self.config):
+            raise ValueError(f"{self.model_dir / 'config.json'}: no hidden_size, conv_kernel and conv_stride to "
+                             "estimate the feature size from (expected a wav2vec2, WavLM or HuBERT config)")
         frames = int(seconds * self.sample_rate)
         for kernel, stride in zip(self.config.get("conv_kernel", ()), self.config.get("conv_stride", ())):
             frames = max((frames - kernel) // stride + 1, 0)

@@ -177,8 +177,9 @@ class ShardWriter:
             self.commit()
         if self.handle is None:
             self._open(array.dtype)
-        self.handle.write(array.tobytes())
-        self.entries[content] = (self.values, list(array.shape), hashlib.sha256(array.tobytes()).hexdigest())
+        payload = array.tobytes()
+        self.handle.write(payload)
+        self.entries[content] = (self.values, list(array.shape), hashlib.sha256(payload).hexdigest())
         self.values += array.size
         if self.values * self.dtype.itemsize >= self.store.shard_bytes:
             self.commit()
@@ -264,10 +265,15 @@ def audio_seconds(path) -> float:
     return info.frames / info.samplerate if info.samplerate else 0.0
 
 
-def check_room(store: FeatureStore, new_bytes: int, max_gb: float | None) -> None:
-    """ValueError (one line) when new_bytes exceed the free disk at the store or the store would pass max_gb."""
+def check_cap(max_gb) -> None:
+    """ValueError unless max_gb (features.max_cache_gb) is None or a positive number of GB."""
     if max_gb is not None and (isinstance(max_gb, bool) or not isinstance(max_gb, (int, float)) or max_gb <= 0):
         raise ValueError(f"features.max_cache_gb must be a positive number of GB (or null), got {max_gb!r}")
+
+
+def check_room(store: FeatureStore, new_bytes: int, max_gb: float | None) -> None:
+    """ValueError (one line) when new_bytes exceed the free disk at the store or the store would pass max_gb."""
+    check_cap(max_gb)
     place = store.folder
     while not place.exists():
         place = place.parent
@@ -294,6 +300,7 @@ def extract_to_store(table, encoder, cache_dir, progress: bool = True, max_gb: f
     from sercore.progress import bar_disabled
 
     started = time.perf_counter()
+    check_cap(max_gb)  # a bad cap is refused even when nothing is left to compute
     encoder = make_encoder(encoder)
     if encoder.modality != "audio":
         raise ValueError(f"extract_to_store reads audio; {encoder.name!r} reads {encoder.modality}")

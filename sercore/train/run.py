@@ -32,6 +32,13 @@ class always scores macro-F1 1.0). Splits the layout leads one to expect (MSP-Po
 Test2; IEMOCAP: Development, Test; a manifest: Development and at least one Test*) that have no usable rows
 are listed in metrics.json "absent_splits" and warned about; the metrics cover the splits present.
 
+Features: SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store), keeping
+only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
+layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
+after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
+Log-Mel and text features come from the per-file cache in memory. Audio hashes (data_key, the store's
+keys) go through the cache folder's persistent index (sercore.features.cache.HashIndex).
+
 Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
 load_corpus (e.g. corpus.fold=2 for IEMOCAP). From Python, dotted keys go through a dict:
