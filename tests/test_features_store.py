@@ -318,3 +318,17 @@ def test_ssl_training_runs_read_the_store_lazily_with_the_layers_each_model_read
     assert "max_cache_gb" not in fusion["provenance"]["parameters"]["features"]  # a limit, not an identity
     assert "macro_f1" in fusion["splits"]["Test1"] and "ccc_mean" in dimensional["splits"]["Test1"]
     assert len(list((tmp_path / "cache" / "stores").glob("ssl-*/*"))) == 2  # one store per layer set
+
+
+def test_text_token_states_go_to_a_store_keyed_by_the_transcript(tmp_path):
+    from sercore.features.text import TextEncoder
+
+    encoder = TextEncoder(device="cpu")
+    table = pd.DataFrame({"transcript": ["the bus was late again", "", None, "the bus was late again"]})
+    first = extract_to_store(table, encoder, tmp_path / "cache", progress=False)
+    assert (first.stats.hits, first.stats.misses) == (0, 2)  # "" and None are the same empty transcript
+    second = extract_to_store(table, encoder, tmp_path / "cache", progress=False)
+    assert second.stats.hits == 4 and isinstance(second[0], np.memmap)
+    np.testing.assert_array_equal(second[0], encoder("the bus was late again"))
+    np.testing.assert_array_equal(second[1], second[2])
+    assert encoder.output_bytes("the bus was late again") == second[0].nbytes

@@ -21,7 +21,8 @@ read (a store of 64 GB would be read once per run for that): `verify()` re-check
 
 `extract_to_store` returns LazyFeatures, a sequence aligned with the table whose item i is a read-only
 np.memmap of row i (None for a failed row, as FeatureList): each access maps only that utterance, so a crop
-reads only its frames and nothing stays resident once the batch is built. Before computing anything it
+reads only its frames and nothing stays resident once the batch is built. Text encoders work the same way
+(rows keyed by the sha256 of the transcript; `output_bytes(transcript)` estimates their size). Before computing anything it
 estimates the bytes to add (seconds of audio x the encoder's `output_bytes`) and refuses, in one line, when
 that exceeds the free disk or `max_gb` (features.max_cache_gb). A folder that cannot be written is an
 error when there is anything to compute (the store never falls back to holding the corpus in memory).
@@ -43,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sercore.features.cache import CacheWarning, HashIndex
+from sercore.features.cache import CacheWarning, HashIndex, sha256_text
 from sercore.features.encoders import make_encoder
-from sercore.features.extraction import NON_FINITE_FEATURES, ExtractStats, FeatureError
+from sercore.features.extraction import NON_FINITE_FEATURES, ExtractStats, FeatureError, _transcript
 from sercore.provenance import _umask, atomic_write_json
 
 log = logging.getLogger("sercore.features")
@@ -254,6 +255,10 @@ class LazyFeatures:
         return sum(int(np.prod(s)) * np.dtype(d).itemsize for _, _, s, d in filter(None, self.items))
 
 
+def _where(item: str, text: bool) -> str:
+    return f"transcript {item[:40]!r}" if text else str(item)
+
+
 def audio_seconds(path) -> float:
     """Duration from the file header only (0.0 when the header is unreadable: that row fails later)."""
     import soundfile
@@ -291,9 +296,10 @@ def check_room(store: FeatureStore, new_bytes: int, max_gb: float | None) -> Non
 
 def extract_to_store(table, encoder, cache_dir, progress: bool = True, max_gb: float | None = None,
                      shard_bytes: int = DEFAULT_SHARD_BYTES, hashes: HashIndex | None = None) -> LazyFeatures:
-    """Features of every row's audio (`path` column) in the encoder's store under cache_dir, computing only
-    the utterances the store lacks; see the module docstring. hashes: the persistent sha256 index (default:
-    the one in cache_dir). Failed rows are counted as in `extract`; ValueError when every row fails."""
+    """Features of every row's audio (`path` column; a text encoder: `transcript`, keyed by the sha256 of
+    its UTF-8 text) in the encoder's store under cache_dir, computing only the rows the store lacks; see the
+    module docstring. hashes: the persistent sha256 index of audio files (default: the one in cache_dir).
+    Failed rows are counted as in `extract`; ValueError when every row fails."""
     from tqdm.auto import tqdm
 
     from sercore.data.audio import MISSING, UNREADABLE, AudioError, read_audio
@@ -302,13 +308,18 @@ def extract_to_store(table, encoder, cache_dir, progress: bool = True, max_gb: f
     started = time.perf_counter()
     check_cap(max_gb)  # a bad cap is refused even when nothing is left to compute
     encoder = make_encoder(encoder)
-    if encoder.modality != "audio":
-        raise ValueError(f"extract_to_store reads audio; {encoder.name!r} reads {encoder.modality}")
+    text = encoder.modality == "text"
+    column = "transcript" if text else "path"
+    if column not in table.columns:
+        raise KeyError(f"the table has no {column!r} column, which encoder {encoder.name!r} reads")
     store = FeatureStore(cache_dir, encoder, shard_bytes)
     hashes = hashes if hashes is not None else HashIndex(cache_dir)
     stats, failed, contents = ExtractStats(rows=len(table)), {}, []
-    paths = table["path"].tolist()
+    paths = [_transcript(v) for v in table[column]] if text else table[column].tolist()
     for row, path in enumerate(paths):
+        if text:
+            contents.append(sha256_text(path))
+            continue
         try:
             contents.append(hashes.sha256(path))
         except OSError as error:
@@ -323,22 +334,25 @@ def extract_to_store(table, encoder, cache_dir, progress: bool = True, max_gb: f
             todo[content] = row
     stats.hits = sum(1 for c in contents if c is not None and c in store)
     if todo:
-        seconds = [audio_seconds(paths[row]) for row in todo.values()]
-        check_room(store, sum(encoder.output_bytes(s) for s in seconds), max_gb)
+        sizes = [paths[row] if text else audio_seconds(paths[row]) for row in todo.values()]
+        check_room(store, sum(encoder.output_bytes(s) for s in sizes), max_gb)
         writer = store.writer()
         try:
             for content, row in tqdm(todo.items(), desc=f"{encoder.name} -> store", unit="utt",
                                      disable=bar_disabled(progress)):
                 try:
-                    flags = set()
-                    array = encoder(read_audio(paths[row], sample_rate=encoder.sample_rate, flags=flags))
-                    stats.float_peaks += bool(flags)
+                    if text:
+                        array = encoder(paths[row])
+                    else:
+                        flags = set()
+                        array = encoder(read_audio(paths[row], sample_rate=encoder.sample_rate, flags=flags))
+                        stats.float_peaks += bool(flags)
                     if not np.isfinite(array).all():
-                        raise FeatureError(f"{paths[row]}: {encoder.name} gave NaN or Inf values",
+                        raise FeatureError(f"{_where(paths[row], text)}: {encoder.name} gave NaN or Inf values",
                                            NON_FINITE_FEATURES)
                 except (AudioError, FeatureError) as error:
                     failed[row] = error.reason
-                    stats.fail(error.reason, str(paths[row]))
+                    stats.fail(error.reason, _where(paths[row], text))
                     continue
                 writer.add(content, array)
             writer.commit()
@@ -350,7 +364,7 @@ def extract_to_store(table, encoder, cache_dir, progress: bool = True, max_gb: f
         if row in failed or content not in store:
             if row not in failed:  # an identical file that failed above
                 failed[row] = failed[todo[content]]
-                stats.fail(failed[row], str(paths[row]))
+                stats.fail(failed[row], _where(paths[row], text))
             items.append(None)
         else:
             items.append(store.item(content))

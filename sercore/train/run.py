@@ -36,7 +36,7 @@ Features: SSL speech goes to a memory-mapped store read lazily per batch (sercor
 only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
 layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
 after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
-Log-Mel and text features come from the per-file cache in memory. Audio hashes (data_key, the store's
+Text token states go to a store the same way; log-Mel features come from the per-file cache in memory. Audio hashes (data_key, the store's
 keys) go through the cache folder's persistent index (sercore.features.cache.HashIndex).
 
 Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
@@ -262,7 +262,7 @@ def text_encoder(features: dict):
 
 
 def _extract(table, encoder, cache_dir, world, progress, store: bool = False, max_gb=None, hashes=None):
-    """Features of every row; store=True (SSL speech): a memory-mapped store read lazily per batch
+    """Features of every row; store=True (SSL speech, text): a memory-mapped store read lazily per batch
     (sercore.features.store), never the whole corpus in memory; else the per-file cache's arrays."""
     from sercore.features import extract
     from sercore.features.store import extract_to_store
@@ -424,8 +424,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         segmented = inputs["speech"] == "logmel128-segments"
         speech = _extract(table, encoder, cache_dir, world, settings.progress, store=inputs["speech"] == "ssl",
                           max_gb=features_cfg.get("max_cache_gb"), hashes=hashes)
-        text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress) \
-            if inputs.get("text") else None
+        text = _extract(table, text_encoder(features_cfg), cache_dir, world, settings.progress, store=True,
+                        max_gb=features_cfg.get("max_cache_gb")) if inputs.get("text") else None
         table, speech, text, failures = _drop_failed(table, speech, text, excluded, world)
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, encoder, settings.vtlp_copies, seed,
