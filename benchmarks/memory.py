@@ -11,6 +11,10 @@ store (retrain=True). The child reports its own peak RSS (resource.getrusage ru_
 mark of the process, memory-mapped pages it touched included). With features read lazily, the peak of the
 `train` run should not grow with the corpus beyond the table (and per-row index) itself, while the store
 on disk grows with the audio; the `store MB` column is what holding every array in memory would add.
+The `extract` run's peak also rises with the corpus (measured 669 -> 780 MB for 500 -> 4,000 utterances)
+while its Python heap stays flat (tracemalloc: 85 -> 87 MB for 300 -> 1,500): glibc's dynamic mmap
+threshold keeps the freed buffers of variable-length utterances in the heap; with MALLOC_MMAP_THRESHOLD_=131072
+the same extraction grows 17 MB instead of 43 MB. No features are held: they go to the store as computed.
 `wall s` is the whole child (imports, hashing, extraction, training, evaluation of every split), `train
 steps/s` the training loop alone (metrics.json training.train_time_s), batches of 16 crops of 2 s.
 """
