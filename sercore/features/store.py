@@ -22,10 +22,11 @@ read (a store of 64 GB would be read once per run for that): `verify()` re-check
 `extract_to_store` returns LazyFeatures, a sequence aligned with the table whose item i is a read-only
 np.memmap of row i (None for a failed row, as FeatureList): each access maps only that utterance, so a crop
 reads only its frames and nothing stays resident once the batch is built. Text encoders work the same way
-(rows keyed by the sha256 of the transcript; `output_bytes(transcript)` estimates their size). Before computing anything it
-estimates the bytes to add (seconds of audio x the encoder's `output_bytes`) and refuses, in one line, when
-that exceeds the free disk or `max_gb` (features.max_cache_gb). A folder that cannot be written is an
-error when there is anything to compute (the store never falls back to holding the corpus in memory).
+(rows keyed by the sha256 of the transcript; `output_bytes(transcript)` estimates their size). Before
+computing anything it estimates the bytes to add (seconds of audio x the encoder's `output_bytes`) and
+refuses, in one line, when that exceeds the free disk or `max_gb` (features.max_cache_gb). A folder that
+cannot be written is an error when there is anything to compute (the store never falls back to holding the
+corpus in memory).
 """
 
 from __future__ import annotations

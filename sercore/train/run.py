@@ -36,8 +36,9 @@ Features: SSL speech goes to a memory-mapped store read lazily per batch (sercor
 only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
 layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
 after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
-Text token states go to a store the same way; log-Mel features come from the per-file cache in memory. Audio hashes (data_key, the store's
-keys) go through the cache folder's persistent index (sercore.features.cache.HashIndex).
+Text token states go to a store the same way; log-Mel features come from the per-file cache in memory.
+Audio hashes (data_key, the store's keys) go through the cache folder's persistent index
+(sercore.features.cache.HashIndex).
 
 Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
