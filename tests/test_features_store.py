@@ -332,3 +332,19 @@ def test_text_token_states_go_to_a_store_keyed_by_the_transcript(tmp_path):
     np.testing.assert_array_equal(second[0], encoder("the bus was late again"))
     np.testing.assert_array_equal(second[1], second[2])
     assert encoder.output_bytes("the bus was late again") == second[0].nbytes
+
+
+def test_the_features_command_fills_the_store_that_training_reads(tmp_path, tiny_wav2vec2, capsys):
+    from sercore.cli import main
+    from sercore.features import make_encoder
+
+    paths = write_wavs(tmp_path / "wav", 3)
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{p},ang\n" for p in paths), encoding="utf-8")
+    assert main(["features", "--corpus", str(tmp_path / "m.csv"), "--encoder", f"ssl:{tiny_wav2vec2}",
+                 "--cache", str(tmp_path / "cache"), "--set", "layers=last", "--no-progress"]) == 0
+    assert "3 computed" in capsys.readouterr().out
+    # what a dimensional run asks for (layers last, the profile's ssl settings): every row a hit
+    encoder = make_encoder(f"ssl:{tiny_wav2vec2}", layers="last", dtype="float16", chunk_seconds=None,
+                           last_state="layer", device="cpu")
+    again = extract_to_store(table_of(paths), encoder, tmp_path / "cache", progress=False)
+    assert again.stats.hits == 3 and again.shape_of(0)[0] == 1
