@@ -7,6 +7,10 @@
 Models load only from local folders; nothing is downloaded. The usual cache_dir is default_cache_dir()
 ($SERCORE_CACHE, else $XDG_CACHE_HOME/sercore, else ~/.cache/sercore); a row whose audio or features are
 unusable is None in the result and listed in its `.failed` (see sercore.features.extraction).
+
+At corpus scale (training on SSL features) sercore.features.store.extract_to_store keeps the arrays in one
+memory-mapped store per encoder setting and returns a lazy sequence instead of arrays in memory; it checks
+the size first (free disk, features.max_cache_gb). cache.HashIndex keeps the audio files' sha256 across runs.
 """
 
 from sercore.features.cache import CacheWarning, FeatureCache, cache_dir_or_default, cache_key, default_cache_dir

@@ -4,7 +4,13 @@ Key: sha256 of a canonical JSON of the encoder's name, its settings, a fingerpri
 the sha256 of the input (the audio file's bytes, or the transcript's UTF-8 text). So a changed setting, a
 changed model or an edited wav gives a new key, and renaming or moving a wav does not. `sha256_file`
 remembers each file's digest for the life of the process, keyed by (resolved path, size, mtime_ns), so a
-file is hashed once per process unless it changes.
+file is hashed once per process unless it changes. Across processes, a HashIndex (<cache_dir>/file-sha256.json,
+passed as sha256_file(path, index=...)) keeps the same (path, size, mtime_ns) -> sha256 table on disk, so a
+run over a 27 GB corpus stats its files instead of reading them again; a file whose size or mtime changed is
+hashed again. The index file carries a sha256 of its entries and is rewritten atomically; one that fails
+that check (or is not an index) is reported with a CacheWarning and rebuilt. An entry is not persisted while
+the file's mtime is within RACY_SECONDS of the hashing (a write in the same clock tick could keep size and
+mtime: the "racy git" problem), so such files are hashed again by the next process.
 
 Where: `default_cache_dir()` is the one default folder of the whole library: $SERCORE_CACHE when set, else
 $XDG_CACHE_HOME/sercore, else ~/.cache/sercore. Nothing is ever written inside a corpus.
@@ -26,6 +32,7 @@ import io
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -39,6 +46,9 @@ _DIGEST_BYTES = 32
 _HEADER = len(MAGIC) + 2 * _DIGEST_BYTES
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 _WARNED_UNWRITABLE: set[str] = set()
+HASH_INDEX_FILE = "file-sha256.json"
+HASH_INDEX_FORMAT = "sercore-file-sha256-1"
+RACY_SECONDS = 2.0
 
 
 class CacheWarning(UserWarning):
@@ -65,18 +75,80 @@ def cache_dir_or_default(*choices) -> Path:
     return default_cache_dir()
 
 
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of the file's bytes, memoised per (resolved path, size, mtime_ns) within this process."""
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20, index: "HashIndex | None" = None) -> str:
+    """Hex sha256 of the file's bytes, memoised per (resolved path, size, mtime_ns) within this process and,
+    with `index`, across processes (call index.save() to keep what was hashed). OSError when unreadable."""
     resolved = Path(path).resolve()
     status = resolved.stat()
     memo = (str(resolved), status.st_size, status.st_mtime_ns)
+    if memo not in _FILE_DIGESTS and index is not None and index.lookup(*memo):
+        _FILE_DIGESTS[memo] = index.lookup(*memo)
     if memo not in _FILE_DIGESTS:
         digest = hashlib.sha256()
         with open(resolved, "rb") as handle:
             while chunk := handle.read(chunk_bytes):
                 digest.update(chunk)
         _FILE_DIGESTS[memo] = digest.hexdigest()
+        if index is not None:
+            index.hashed += 1  # files whose bytes were read (tests and reports count them)
+    if index is not None and index.lookup(*memo) is None:
+        index.record(*memo, _FILE_DIGESTS[memo], status.st_mtime)
     return _FILE_DIGESTS[memo]
+
+
+class HashIndex:
+    """(resolved path, size, mtime_ns) -> sha256 of audio files, kept in <cache_dir>/file-sha256.json."""
+
+    def __init__(self, cache_dir: str | os.PathLike):
+        self.path = Path(cache_dir) / HASH_INDEX_FILE
+        self.entries: dict[str, list] = {}  # path -> [size, mtime_ns, sha256]
+        self.dirty, self.hashed = False, 0
+        try:
+            blob = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as error:
+            warnings.warn(f"file hash index {self.path} is unreadable ({error}); rebuilding it", CacheWarning,
+                          stacklevel=2)
+            return
+        entries = blob.get("entries") if isinstance(blob, dict) else None
+        if not isinstance(entries, dict) or blob.get("format") != HASH_INDEX_FORMAT or \
+                blob.get("checksum") != self._checksum(entries):
+            warnings.warn(f"file hash index {self.path} fails its checksum or is not a sercore index; rebuilding "
+                          "it (every file is hashed again once)", CacheWarning, stacklevel=2)
+            return
+        self.entries = entries
+
+    @staticmethod
+    def _checksum(entries: dict) -> str:
+        return sha256_text(json.dumps(entries, sort_keys=True, separators=(",", ":")))
+
+    def lookup(self, path: str, size: int, mtime_ns: int) -> str | None:
+        entry = self.entries.get(path)
+        return entry[2] if entry and entry[0] == size and entry[1] == mtime_ns else None
+
+    def record(self, path: str, size: int, mtime_ns: int, digest: str, mtime: float) -> None:
+        if time.time() - mtime < RACY_SECONDS:
+            return  # see the module docstring: the next process hashes this file again
+        self.entries[path] = [size, mtime_ns, digest]
+        self.dirty = True
+
+    def sha256(self, path: str | os.PathLike) -> str:
+        return sha256_file(path, index=self)
+
+    def save(self) -> None:
+        """Write the index atomically when it changed; an unwritable folder gives one CacheWarning."""
+        if not self.dirty:
+            return
+        try:
+            atomic_write_bytes(self.path, json.dumps({"format": HASH_INDEX_FORMAT, "entries": self.entries,
+                                                      "checksum": self._checksum(self.entries)}).encode())
+            self.dirty = False
+        except OSError as error:
+            if str(self.path) not in _WARNED_UNWRITABLE:
+                _WARNED_UNWRITABLE.add(str(self.path))
+                warnings.warn(f"file hash index {self.path} cannot be written ({error.strerror or error}); files "
+                              "are hashed again by the next run", CacheWarning, stacklevel=2)
 
 
 def sha256_text(text: str) -> str:

@@ -6,6 +6,11 @@
 
 Prints the hits, misses and time, so running it twice shows what the cache saves, and the rows whose
 audio or features could not be used, by reason (they are left without features, never cached).
+
+SSL and text encoders write the memory-mapped store that `train` reads (sercore.features.store), after the
+size check against the free disk and the profile's features.max_cache_gb; log-Mel writes the per-file
+cache. A training run keeps only the SSL states its model reads: for the dimensional study (layers
+"last") precompute with `--set layers=last`, or `train` computes that store itself.
 """
 
 from __future__ import annotations
@@ -67,8 +72,19 @@ def run(args) -> int:
     cache_dir = cache_dir_or_default(cache_dir)
     table, report = load_corpus(args.corpus)
     print(report)
-    features = extract(table, encoder, cache_dir, progress=not args.no_progress, **settings)
-    shapes = sorted({tuple(a.shape[:-2]) + ("T",) + tuple(a.shape[-1:]) for a in features if a is not None})
+    if encoder.partition(":")[0] in ("ssl", "text"):
+        from sercore.features import make_encoder
+        from sercore.features.store import extract_to_store
+        from sercore.profiles import section
+
+        features = extract_to_store(table, make_encoder(encoder, **settings), cache_dir,
+                                    progress=not args.no_progress,
+                                    max_gb=section(args.profile, "features").get("max_cache_gb"))
+        arrays = [features.shape_of(i) for i in range(len(features)) if features.items[i] is not None]
+    else:
+        features = extract(table, encoder, cache_dir, progress=not args.no_progress, **settings)
+        arrays = [a.shape for a in features if a is not None]
+    shapes = sorted({tuple(a[:-2]) + ("T",) + tuple(a[-1:]) for a in arrays})
     print(f"features {encoder}: {features.stats}")
     print(f"cache: {cache_dir}; shapes: {', '.join('x'.join(map(str, s)) for s in shapes)}")
     return 0

@@ -41,6 +41,10 @@ class LogMelEncoder:
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         return log_mel(wave, **self.settings)
 
+    def output_bytes(self, seconds: float) -> int:
+        """Bytes of one utterance's log-Mel (float32, centred frames: one per hop plus one)."""
+        return (int(seconds * 1000.0 / self.settings["hop_ms"]) + 1) * self.settings["n_mels"] * 4
+
 
 def make_encoder(encoder, **settings):
     """An encoder from its name (see the module docstring) and settings; an encoder object passes through."""

@@ -17,6 +17,13 @@ T = the model's frame count (about 50 per second: 20 ms stride), D = hidden size
 default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
 dtype="float32" to keep full precision.
 
+Layers kept (`layers`): "all" (default, the S = L + 1 states above), "last" (state L only, [1, T, D]: what
+the dimensional study and a KS-Transformer with ssl_layer=-1 read; 1/(L+1) of the disk) or a list of state
+indices 0..L, kept in that order. It is part of the cache key ("all" leaves the key as it was before the
+option existed, so existing caches stay valid). `output_bytes(seconds)` is what one utterance takes, from
+config.json alone (no model load): frames from the CNN's kernels and strides x states kept x D x itemsize;
+sercore.features.store checks it against the free disk before extracting.
+
 Input normalisation: the folder's feature extractor (preprocessor_config.json) when present; otherwise
 zero mean, unit variance per utterance, as Wav2Vec2FeatureExtractor does with do_normalize=True.
 
@@ -28,6 +35,7 @@ too short for one frame raises FeatureError (reason TOO_SHORT), which `extract` 
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -47,7 +55,8 @@ class SSLEncoder:
     modality = "audio"
 
     def __init__(self, model_dir: str | os.PathLike, dtype: str = "float16", chunk_seconds: float | None = None,
-                 sample_rate: int = 16000, device: str | None = None, last_state: str = "layer"):
+                 sample_rate: int = 16000, device: str | None = None, last_state: str = "layer",
+                 layers="all"):
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {_DTYPES}")
         if last_state not in LAST_STATES:
@@ -78,7 +87,37 @@ class SSLEncoder:
         # last_state is in the key, so features cached before state L was pinned are not reused.
         self.settings = {"dtype": dtype, "chunk_seconds": chunk_seconds, "sample_rate": sample_rate,
                          "last_state": last_state}
+        self.config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+        self.layers = self._check_layers(layers)
+        if self.layers != "all":
+            self.settings["layers"] = self.layers
         self.fingerprint = fingerprint(self.model_dir)
+
+    def _check_layers(self, layers):
+        n_states = int(self.config.get("num_hidden_layers", 0)) + 1
+        if layers in ("all", "last"):
+            return layers
+        if isinstance(layers, (list, tuple)) and layers and \
+                all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_states for i in layers):
+            return [int(i) for i in layers]
+        raise ValueError(f"SSL layers must be 'all', 'last' or a list of hidden-state indices 0..{n_states - 1} "
+                         f"({self.model_dir.name} has {n_states} states), got {layers!r}")
+
+    def n_states(self) -> int:
+        """Hidden states per frame in the output (L + 1 for 'all')."""
+        if self.layers == "all":
+            return int(self.config.get("num_hidden_layers", 0)) + 1
+        return 1 if self.layers == "last" else len(self.layers)
+
+    def output_bytes(self, seconds: float) -> int:
+        """Bytes of one utterance's output, from config.json (see the module docstring)."""
+        if not {"hidden_size", "conv_kernel", "conv_stride"} <= set(self.config):
+            raise ValueError(f"{self.model_dir / 'config.json'}: no hidden_size, conv_kernel and conv_stride to "
+                             "estimate the feature size from (expected a wav2vec2, WavLM or HuBERT config)")
+        frames = int(seconds * self.sample_rate)
+        for kernel, stride in zip(self.config.get("conv_kernel", ()), self.config.get("conv_stride", ())):
+            frames = max((frames - kernel) // stride + 1, 0)
+        return frames * self.n_states() * int(self.config["hidden_size"]) * np.dtype(self.dtype).itemsize
 
     @property
     def model(self):
@@ -136,7 +175,10 @@ class SSLEncoder:
                     states.append(torch.stack(hidden, dim=0)[:, 0])
         finally:
             hook.remove()
-        return torch.cat(states, dim=1).to(getattr(torch, self.dtype)).cpu().numpy()
+        out = torch.cat(states, dim=1)
+        if self.layers != "all":
+            out = out[-1:] if self.layers == "last" else out[self.layers]
+        return out.to(getattr(torch, self.dtype)).cpu().numpy()
 
     def _last_layer(self):
         layers = getattr(getattr(self.model, "encoder", None), "layers", None)

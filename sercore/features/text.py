@@ -45,6 +45,7 @@ class TextEncoder:
         config = transformers.AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
         limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
         self.max_tokens = min(int(n) for n in limits if n)
+        self.hidden_size = int(config.hidden_size)
         self.name = f"text-{self.model_dir.name}"
         self.settings = {"max_tokens": self.max_tokens}
         self.fingerprint = fingerprint(self.model_dir)
@@ -54,6 +55,10 @@ class TextEncoder:
         if self._model is None:
             self._model = load_model(self._transformers, self.model_dir, self.device)
         return self._model
+
+    def output_bytes(self, text: str) -> int:
+        """Bytes of one transcript's states (tokens, truncated as __call__ does, x hidden size x 4)."""
+        return min(len(self.tokenizer(text)["input_ids"]), self.max_tokens) * self.hidden_size * 4
 
     def __call__(self, text: str) -> np.ndarray:
         if not isinstance(text, str):

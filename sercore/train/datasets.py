@@ -30,6 +30,11 @@ Inputs
   transcripts are all empty still has a well-formed [B, 1, E] tensor, fully masked).
 
 The time axis of a speech array is 0 for [T, F] (log-Mel) and 1 for [L, T, F] (SSL hidden states).
+
+Lazy features: `speech` (and `text`) may be any sequence with len and [i], e.g. a
+sercore.features.store.LazyFeatures whose item is a memmap of one utterance; Utterances keeps such a
+sequence as it is (a list is copied), asks it for shapes with `shape_of(i)` when it has one (so lengths
+never touch the data), and the items above read only the crop (take_frames) or the one utterance they batch.
 """
 
 from __future__ import annotations
@@ -90,8 +95,8 @@ class Utterances:
     label: np.ndarray          # int64 class index, -1 when the row has no usable class
     gender: np.ndarray         # int64 0 / 1 / -1
     avd: np.ndarray            # float32 [N, 3] on [0, 1], NaN when absent
-    speech: list
-    text: list | None
+    speech: Sequence  # a list of arrays, or a lazy sequence (see the module docstring)
+    text: Sequence | None
     classes: tuple[str, ...]
     frames_per_second: float
     excluded_labels: dict = field(default_factory=dict)  # label -> rows kept out of classification
@@ -122,8 +127,8 @@ class Utterances:
             avd = scale_avd(raw_avd, *avd_range)
         return cls(utt_id=table["utt_id"].astype(str).to_numpy(), split=table["split"].astype(str).to_numpy(),
                    label_name=np.array([x if isinstance(x, str) else "" for x in names], dtype=object),
-                   label=label, gender=gender, avd=avd, speech=list(speech),
-                   text=None if text is None else list(text), classes=classes,
+                   label=label, gender=gender, avd=avd, speech=_keep(speech),
+                   text=None if text is None else _keep(text), classes=classes,
                    frames_per_second=float(frames_per_second), excluded_labels=excluded,
                    avd_scale_known=avd_range is not None or not np.isfinite(raw_avd).any())
 
@@ -142,7 +147,14 @@ class Utterances:
         return np.flatnonzero(in_split & usable)
 
     def n_frames(self, row: int) -> int:
-        return int(self.speech[row].shape[time_axis(self.speech[row])])
+        shape_of = getattr(self.speech, "shape_of", None)
+        shape = shape_of(row) if shape_of is not None else self.speech[row].shape
+        return int(shape[0 if len(shape) == 2 else 1])
+
+
+def _keep(arrays: Sequence) -> Sequence:
+    """A lazy sequence as it is (copying it to a list would map every utterance), anything else as a list."""
+    return arrays if hasattr(arrays, "shape_of") else list(arrays)
 
 
 def time_axis(array: np.ndarray) -> int:

@@ -45,6 +45,14 @@ class always scores macro-F1 1.0). Splits the layout leads one to expect (MSP-Po
 Test2; IEMOCAP: Development, Test; a manifest: Development and at least one Test*) that have no usable rows
 are listed in metrics.json "absent_splits" and warned about; the metrics cover the splits present.
 
+Features: SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store), keeping
+only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
+layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
+after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
+Text token states go to a store the same way; log-Mel features come from the per-file cache in memory.
+Audio hashes (data_key, the store's keys) go through the cache folder's persistent index
+(sercore.features.cache.HashIndex).
+
 Overrides: a plain key is a train setting (sercore.train.settings.TrainSettings); "model.<option>" goes to
 build_model, "features.<key>[.<key>]" into the profile's features section, "corpus.<option>" to
 load_corpus (e.g. corpus.fold=2 for IEMOCAP). From Python, dotted keys go through a dict:
@@ -69,7 +77,7 @@ import numpy as np
 import pandas as pd
 
 from sercore import metrics as M
-from sercore.features.cache import cache_dir_or_default
+from sercore.features.cache import HashIndex, cache_dir_or_default
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
@@ -88,7 +96,7 @@ SSL_FRAMES_PER_SECOND = 50.0
 # Settings that change how a run is shown or where its caches lie, not what it computes: left out of its
 # parameters (and so of its identity).
 PRESENTATION_KEYS = ("progress", "cache_dir")
-FEATURE_LOCATION_KEYS = ("cache_dir",)
+FEATURE_LOCATION_KEYS = ("cache_dir", "max_cache_gb")
 # sercore modules (relative to the package) a training run never executes: left out of the code key.
 CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "predict.py",
                  "*/cli.py")
@@ -160,8 +168,9 @@ def _finished(out_dir: Path, parameters: dict, keys: dict) -> dict | None:
     return None
 
 
-def data_key(table: pd.DataFrame) -> str:
-    """sha256 of the table's rows (TABLE_COLUMNS, in order) and of each row's audio file (see the docstring)."""
+def data_key(table: pd.DataFrame, hashes=None) -> str:
+    """sha256 of the table's rows (TABLE_COLUMNS, in order) and of each row's audio file (see the docstring);
+    hashes: a sercore.features.cache.HashIndex, so unchanged files are not read again (the caller saves it)."""
     from sercore.features.cache import sha256_file
 
     digest = hashlib.sha256()
@@ -169,7 +178,7 @@ def data_key(table: pd.DataFrame) -> str:
     for row in cells.where(cells.notna(), None).itertuples(index=False):
         digest.update(json.dumps(list(row), default=str).encode())
         try:
-            digest.update(sha256_file(row.path).encode())
+            digest.update(sha256_file(row.path, index=hashes).encode())
         except OSError as error:  # the row fails (and is counted) at feature extraction, not here
             digest.update(f"unreadable: {type(error).__name__}".encode())
     return digest.hexdigest()
@@ -209,8 +218,22 @@ def absent_splits(layout: str | None, present) -> list[str]:
     return absent
 
 
-def speech_encoder(kind: str, features: dict):
-    """(encoder object, frames per second) for a model's speech input kind."""
+def ssl_layers_read(study: str, model_args: dict) -> str:
+    """'last' when the model reads only the last SSL hidden state (dimensional with layers='last', the
+    KS-Transformer with ssl_layer=-1), else 'all': what the run's SSL store keeps (features.ssl.layers wins)."""
+    from sercore.models import model_options
+
+    options = {**model_options(study), **model_args}
+    if study == "dimensional" and options.get("layers") == "last":
+        return "last"
+    if study == "ks-transformer" and options.get("ssl_layer") == -1:
+        return "last"
+    return "all"
+
+
+def speech_encoder(kind: str, features: dict, layers: str | None = None):
+    """(encoder object, frames per second) for a model's speech input kind; layers: the SSL states the
+    model reads (ssl_layers_read), unless features.ssl.layers sets them."""
     from sercore.features import make_encoder
 
     if kind not in SPEECH_INPUTS:
@@ -221,7 +244,8 @@ def speech_encoder(kind: str, features: dict):
             raise ValueError("this model reads SSL hidden states: set features.ssl_model_dir to a local model folder "
                              "(e.g. --set features.ssl_model_dir=/models/wavlm-large), or use log-Mel input "
                              "(--set model.speech=logmel)")
-        return make_encoder(f"ssl:{model_dir}", **(features.get("ssl") or {})), SSL_FRAMES_PER_SECOND
+        ssl = {**({"layers": layers} if layers else {}), **(features.get("ssl") or {})}
+        return make_encoder(f"ssl:{model_dir}", **ssl), SSL_FRAMES_PER_SECOND
     settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
     encoder = make_encoder("logmel", **settings)
     return encoder, 1000.0 / encoder.settings["hop_ms"]
@@ -255,13 +279,20 @@ def text_encoder(features: dict):
     return make_encoder(f"text:{model_dir}" if model_dir else "text", **(features.get("text") or {}))
 
 
-def _extract(table, encoder, cache_dir, world, progress):
+def _extract(table, encoder, cache_dir, world, progress, store: bool = False, max_gb=None, hashes=None):
+    """Features of every row; store=True (SSL speech, text): a memory-mapped store read lazily per batch
+    (sercore.features.store), never the whole corpus in memory; else the per-file cache's arrays."""
     from sercore.features import extract
+    from sercore.features.store import extract_to_store
 
     # Rank 0 fills the cache; the others then read it instead of computing the same features again.
     if not world.is_main:
         distributed.barrier(world)
-    arrays = extract(table, encoder, cache_dir, progress=progress and world.is_main)
+    if store:
+        arrays = extract_to_store(table, encoder, cache_dir, progress=progress and world.is_main, max_gb=max_gb,
+                                  hashes=hashes)
+    else:
+        arrays = extract(table, encoder, cache_dir, progress=progress and world.is_main)
     if world.is_main:
         distributed.barrier(world)
     return arrays
@@ -274,7 +305,7 @@ def _drop_failed(table, speech, text, excluded: dict, world) -> tuple:
 
     failed = {**(text.failed if text is not None else {}), **speech.failed}  # one reason per row
     if not failed:
-        return table, list(speech), list(text) if text is not None else None, {}
+        return table, speech, text, {}
     names = table["path"] if "path" in table.columns else table["utt_id"]
     examples = {}
     for position, reason in sorted(failed.items()):
@@ -290,7 +321,12 @@ def _drop_failed(table, speech, text, excluded: dict, world) -> tuple:
         warnings.warn(f"{len(failed)} of {len(table)} utterances left out ({counts}); metrics.json lists them "
                       "under data.excluded and data.extraction_failures", stacklevel=3)
     table = table.iloc[keep].reset_index(drop=True)
-    return table, [speech[i] for i in keep], [text[i] for i in keep] if text is not None else None, examples
+    return table, _take(speech, keep), _take(text, keep) if text is not None else None, examples
+
+
+def _take(arrays, rows):
+    """The rows of a feature sequence: a lazy store sequence stays lazy (subset), a list is indexed."""
+    return arrays.subset(rows) if hasattr(arrays, "subset") else [arrays[i] for i in rows]
 
 
 def data_options(study: str, data: Utterances, segment_frames: int | None) -> dict:
@@ -391,16 +427,18 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
             index = {c: i for i, c in enumerate(classes)}
             check_train_classes([index[x] for x in table.loc[table["split"] == "Train", "label"]], classes,
                                 str(corpus))
-        keys = {"data_key": data_key(table), "code_key": code_key()}
+        cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
+        hashes = HashIndex(cache_dir)  # audio hashes kept across runs: a big corpus is not read each time
+        keys = {"data_key": data_key(table, hashes), "code_key": code_key()}
+        hashes.save()
         done = None if retrain else _finished(out_dir, parameters, keys)
         if done is not None:
             return done
         fingerprint = hashlib.sha256(json.dumps({**parameters, **keys}, sort_keys=True).encode()).hexdigest()
 
         spec = model_spec(study, mechanism, model_cfg, features_cfg)
-        cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
         table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
-                                                      settings.progress)
+                                                      settings.progress, hashes=hashes)
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
@@ -525,15 +563,19 @@ def model_spec(study: str, mechanism: str | None, model_cfg: dict, features_cfg:
     inputs = dict(build_model(study, **args).inputs)  # built once only to learn what it reads
     # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
     text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
-    encoder, fps = speech_encoder(inputs["speech"], features_cfg)
+    encoder, fps = speech_encoder(inputs["speech"], features_cfg, ssl_layers_read(study, args))
     return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name)
 
 
-def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress):
+def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress,
+                  hashes=None):
     """(table, speech, text, failures): the features the model reads, rows whose extraction failed left out
-    and counted in `excluded` (see _drop_failed)."""
-    speech = _extract(table, spec.encoder, cache_dir, world, progress)
-    text = _extract(table, text_encoder(features_cfg), cache_dir, world, progress) \
+    and counted in `excluded` (see _drop_failed). SSL hidden states and text token states come from the
+    memory-mapped feature store (read lazily per batch); log-Mel from the per-file cache."""
+    max_gb = features_cfg.get("max_cache_gb")
+    speech = _extract(table, spec.encoder, cache_dir, world, progress, store=spec.inputs["speech"] == "ssl",
+                      max_gb=max_gb, hashes=hashes)
+    text = _extract(table, text_encoder(features_cfg), cache_dir, world, progress, store=True, max_gb=max_gb) \
         if spec.inputs.get("text") else None
     return _drop_failed(table, speech, text, excluded, world)
 
