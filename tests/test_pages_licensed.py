@@ -140,7 +140,7 @@ def test_ensure_corpus_takes_a_manifest_file_and_refuses_other_files(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\na.wav,N\n")
     assert ensure_corpus(tmp_path / "m.csv") == (tmp_path / "m.csv").resolve()
     (tmp_path / "notes.txt").write_text("x\n")
-    with pytest.raises(ValueError, match="notes.txt is a file but not a .csv manifest"):
+    with pytest.raises(ValueError, match="notes.txt is a file but not a manifest"):
         ensure_corpus(tmp_path / "notes.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "m.csv", "notes.txt"]
 
