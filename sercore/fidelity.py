@@ -308,8 +308,9 @@ AREA: list[Deviation] = [
         default="hap+exc",
         alternatives=("exc: the code's 'happy' (corpus.happy=exc, with corpus.improvised_only=true)",),
         note="The corpus loader is shared by every study, so its default is the common 4-class set; the area "
-             "code's subset is two corpus options away. sercore's folds are leave-one-session-out (speaker "
-             "independent); the code's random utterance split is not offered."),
+             "code's subset is two corpus options away. sercore's folds hold one session out as Test (its speakers "
+             "unseen); Development follows corpus.dev (default a random 20 % of the four other sessions, as "
+             "s3prl, so it shares speakers with Train). The code's random utterance split is not offered."),
     Deviation(
         "area-cnn", _AREA + ".max_width",
         paper="3 x 3 areas, the paper's pick with VTLP (4 x 4 without)",
