@@ -184,7 +184,7 @@ def test_folds_cli_writes_mean_and_spread_over_folds(tmp_path, capsys):
 
 
 def test_folds_are_refused_for_other_layouts_and_bad_ranges(tmp_path):
-    from sercore.train.run import parse_folds, train_folds
+    from sercore.train.folds import parse_folds, train_folds
 
     assert parse_folds("1-5") == [1, 2, 3, 4, 5] and parse_folds("2,4") == [2, 4]
     for bad in ("0-3", "1-7", "a", "1,1"):

@@ -1,5 +1,5 @@
 """`python -m sercore train`: one training run (sercore.train.train_run) from the command line, or one per
-IEMOCAP fold with --folds (sercore.train.run.train_folds, which writes folds.json)."""
+IEMOCAP fold with --folds (sercore.train.folds.train_folds, which writes folds.json)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ example:
 
 def run(args: argparse.Namespace) -> int:
     from sercore.profiles import parse_assignments
-    from sercore.train.run import parse_folds, train_folds, train_run
+    from sercore.train.folds import parse_folds, train_folds
+    from sercore.train.run import train_run
 
     overrides = parse_assignments(args.set)
     if args.quiet:
