@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 
 from sercore.profiles import load_profile
+from sercore.provenance import current_umask
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(__file__).resolve().parent
@@ -315,6 +316,7 @@ def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, f
                                    execution_timeout=cell_timeout)
         seconds = time.perf_counter() - start
         _finish_copy(tmp, run, root, digest, parameters, seconds)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it private; the copy is read like any written file
         os.replace(tmp, executed)
         row.update(status="executed", seconds=seconds)
     except Exception as error:  # every way an execution can fail is this page's failure, not the run's

@@ -23,7 +23,7 @@ PACKAGES = ("sercore", "torch", "flash-linear-attention", "fla-core", "triton", 
             "numpy", "pandas", "scikit-learn")
 
 
-def _umask() -> int:
+def current_umask() -> int:
     # The umask can only be read by setting it; put it straight back.
     mask = os.umask(0o022)
     os.umask(mask)
@@ -40,7 +40,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     tmp = Path(tmp)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -203,3 +203,15 @@ def test_book_prints_summary_names_left_out_pages_and_fails(tmp_path, monkeypatc
     assert "left out of the HTML" in out and "executed/crash: crash failed" in out
     toc = yaml.safe_load((tmp_path / "_toc.filtered.yml").read_text())
     assert [c["file"] for part in toc["parts"] for c in part["chapters"]] == ["executed/good"]
+
+
+def test_executed_copy_gets_the_mode_open_would(executed_book):
+    """Issue 8, item 16: an executed page is readable as the umask says, not mkstemp's private 0600."""
+    import os
+    import stat
+
+    from sercore.provenance import current_umask
+
+    root, _, _, _ = executed_book
+    mode = stat.S_IMODE(os.stat(root / "executed" / "fine.ipynb").st_mode)
+    assert mode == 0o666 & ~current_umask()

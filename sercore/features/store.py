@@ -48,7 +48,7 @@ import numpy as np
 from sercore.features.cache import CacheWarning, HashIndex, sha256_text
 from sercore.features.encoders import make_encoder
 from sercore.features.extraction import NON_FINITE_FEATURES, ExtractStats, FeatureError, _transcript
-from sercore.provenance import _umask, atomic_write_json
+from sercore.provenance import current_umask, atomic_write_json
 
 log = logging.getLogger("sercore.features")
 
@@ -199,7 +199,7 @@ class ShardWriter:
             handle.close()
             name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
             data = self.store.folder / f"{name}.npy"
-            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.chmod(self.tmp, 0o666 & ~current_umask())
             os.replace(self.tmp, data)
             atomic_write_json(self.store.folder / f"{name}.index.json", {
                 "format": FORMAT, "store_key": self.store.key, "encoder": self.store.encoder_name,
