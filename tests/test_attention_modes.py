@@ -100,25 +100,38 @@ def test_no_mixer_takes_another_mixers_value_or_the_old_form_names():
                     small(name, mode=value)
 
 
+def spy(monkeypatch, module, function):
+    """Replace module.function by a wrapper that counts its calls; returns the list of calls."""
+    calls, original = [], getattr(module, function)
+    monkeypatch.setattr(module, function, lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
-def test_softmax_naive_equals_reference(causal):
+def test_softmax_naive_equals_reference(causal, monkeypatch):
     reference, naive = small("softmax", mode="reference", causal=causal), small("softmax", mode="naive",
                                                                                   causal=causal)
     x, mask = inputs("softmax")
-    (y_ref, g_ref), (y_naive, g_naive) = output_and_grads(reference, x, mask), output_and_grads(naive, x, mask)
-    assert naive.path(x) == "naive"
+    calls = spy(monkeypatch, attention.softmax, "naive_attention")
+    y_ref, g_ref = output_and_grads(reference, x, mask)
+    assert not calls, "the reference ran the naive core"
+    y_naive, g_naive = output_and_grads(naive, x, mask)
+    assert calls and naive.path(x) == "naive"
     assert torch.allclose(y_naive, y_ref, atol=1e-12)
     assert all(torch.allclose(a, b, atol=1e-11) for a, b in zip(g_naive, g_ref))
     assert (y_naive[1, 7:] == 0).all()
 
 
 @pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renorm"])
-def test_keysparse_memory_linear_equals_reference_with_padding_and_grad(renormalize):
+def test_keysparse_memory_linear_equals_reference_with_padding_and_grad(renormalize, monkeypatch):
     reference = small("keysparse", mode="reference", keep_rate=0.4, renormalize=renormalize)
     linear = small("keysparse", mode="memory-linear", keep_rate=0.4, renormalize=renormalize, block_size=5)
     x, mask = inputs("keysparse")
-    assert linear.path(x) == "memory-linear"
-    (y_ref, g_ref), (y_lin, g_lin) = output_and_grads(reference, x, mask), output_and_grads(linear, x, mask)
+    calls = spy(monkeypatch, attention.keysparse, "memory_linear_keysparse")
+    y_ref, g_ref = output_and_grads(reference, x, mask)
+    assert not calls, "the reference ran the memory-linear form"
+    y_lin, g_lin = output_and_grads(linear, x, mask)
+    assert calls and linear.path(x) == "memory-linear"
     assert torch.allclose(y_lin, y_ref, atol=1e-12)
     assert all(torch.allclose(a, b, atol=1e-11) for a, b in zip(g_lin, g_ref))
     assert (y_lin[1, 7:] == 0).all() and (y_lin[2, :2] == 0).all()
