@@ -9,12 +9,12 @@ the speech frames followed by the transcript's text tokens, so each row's sequen
 corpus's transcripts (`median_text_tokens`, counted with the text encoder's tokenizer, [CLS] and [SEP]
 included, as sercore.features.text feeds them), or DEFAULT_TEXT_TOKENS when no corpus is given.
 
-What is timed (the `implementation` column):
+What is timed (the `implementation` column; sercore's rows name the `mode` that ran):
   * on CUDA, for the five fla mechanisms: fla's own layer class (fla.layers.*, the paper's call) with the
     weights of sercore's module copied in, and sercore's module beside it as a second row (its PyTorch glue
     around the same kernels: packing, dtype casts);
-  * softmax: sercore's module (the paper's SA is a plain batched matmul softmax, the `naive` implementation
-    of the `paper` protocol); it is not an fla layer;
+  * softmax: sercore's module (the paper's SA is a plain batched matmul softmax, mode `naive` in
+    the `paper` protocol); it is not an fla layer;
   * on the CPU there is no fla (it needs triton and a GPU): only sercore's PyTorch reference paths are timed,
     which rank the reference implementations, not the kernels the paper timed. The table's notes say so.
 We take the median of several timed calls (fla's benchmarks do the same) after one warm-up call per shape,
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import torch
 
-from sercore.attention import NAMES, build
+from sercore.attention import SEQUENCE_NAMES, build
 from sercore.attention import _REGISTRY as _ATTENTION_REGISTRY
 from sercore.progress import bar_disabled
 
 FRAMES_PER_SECOND = 50
-SEQUENCE_MECHANISMS = tuple(name for name in NAMES if name != "area")
+SEQUENCE_MECHANISMS = SEQUENCE_NAMES  # the mechanisms with forward(x, mask); the list is sercore.attention's
 # Text tokens appended to the speech frames when no corpus is given: this library's fixed stand-in (about
 # one spoken sentence in BERT word pieces plus [CLS] and [SEP]), not a number measured on the paper's corpus.
 DEFAULT_TEXT_TOKENS = 32
@@ -60,8 +60,8 @@ SERCORE_ONLY_OPTIONS = ("mode", "bidirectional")
 # Protocols are settings, not code paths: "paper" is what the paper measured, "tuned" what a careful user
 # would run (bf16, fused softmax through SDPA).
 PROTOCOLS = {
-    "paper": {"dtype": "float32", "softmax": {"implementation": "naive"}},
-    "tuned": {"dtype": "bfloat16", "softmax": {"implementation": "standard"}},
+    "paper": {"dtype": "float32", "softmax": {"mode": "naive"}},
+    "tuned": {"dtype": "bfloat16", "softmax": {"mode": "auto"}},
 }
 
 
@@ -173,9 +173,7 @@ def _implementations(name: str, mixer, dim: int, heads: int, options: dict, devi
                      dtype: torch.dtype, notes: list[str], masked: bool = False) -> list[tuple[str, object]]:
     """[(implementation label, call x -> output)] to time for one mechanism, fla's layer first where it runs;
     `masked`: each call gets an all-ones mask (built in the call, as the public wrapper builds it)."""
-    path = "fused" if mixer.use_fused(torch.empty(0, device=device)) else "reference"
-    if getattr(mixer, "implementation", None) == "naive":  # softmax's paper baseline: one path everywhere
-        path = "naive"
+    path = mixer.path(torch.empty(1, 1, dim, device=device))  # the mode that runs here, e.g. softmax's "naive"
     ours = (f"sercore.attention.{name} ({path})",
             (lambda x: mixer(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))) if masked
             else (lambda x: mixer(x)))

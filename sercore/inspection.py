@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from sercore.attention import NAMES, build
-
-SEQUENCE_NAMES = tuple(name for name in NAMES if name != "area")
+from sercore.attention import SEQUENCE_NAMES, build
 
 
 def _mixers(names, dim: int, heads: int, seed: int, options: dict | None):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PAPER_MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+from sercore.attention import PAPER_NAMES as PAPER_MECHANISMS  # the one list of them is sercore.attention's
 
 
 def run_grid(study: str, corpus, out_root, profile: str = "default", variants: dict | None = None,

@@ -58,10 +58,11 @@ def load_fla_naive(op: str):
 
 # ---------------------------------------------------------------- retnet, lightnet, fox: layer checks
 
-def forward_and_grad(m, x, mask=None, form=None):
-    """Output and input gradient of sum(m(x) * w), w fixed random loss weights."""
+def forward_and_grad(m, x, mask=None, recurrent=False):
+    """Output and input gradient of sum(m(x) * w), w fixed random loss weights; recurrent: by
+    m.forward_recurrent (the token-by-token oracle) instead of m's mode."""
     x = x.clone().requires_grad_(True)
-    y = m(x, mask, form=form)
+    y = m.forward_recurrent(x, mask) if recurrent else m(x, mask)
     weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
     (y * weights).sum().backward()
     return y.detach(), x.grad
@@ -78,9 +79,10 @@ def padded_batch(dtype, D, T=24):
 
 
 def check_parallel_matches_recurrent(m, x, tol):
-    """Outputs and input gradients of the parallel (chunkwise / blockwise) and recurrent forms agree."""
-    y_par, g_par = forward_and_grad(m, x, form="parallel")
-    y_rec, g_rec = forward_and_grad(m, x, form="recurrent")
+    """Outputs and input gradients of mode "reference" (chunkwise / blockwise) and the recurrent form agree."""
+    m.mode = "reference"
+    y_par, g_par = forward_and_grad(m, x)
+    y_rec, g_rec = forward_and_grad(m, x, recurrent=True)
     assert max_rel_err(y_par, y_rec) < tol
     assert max_rel_err(g_par, g_rec) < tol
 
@@ -93,7 +95,7 @@ def check_causal_matrix_reproduces_forward(m, x, mask):
     assert a.shape == (B, m.num_heads, T, T)
     assert torch.all(a.triu(1) == 0)
     assert torch.all(a[~mask[:, None, :, None].expand_as(a)] == 0)
-    assert max_rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
+    assert max_rel_err(m.forward_from_matrix(x, a, mask), m.forward_recurrent(x, mask)) < 1e-10
     return a
 
 
@@ -102,7 +104,7 @@ def check_bidirectional_matrix_and_future(m, x, mask):
     first output depends on the last input; returns the matrix."""
     a = m.attention_matrix(x, mask)
     assert a.triu(1).abs().max() > 0
-    assert max_rel_err(m.forward_from_matrix(x, a, mask), m(x, mask, form="recurrent")) < 1e-10
+    assert max_rel_err(m.forward_from_matrix(x, a, mask), m.forward_recurrent(x, mask)) < 1e-10
     x = x[1:2, :10].clone().requires_grad_(True)
     m(x)[0, 0].sum().backward()
     assert x.grad[0, -1].abs().max() > 0
@@ -140,11 +142,11 @@ def padding_mask(B, T):
 
 
 def check_layer_default_matches_recurrent(m, dtype, tol):
-    """The default form (chunked on CPU) and the recurrent one agree in output and input gradient."""
+    """The default mode (chunked on CPU) and the recurrent form agree in output and input gradient."""
     x = torch.randn(3, 40, m.hidden_size, dtype=dtype, requires_grad=True)
     mask = padding_mask(3, 40)
     dy = torch.randn(3, 40, m.hidden_size, dtype=dtype)
-    y_ref = m(x, mask, form="recurrent")
+    y_ref = m.forward_recurrent(x, mask)
     (gx_ref,) = torch.autograd.grad((y_ref * dy).sum(), x)
     y = m(x, mask)
     (gx,) = torch.autograd.grad((y * dy).sum(), x)

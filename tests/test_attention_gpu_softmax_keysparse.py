@@ -1,5 +1,5 @@
 """GPU paths held to the PyTorch references: softmax via SDPA, key-sparse via its CUDA (memory-linear) path
-and its opt-in Triton kernels (formulation="triton"; those tests also need triton, skipped without it).
+and its opt-in Triton kernels (mode="fused"; those tests also need triton, skipped without it).
 
 Forward and gradients, with padding; fp32 within 1e-4 and bf16 within 2e-2 of an fp32 reference built from
 the same (bf16-rounded) weights and inputs. Skipped without CUDA (tests/conftest.py). Written and checked on
@@ -69,9 +69,9 @@ def test_softmax_sdpa_matches_reference(b, t, h, d, padded, causal, dtype):
 def test_keysparse_module_cuda_path_matches_reference_fp32(b, t, h, d, cross, renormalize):
     torch.manual_seed(0)
     reference = KeySparseAttention(h * d, h, keep_rate=0.5, renormalize=renormalize,
-                                   formulation="materialized").cuda()
+                                   mode="reference").cuda()
     fused = copy.deepcopy(reference)
-    fused.mode, fused.formulation, fused.block_size = "fused", "auto", 128
+    fused.mode, fused.block_size = "auto", 128  # on CUDA: the PyTorch memory-linear form
     x = torch.randn(b, t, h * d, device="cuda")
     kwargs = {}
     if cross:
@@ -107,16 +107,16 @@ def test_keysparse_cuda_core_matches_reference(b, t, h, d, renormalize, dtype):
 
 def test_keysparse_cuda_path_matches_the_cpu_reference_in_fp64():
     torch.manual_seed(0)
-    cpu = KeySparseAttention(64, 4, keep_rate=0.3, formulation="materialized").double()
+    cpu = KeySparseAttention(64, 4, keep_rate=0.3, mode="reference").double()
     gpu = copy.deepcopy(cpu).cuda()
-    gpu.mode = "fused"
+    gpu.mode = "auto"  # on CUDA: the PyTorch memory-linear form
     x = torch.randn(2, 300, 64, dtype=torch.float64)
     mask = lengths_mask(2, 300, "cpu")
     assert torch.allclose(gpu(x.cuda(), mask.cuda()).cpu(), cpu(x, mask), atol=1e-10)
 
 
 def _triton_or_skip():
-    pytest.importorskip("triton", reason="formulation='triton' needs the triton package")
+    pytest.importorskip("triton", reason="mode='fused' needs the triton package")
 
 
 @pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renorm"])
@@ -126,9 +126,9 @@ def test_keysparse_module_triton_matches_reference_fp32(b, t, h, d, cross, renor
     _triton_or_skip()
     torch.manual_seed(0)
     reference = KeySparseAttention(h * d, h, keep_rate=0.5, renormalize=renormalize,
-                                   formulation="materialized").cuda()
+                                   mode="reference").cuda()
     kernel = copy.deepcopy(reference)
-    kernel.formulation, kernel.block_size = "triton", 128
+    kernel.mode, kernel.block_size = "fused", 128
     x = torch.randn(b, t, h * d, device="cuda")
     kwargs = {}
     if cross:
@@ -145,7 +145,7 @@ def test_keysparse_module_triton_matches_reference_fp32(b, t, h, d, cross, renor
 def test_keysparse_triton_core_matches_reference(b, t, h, d, renormalize, vote, dtype):
     """Kept keys, output and gradients of the kernels on the same (rounded) q, k, v as an fp32 reference."""
     _triton_or_skip()
-    from sercore.attention.keysparse import top_k_keys
+    from sercore.attention.keysparse_parts import top_k_keys
     from sercore.attention.keysparse_triton import keysparse_triton, select_keys
     g = torch.Generator("cuda").manual_seed(0)
     q, k, v = (torch.randn(b, h, t, d, device="cuda", generator=g).to(dtype) for _ in range(3))

@@ -1,4 +1,5 @@
-"""Key-sparse attention against a brute-force definition; the two formulations agree; padding and errors."""
+"""Key-sparse attention against a brute-force definition; the reference and memory-linear modes agree; padding and
+errors."""
 
 import math
 
@@ -144,10 +145,10 @@ def test_k_zero_is_a_clear_error():
         m(torch.randn(2, 10, 16), mask)
 
 
-def test_module_formulations_agree_and_match_attention_matrix():
+def test_module_modes_agree_and_match_attention_matrix():
     torch.manual_seed(0)
-    mat = KeySparseAttention(32, 4, keep_rate=0.4, formulation="materialized").double()
-    lin = KeySparseAttention(32, 4, keep_rate=0.4, formulation="memory-linear", block_size=6).double()
+    mat = KeySparseAttention(32, 4, keep_rate=0.4, mode="reference").double()
+    lin = KeySparseAttention(32, 4, keep_rate=0.4, mode="memory-linear", block_size=6).double()
     lin.load_state_dict(mat.state_dict())
     x = torch.randn(2, 15, 32, dtype=torch.float64, requires_grad=True)
     mask = torch.arange(15)[None] < torch.tensor([15, 9])[:, None]
@@ -184,12 +185,12 @@ def test_cross_attention_shapes_masks_and_k_from_the_context_length():
         m(x, mask, context=ctx, context_mask=torch.zeros(2, 12, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("formulation", ["materialized", "memory-linear"])
+@pytest.mark.parametrize("mode", ["reference", "memory-linear"])
 @pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
-def test_padded_batch_equals_each_sequence_alone_with_real_k(cross, formulation):
+def test_padded_batch_equals_each_sequence_alone_with_real_k(cross, mode):
     torch.manual_seed(0)
     m = KeySparseAttention(16, 2, keep_rate=0.5, context_dim=16, k_from="real", padded_queries_vote=False,
-                           formulation=formulation, block_size=4).double()
+                           mode=mode, block_size=4).double()
     lengths, ctx_lengths = [10, 6, 3], [9, 4, 9]
     x = torch.randn(3, 10, 16, dtype=torch.float64)
     ctx = torch.randn(3, 9, 16, dtype=torch.float64)
@@ -223,7 +224,7 @@ def test_dropout_acts_in_training_only():
 
 def test_bad_arguments_fail_clearly():
     for kwargs, match in [(dict(keep_rate=0.0), "keep_rate"), (dict(keep_rate=1.5), "keep_rate"),
-                          (dict(k_from="true"), "k_from"), (dict(formulation="flash"), "formulation"),
+                          (dict(k_from="true"), "k_from"), (dict(mode="flash"), "mode"),
                           (dict(block_size=0), "block_size")]:
         with pytest.raises(ValueError, match=match):
             KeySparseAttention(16, 2, **kwargs)

@@ -1,4 +1,4 @@
-"""The Triton key-sparse kernels (formulation="triton") against the materialized reference, fp32.
+"""The Triton key-sparse kernels (mode="fused") against the materialized reference, fp32.
 
 Runs where triton is importable and either CUDA is available or TRITON_INTERPRET=1 (the kernels then run on
 the CPU in Triton's interpreter; shapes stay small, T <= 64, because it is slow):
@@ -12,7 +12,8 @@ import sys
 import pytest
 import torch
 
-from sercore.attention.keysparse import KeySparseAttention, keep_counts, materialized_keysparse, top_k_keys
+from sercore.attention.keysparse import KeySparseAttention, keep_counts, materialized_keysparse
+from sercore.attention.keysparse_parts import top_k_keys
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -166,12 +167,12 @@ def test_uniform_rows_tie_every_key_so_all_survive():
 
 @needs_kernels
 @pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
-def test_module_triton_formulation_matches_materialized(cross):
+def test_module_fused_mode_matches_reference(cross):
     torch.manual_seed(0)
     reference = KeySparseAttention(32, 4, keep_rate=0.4, context_dim=24 if cross else None,
-                                   formulation="materialized").to(DEVICE)
+                                   mode="reference").to(DEVICE)
     triton_form = KeySparseAttention(32, 4, keep_rate=0.4, context_dim=24 if cross else None,
-                                     formulation="triton", block_size=8).to(DEVICE)
+                                     mode="fused", block_size=8).to(DEVICE)
     triton_form.load_state_dict(reference.state_dict())
     x = torch.randn(2, 15, 32, device=DEVICE)
     mask = (torch.arange(15)[None] < torch.tensor([15, 9])[:, None]).to(DEVICE)
@@ -192,7 +193,7 @@ def test_module_triton_formulation_matches_materialized(cross):
 
 @needs_kernels
 def test_dropout_in_training_is_a_clear_error():
-    m = KeySparseAttention(16, 2, formulation="triton", dropout=0.1).to(DEVICE)
+    m = KeySparseAttention(16, 2, mode="fused", dropout=0.1).to(DEVICE)
     with pytest.raises(ValueError, match="no dropout"):
         m(torch.randn(1, 8, 16, device=DEVICE))
     m.eval()
@@ -203,27 +204,27 @@ def test_dropout_in_training_is_a_clear_error():
 
 def test_cpu_input_without_the_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    m = KeySparseAttention(16, 2, formulation="triton")
-    with pytest.raises(RuntimeError, match="formulation='triton' needs CUDA"):
+    m = KeySparseAttention(16, 2, mode="fused")
+    with pytest.raises(RuntimeError, match="mode='fused' needs a CUDA tensor"):
         m(torch.randn(1, 8, 16))
 
 
 @pytest.mark.skipif(HAVE_TRITON, reason="checks the error raised when triton is not installed")
 def test_missing_triton_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # past the device check, so the import is what fails
-    m = KeySparseAttention(16, 2, formulation="triton")
-    with pytest.raises(ImportError, match="keysparse_triton.py: formulation='triton' needs the triton package"):
+    m = KeySparseAttention(16, 2, mode="fused")
+    with pytest.raises(ImportError, match="keysparse_triton.py: mode='fused' needs the triton package"):
         m(torch.randn(1, 8, 16))
 
 
 def test_auto_on_cuda_uses_the_pytorch_memory_linear_form_not_the_kernel(monkeypatch):
     """"auto" must not reach the (GPU-unverified) kernel: with the CUDA decision forced on and the kernel module
-    made unimportable, it still runs, and equals formulation="memory-linear"."""
+    made unimportable, it still runs, and equals mode="memory-linear"."""
     monkeypatch.setitem(sys.modules, "sercore.attention.keysparse_triton", None)  # any import now fails
-    monkeypatch.setattr(KeySparseAttention, "use_fused", lambda self, x: True)
+    monkeypatch.setattr(KeySparseAttention, "_auto_fused", lambda self, x: True)
     torch.manual_seed(0)
     auto = KeySparseAttention(16, 2, block_size=3).double()
-    linear = KeySparseAttention(16, 2, formulation="memory-linear", block_size=3).double()
+    linear = KeySparseAttention(16, 2, mode="memory-linear", block_size=3).double()
     linear.load_state_dict(auto.state_dict())
     x = torch.randn(2, 8, 16, dtype=torch.float64)
     assert torch.equal(auto(x), linear(x))

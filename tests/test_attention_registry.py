@@ -42,10 +42,10 @@ def test_unknown_option_lists_the_valid_ones(name):
         build(name, 32, 4, no_such_option=1)
     message = str(err.value)
     assert "no_such_option" in message
-    expected = {"softmax": ["implementation", "causal", "mode"],
+    expected = {"softmax": ["causal", "mode"],
                 "keysparse": ["keep_rate", "renormalize", "k_from", "padded_queries_vote", "context_dim",
-                              "formulation"],
-                "area": ["max_height", "max_width", "layout", "key", "value", "dropout_at_test"]}[name]
+                              "mode"],
+                "area": ["max_height", "max_width", "layout", "key", "value", "dropout_at_test", "mode"]}[name]
     for option in expected:
         assert option in message
 
@@ -63,7 +63,7 @@ def test_sequence_mixers_build_and_run(name):
 
 def test_options_reach_the_constructor():
     assert build("keysparse", 32, 4, keep_rate=0.3, k_from="real").keep_rate == 0.3
-    assert build("softmax", 32, 4, implementation="naive").implementation == "naive"
+    assert build("softmax", 32, 4, mode="naive").mode == "naive"
     area = build("area", 8, 2, max_height=2, layout="2d", dropout=0.0)
     assert (area.dim, area.heads, area.max_height, area.layout) == (8, 2, 2, "2d")
     assert area(torch.randn(1, 8, 3, 4)).shape == (1, 8, 3, 4)

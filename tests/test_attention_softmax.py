@@ -66,10 +66,10 @@ def test_explicit_core_matches_a_plain_definition():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
-def test_module_naive_equals_standard_forward_and_input_gradients(causal, dtype):
+def test_module_naive_equals_reference_forward_and_input_gradients(causal, dtype):
     torch.manual_seed(0)
-    standard = SoftmaxAttention(64, 4, causal=causal).to(dtype)
-    naive = SoftmaxAttention(64, 4, implementation="naive", causal=causal).to(dtype)
+    standard = SoftmaxAttention(64, 4, causal=causal, mode="reference").to(dtype)
+    naive = SoftmaxAttention(64, 4, mode="naive", causal=causal).to(dtype)
     naive.load_state_dict(standard.state_dict())
     x = torch.randn(3, 20, 64, dtype=dtype, requires_grad=True)
     mask = random_mask(3, 20, torch.Generator().manual_seed(1))
@@ -79,11 +79,11 @@ def test_module_naive_equals_standard_forward_and_input_gradients(causal, dtype)
     assert rel_err(grads[1], grads[0]) < TOL[dtype]
 
 
-@pytest.mark.parametrize("implementation", ["standard", "naive"])
+@pytest.mark.parametrize("mode", ["reference", "naive"])
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
-def test_padded_batch_equals_each_sequence_alone(implementation, causal):
+def test_padded_batch_equals_each_sequence_alone(mode, causal):
     torch.manual_seed(0)
-    m = SoftmaxAttention(32, 4, implementation=implementation, causal=causal).double()
+    m = SoftmaxAttention(32, 4, mode=mode, causal=causal).double()
     lengths = [9, 4, 1]
     x = torch.randn(3, 9, 32, dtype=torch.float64)
     mask = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]
@@ -144,8 +144,8 @@ def test_parameter_layout_matches_the_public_code():
 def test_bad_arguments_fail_clearly():
     with pytest.raises(ValueError, match="divisible"):
         SoftmaxAttention(30, 4)
-    with pytest.raises(ValueError, match="implementation"):
-        SoftmaxAttention(32, 4, implementation="flash")
+    with pytest.raises(ValueError, match="mode"):
+        SoftmaxAttention(32, 4, mode="flash")
     with pytest.raises(RuntimeError, match="CUDA"):
         SoftmaxAttention(32, 4, mode="fused")(torch.randn(1, 3, 32))
     with pytest.raises(ValueError, match="mask"):

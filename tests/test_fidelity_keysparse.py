@@ -190,11 +190,11 @@ def test_keysparse_value_input_feeds_only_the_value_projection():
 
 @pytest.mark.parametrize("zero_padded_queries", [True, False])
 def test_memory_linear_form_takes_the_value_input_and_padded_rows_too(zero_padded_queries):
-    """The CUDA path of formulation="auto" (memory-linear) gives the materialized result with the new inputs."""
+    """The CUDA path of mode="auto" (memory-linear) gives the materialized result with the new inputs."""
     torch.manual_seed(0)
     options = dict(keep_rate=0.5, context_dim=4, zero_padded_queries=zero_padded_queries)
-    reference = attention.build("keysparse", 8, 2, formulation="materialized", **options).eval()
-    blocked = attention.build("keysparse", 8, 2, formulation="memory-linear", block_size=3, **options).eval()
+    reference = attention.build("keysparse", 8, 2, mode="reference", **options).eval()
+    blocked = attention.build("keysparse", 8, 2, mode="memory-linear", block_size=3, **options).eval()
     blocked.load_state_dict(reference.state_dict())
     x, context, value = torch.randn(2, 7, 8), torch.randn(2, 9, 4), torch.randn(2, 9, 4)
     mask = torch.arange(7)[None] < torch.tensor([[7], [4]])

@@ -27,7 +27,7 @@ def fake(setting, default, profiles=None, study="fusion", note=""):
     (fake("bench.dim", 1024, {"smoke": 64, "default": 256, "laptop": 1}), "unknown profile(s) ['laptop']"),
     (fake("code.sercore.bench:DEFAULT_TEXT_TOKENS", 16), "library default is 32"),
     (fake("code.sercore.bench:benchmark.repeats", 10), "library default is 20"),
-    (fake("attention.softmax.implementation", "naive"), "library default is 'standard'"),
+    (fake("attention.softmax.mode", "naive"), "library default is 'auto'"),
     (fake("attention.softmax.no_such_option", 1), "has no option 'no_such_option'"),
     (fake("none", "always this"), "must say why in its note"),
     (fake("hyper.lr", 1), "unknown kind of setting 'hyper'"),
@@ -45,7 +45,7 @@ def test_the_checker_accepts_true_entries_of_every_kind():
         fake("features.logmel_area.n_mels", 128),
         fake("bench.dim", 1024, {"smoke": 64, "default": 256}),
         fake("code.sercore.bench:benchmark.repeats", 20, {"smoke": 20, "default": 20}),
-        fake("attention.softmax.implementation", "standard"),
+        fake("attention.softmax.mode", "auto"),
         fake("none", "always this", note="why"),
     ]
     for entry in true_entries:

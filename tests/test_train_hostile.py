@@ -411,10 +411,10 @@ def test_keysparse_auto_evaluates_long_inputs_memory_linear_on_the_cpu(monkeypat
     with torch.no_grad():
         out = layer(x, mask)
         assert used, "auto did not take the memory-linear form for a long no-grad input"
-        layer.formulation = "materialized"
+        layer.mode = "reference"
         reference = layer(x, mask)
     assert torch.allclose(out, reference, atol=1e-5, rtol=1e-4)
     used.clear()
-    layer.formulation = "auto"
+    layer.mode = "auto"
     layer(x[:, :64], mask[:, :64])  # short, or with gradients: the materialized reference as before
     assert not used

@@ -1,6 +1,8 @@
 """Token mixers compared by the five studies, one file per mechanism.
 
-    build(name, dim, heads, **options) -> module;  NAMES lists the valid names.
+    build(name, dim, heads, **options) -> module;  NAMES lists the valid names (the one list of them:
+    SEQUENCE_NAMES and PAPER_NAMES are its subsets, and the CLI, bench and results import them from here).
+    modes(name) -> the values of that mechanism's `mode` switch (its class's MODES; see base).
 
 Sequence mixers (all but `area`): forward(x [B, T, D], mask [B, T] bool, True = real) -> [B, T, D] and
 attention_matrix(x, mask) -> [B, H, T, T]. `area` mixes a 2-D feature map (see sercore.attention.area).
@@ -10,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-
-from sercore.attention.base import MODES, SequenceMixer
 
 # name -> (module, class, how build()'s dim/heads map onto the class's own argument names)
 _REGISTRY = {
@@ -26,6 +26,18 @@ _REGISTRY = {
     "area": ("sercore.attention.area", "AreaAttention", {"dim": "dim", "heads": "heads"}),
 }
 NAMES = tuple(_REGISTRY)
+SEQUENCE_NAMES = tuple(name for name in NAMES if name != "area")  # forward(x [B, T, D], mask)
+# The six the fusion paper compared (softmax against the five fla mechanisms); key-sparse is its own study's.
+PAPER_NAMES = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+_LAZY = {"MODES", "SequenceMixer"}  # from base, which imports torch: loaded on first use, so NAMES stays light
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from sercore.attention import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'sercore.attention' has no attribute {name!r}")
 
 
 def mechanism_class(name: str) -> type:
@@ -33,6 +45,11 @@ def mechanism_class(name: str) -> type:
         raise ValueError(f"unknown attention mechanism {name!r}; valid names: {', '.join(NAMES)}")
     module, cls, _ = _REGISTRY[name]
     return getattr(importlib.import_module(module), cls)
+
+
+def modes(name: str) -> tuple[str, ...]:
+    """The values mechanism `name`'s `mode` accepts (its class's MODES): auto, reference, fused, and its own."""
+    return mechanism_class(name).MODES
 
 
 def build(name: str, dim: int, heads: int, **options):
@@ -52,4 +69,5 @@ def build(name: str, dim: int, heads: int, **options):
     return cls(**kwargs)
 
 
-__all__ = ["NAMES", "MODES", "SequenceMixer", "build", "mechanism_class"]
+__all__ = ["NAMES", "MODES", "PAPER_NAMES", "SEQUENCE_NAMES", "SequenceMixer", "build", "mechanism_class",
+           "modes"]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sercore.attention.base import SequenceMixer, check_mask, kernels_can_run
+from sercore.attention.base import SequenceMixer, check_mask
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -277,9 +277,15 @@ class PackedCausalMixer(SequenceMixer):
     """Template for the causal fla layers: padding as fla (a padded row equals the sequence alone, padded
     outputs are zero), an optional bidirectional variant and the attention matrix, written once.
 
+    `mode` (MODES, base.SequenceMixer) picks the core: "reference" runs the chunkwise / blockwise PyTorch form,
+    "fused" fla's kernel (CUDA, or the CPU under TRITON_INTERPRET=1), "auto" fused on CUDA and reference
+    elsewhere. forward_recurrent runs the token-by-token form, the tests' oracle (not a mode: it exists to
+    check the other two).
+
     A subclass computes, on a packed x [B, T, D] (real tokens first, zeros after):
       _streams(x) -> dict      everything the core reads (q, k, v, gates ...), per token
-      _core(streams, form)     -> o [B, T, H, Dv]; form "fused" (fla kernel), "parallel", "recurrent"
+      _core(streams, form)     -> o [B, T, H, Dv]; form "fused" (fla kernel), "parallel" (the reference
+                               mode's chunkwise form) or "recurrent" (forward_recurrent's)
       _core_matrix(streams)    -> A [B, H, T, T] with o[t] = sum_s A[t, s] v[s]
       _values(streams)         -> v [B, T, H, Dv], the values A mixes (kv heads repeated to H)
       _output(o, x)            -> y [B, T, D], everything after the core (norm, gate, o_proj)
@@ -292,23 +298,17 @@ class PackedCausalMixer(SequenceMixer):
 
     bidirectional: bool = False
     use_short_conv: bool = False
-    FORMS = ("fused", "parallel", "recurrent")
 
-    def _pick_form(self, x: torch.Tensor, form: str | None) -> str:
-        if form is None:
-            return "fused" if self.use_fused(x) else "parallel"
-        if form not in self.FORMS:
-            raise ValueError(f"{type(self).__name__}: form must be one of {self.FORMS}, got {form!r}")
-        if form == "fused" and not kernels_can_run(x):
-            raise RuntimeError(f"{type(self).__name__}: form='fused' needs a CUDA tensor (or TRITON_INTERPRET=1)")
-        return form
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, D], mask [B, T] (True = real) -> [B, T, D], by the core `mode` picks."""
+        return self._run(x, mask, "fused" if self.use_fused(x) else "parallel")
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, form: str | None = None) -> torch.Tensor:
-        """x [B, T, D], mask [B, T] (True = real) -> [B, T, D]. `form` overrides the core's formulation
-        ("parallel": chunked/blockwise, the CPU default; "recurrent": token by token, the test oracle;
-        "fused": the fla kernel, CUDA only); None lets `mode` choose."""
+    def forward_recurrent(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """forward(x, mask) by the token-by-token recurrence: slow, the oracle the tests hold the other cores to."""
+        return self._run(x, mask, "recurrent")
+
+    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, form: str) -> torch.Tensor:
         mask = check_mask(x, mask)
-        form = self._pick_form(x, form)
         packed, lengths, order = pack_left(x, mask)
         o = self._core(self._streams(packed), form)
         if self.bidirectional:

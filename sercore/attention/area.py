@@ -30,7 +30,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from sercore.attention.base import ModeSwitch
 
 LAYOUTS = ("freq-heads-1d", "2d")
 KEY_MODES = ("mean", "max", "sample")
@@ -99,15 +100,18 @@ def area_attention(x: torch.Tensor, max_height: int, max_width: int, key: str = 
     return out.transpose(1, 2).reshape(n, c, height, width), weights
 
 
-class AreaAttention(nn.Module):
+class AreaAttention(ModeSwitch):
     """Area attention on a feature map [B, dim, H, W] (H frequency, W time); see the module docstring.
 
-    forward(x, return_weights=False) -> output [B, dim, H, W] (and the weights, see attention_weights)."""
+    forward(x, return_weights=False) -> output [B, dim, H, W] (and the weights, see attention_weights).
+    mode (MODES, as every mixer): area attention has one implementation, PyTorch (summed-area tables, max
+    pooling), and no kernel of its own, so "auto", "reference" and "fused" all run it; "fused" still needs
+    CUDA input (or TRITON_INTERPRET=1), as everywhere, so that it means "the GPU path" for every mixer."""
 
     def __init__(self, dim: int, heads: int = 1, max_height: int = 3, max_width: int = 3,
                  layout: str = "freq-heads-1d", key: str = "mean", value: str = "sum", scaled: bool = False,
-                 dropout: float = 0.5, dropout_at_test: bool = True):
-        super().__init__()
+                 dropout: float = 0.5, dropout_at_test: bool = True, mode: str = "auto"):
+        super().__init__(mode)
         if dim % heads:
             raise ValueError(f"AreaAttention: dim={dim} is not divisible by heads={heads}")
         if layout not in LAYOUTS:
@@ -127,6 +131,7 @@ class AreaAttention(nn.Module):
         self.dropout, self.dropout_at_test = dropout, dropout_at_test
 
     def _run(self, x: torch.Tensor):
+        self.use_fused(x)  # only for its check: "fused" off CUDA is an error; every mode runs the code below
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"AreaAttention: expected a feature map [B, C={self.dim}, H, W], "
                              f"got {tuple(x.shape)}")

@@ -1,12 +1,17 @@
-"""What every token mixer shares: the call signature, the padding-mask convention and the kernel choice.
+"""What every token mixer shares: the call signature, the padding-mask convention and the `mode` switch.
 
 A mixer maps x [B, T, D] to [B, T, D]. The mask is [B, T] bool with True = real token (False = padding);
-None means every token is real. Each mechanism has two paths for its token-mixing core:
-  * fused: the GPU kernel (fla for the linear mechanisms, torch SDPA for softmax, our Triton kernel for
-    key-sparse), used when the input is on CUDA;
-  * reference: readable PyTorch, the specification, used on the CPU and by the tests as the oracle.
-`mode` chooses: "auto" (fused on CUDA, reference elsewhere), "reference" or "fused" (an error off CUDA,
-except under TRITON_INTERPRET=1, where the Triton kernels run on the CPU in Triton's interpreter: slow, for tests).
+None means every token is real. `mode` is the one switch for which code runs (as fla's layers have `mode`);
+every mixer accepts these three (MODES), with the same meaning everywhere:
+  * "reference": readable PyTorch, the specification, used on the CPU and by the tests as the oracle;
+  * "fused": the GPU kernel (fla for the linear mechanisms, torch SDPA for softmax, sercore's Triton kernel
+    for key-sparse): an error off CUDA, except under TRITON_INTERPRET=1, where Triton kernels run on the CPU
+    in Triton's interpreter (slow, for tests);
+  * "auto" (the default): fused on CUDA, reference elsewhere (never the interpreter); key-sparse keeps its
+    own rule (its PyTorch memory-linear form on CUDA and for long no-grad inputs; see its module).
+A class may add values of its own (softmax "naive", key-sparse "memory-linear"); its class attribute MODES
+lists them all, its docstring says what each runs, and an unknown value is a ValueError naming both.
+`path(x)` names the value that runs for an input x (never "auto"); `use_fused(x)` says whether that is "fused".
 """
 
 from __future__ import annotations
@@ -29,24 +34,59 @@ def kernels_can_run(x: torch.Tensor) -> bool:
     return x.is_cuda or (triton_interpreting() and x.device.type == "cpu")
 
 
-class SequenceMixer(nn.Module):
-    """Base class for the sequence mixers in sercore.attention."""
+def check_mode(owner: type, mode: str) -> str:
+    """`mode` if it is one of owner.MODES, else a ValueError naming the class and the valid values."""
+    if mode not in owner.MODES:
+        raise ValueError(f"{owner.__name__}: unknown mode {mode!r}; valid modes: {', '.join(owner.MODES)}")
+    return mode
+
+
+def require_kernels(owner: str, x: torch.Tensor) -> None:
+    """mode="fused" on a tensor the kernels cannot take (CPU without TRITON_INTERPRET=1): a clear error."""
+    if not kernels_can_run(x):
+        raise RuntimeError(f"{owner}: mode='fused' needs a CUDA tensor (or TRITON_INTERPRET=1 for Triton's CPU "
+                           "interpreter); use mode='auto' or 'reference' on the CPU")
+
+
+class ModeSwitch(nn.Module):
+    """MODES and the `mode` switch (module docstring), for every mixer in sercore.attention.
+
+    `mode` is checked when set, in the constructor or later (m.mode = "fused")."""
+
+    MODES = MODES
 
     def __init__(self, mode: str = "auto"):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
 
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = check_mode(type(self), value)
+
+    def _auto_fused(self, x: torch.Tensor) -> bool:
+        """What "auto" picks for x: the fused path on CUDA, never the interpreter (far too slow for real work)."""
+        return x.is_cuda
+
     def use_fused(self, x: torch.Tensor) -> bool:
-        if self.mode == "reference":
-            return False
+        """Whether the fused kernel runs for x under this mode ("fused" off CUDA raises)."""
         if self.mode == "fused":
-            if not kernels_can_run(x):
-                raise RuntimeError(f"{type(self).__name__}: mode='fused' needs a CUDA tensor (or TRITON_INTERPRET=1 "
-                                   "for Triton's CPU interpreter); use mode='auto' or 'reference' on the CPU")
+            require_kernels(type(self).__name__, x)
             return True
-        return x.is_cuda  # auto: never the interpreter, which is far too slow for real work
+        return self.mode == "auto" and self._auto_fused(x)
+
+    def path(self, x: torch.Tensor) -> str:
+        """The mode that runs for x, never "auto": what a benchmark row or a check names as timed/tested."""
+        if self.mode in ("auto", "fused"):
+            return "fused" if self.use_fused(x) else "reference"
+        return self.mode
+
+
+class SequenceMixer(ModeSwitch):
+    """Base class for the sequence mixers in sercore.attention (all but area, which mixes a 2-D map)."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

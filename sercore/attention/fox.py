@@ -10,9 +10,10 @@ with optional per-head RMS qk-norm (qk_norm) and a sliding window (window_size: 
 when t - window_size < s <= t). attention_matrix returns A; the value path is o = A v before the
 optional output gate and o_proj (forward_from_matrix applies them).
 
-Paths: "fused" runs fla.ops.forgetting_attn.parallel_forgetting_attn on CUDA (fla imported there only);
-"parallel" is our blockwise softmax (blocks of queries, each against its causal prefix of keys, so memory
-stays bounded at long T); "recurrent" is a decoding-style scan, the test oracle: each new token adds
+`mode` (base.SequenceMixer): "fused" runs fla.ops.forgetting_attn.parallel_forgetting_attn (fla imported
+there only); "reference" is our blockwise softmax (blocks of queries, each against its causal prefix of keys, so memory
+stays bounded at long T); "auto" picks fused on CUDA. forward_recurrent is a decoding-style scan, the
+test oracle: each new token adds
 log f_t to the running biases of all earlier keys, then one softmax over the visible keys.
 Constructor arguments, defaults and parameter names are fla's ForgettingAttention's (state_dicts load
 both ways); `mode` and `bidirectional` are added at the end.
@@ -106,7 +107,10 @@ class ForgettingAttention(PackedCausalMixer):
     forward(x [B, T, D], mask [B, T] bool, True = real) -> [B, T, D]; padded outputs are zero and a
     padded row equals its sequence run alone. bidirectional=True adds a reversed pass with the same
     weights (its forget gates read in reverse) and averages the two attention outputs before the gate
-    and o_proj, so A = (A_forward + A_backward) / 2 stays row-stochastic."""
+    and o_proj, so A = (A_forward + A_backward) / 2 stays row-stochastic.
+    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch blockwise form) or "fused" (fla's
+    parallel_forgetting_attn; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent is the token-by-token
+    oracle."""
 
     query_block: int | None = None  # queries per block in the CPU form; None sizes blocks to ~1M logits
 

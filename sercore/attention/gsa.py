@@ -39,7 +39,8 @@ kda). Real tokens are packed to the front of each row, so a padded row equals th
 un-pads to cu_seqlens for the same effect) and padded outputs are zero. `bidirectional=True` (not in fla;
 for the causal-vs-bidirectional experiment) runs the same weights again over the time-reversed real tokens
 and averages the two core outputs o before the output stage; the matrix is then (A_fwd + A_bwd) / 2.
-`forward(x, mask, form=...)` picks the core ("parallel" = gsa_chunked, "recurrent", "fused");
+`mode` picks the core ("reference" = gsa_chunked, "fused" = fla's kernels, "auto"); forward_recurrent runs
+gsa_recurrent;
 `forward_from_matrix(x, attention_matrix(x, mask), mask)` rebuilds forward through A @ v.
 """
 
@@ -155,9 +156,12 @@ class GatedSlotAttention(PackedCausalMixer):
     """fla 0.6.0 GatedSlotAttention with a PyTorch reference path; forward(x [B, T, D], mask [B, T]) -> [B, T, D].
 
     Constructor arguments, defaults and parameter names/shapes are fla's (so state_dicts move both ways),
-    except: fla's `mode` ("chunk"/"fused_recurrent") is replaced by `mode` in {"auto", "reference", "fused"}
-    (base.SequenceMixer), there is no cache (`layer_idx` is accepted and unused), unused fla options are
-    rejected (module docstring), and `bidirectional` and `chunk_size` (the CPU chunk length) are added.
+    except: fla's `mode` ("chunk"/"fused_recurrent") is replaced by `mode` in MODES (base.SequenceMixer),
+    there is no cache (`layer_idx` is accepted and unused), unused fla options are rejected (module
+    docstring), and `bidirectional` and `chunk_size` (the CPU chunk length) are added.
+    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunked form, gsa_chunked) or
+    "fused" (fla's chunk_gsa / fused_recurrent_gsa; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent
+    is the token-by-token oracle.
     """
 
     def __init__(

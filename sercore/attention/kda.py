@@ -162,9 +162,12 @@ class KimiDeltaAttention(PackedCausalMixer):
     """fla 0.6.0 KimiDeltaAttention with a PyTorch reference path; forward(x [B, T, D], mask [B, T]) -> [B, T, D].
 
     Constructor arguments, defaults and parameter names/shapes are fla's (so state_dicts move both ways),
-    except: fla's `mode` ("chunk"/"fused_recurrent") is replaced by `mode` in {"auto", "reference", "fused"}
-    (base.SequenceMixer), there is no cache (`layer_idx` is accepted and unused), and `bidirectional` and
-    `chunk_size` (the CPU chunk length) are added.
+    except: fla's `mode` ("chunk"/"fused_recurrent") is replaced by `mode` in MODES (base.SequenceMixer),
+    there is no cache (`layer_idx` is accepted and unused), and `bidirectional` and `chunk_size` (the CPU
+    chunk length) are added.
+    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunked form, kda_chunked) or
+    "fused" (fla's chunk_kda / fused_recurrent_kda; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent
+    is the token-by-token oracle.
     """
 
     def __init__(

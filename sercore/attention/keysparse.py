@@ -22,25 +22,24 @@ separate `value` input (same length as context): the code's cross-attention adds
 but feeds the value projection the key input without them. At keep_rate=1 every key is kept and the layer
 is plain softmax attention with biased projections (the KS-Transformer's vanilla encoders use it so).
 
-Two formulations, equal up to rounding (tests hold them together):
-  * "materialized": the published computation, B*H*T*S weights in memory; the CPU reference;
-  * "memory-linear": query blocks of `block_size` rows. Selection (no gradient): per block, the row
-    log-sum-exp (the full softmax normaliser) and the column sums of exp(s - lse) give the importances; top-k
-    per head. Output: per block, attention over the kept keys rescaled by the kept mass exp(lse_kept - lse)
-    (skipped when renormalising), each block under activation checkpointing so training memory is also
-    O(block_size * S) per block rather than O(T * S).
-The memory-linear form ranks keys in fp32 at least (bf16 rounding would flip near-ties); the materialized form
-ranks them in the input dtype, as the published code. Measured on the CPU at T=4096 (batch 1, width 256,
-4 heads, fp32): peak memory 0.13 GiB memory-linear vs 0.78 GiB materialized for the forward pass, for about
-1.1-2x the time (scores are computed twice).
-`formulation="auto"` uses memory-linear on CUDA (mode="fused" or "auto" with CUDA input), and on the CPU
-too when gradients are off and the queries exceed LONG_QUERIES (evaluation of a long utterance: at most
-B*H*block_size*S weights at once, the bound the trainer's evaluation relies on); materialized otherwise.
-The CUDA path of "auto" is this PyTorch memory-linear form (cuBLAS matmuls per block).
-A third, opt-in formulation, "triton" (CUDA only; needs the triton package, which sercore does not depend on),
-runs the same memory-linear computation as Triton kernels (sercore.attention.keysparse_triton; backward by
-PyTorch recomputation, no dropout). It is verified only in Triton's CPU interpreter until a GPU run confirms
-it, so "auto" does not use it.
+Three computations of the same function, equal up to rounding (tests hold them together), chosen by `mode`:
+  * "reference": the published computation (`materialized_keysparse`), B*H*T*S weights in memory;
+  * "memory-linear": PyTorch in query blocks of `block_size` rows. Selection (no gradient): per block, the
+    row log-sum-exp (the full softmax normaliser) and the column sums of exp(s - lse) give the importances;
+    top-k per head. Output: per block, attention over the kept keys rescaled by the kept mass
+    exp(lse_kept - lse) (skipped when renormalising), each block under activation checkpointing so training
+    memory is also O(block_size * S) per block rather than O(T * S);
+  * "fused": the same memory-linear computation as sercore's Triton kernels (sercore.attention.keysparse_triton;
+    backward by PyTorch recomputation, no dropout; needs the triton package, which sercore does not depend
+    on). CUDA only, or CPU tensors under TRITON_INTERPRET=1. Verified only in Triton's CPU interpreter until
+    a GPU run confirms it, so "auto" does not use it;
+  * "auto" (default): "memory-linear" on CUDA (cuBLAS matmuls per block), and on the CPU too when gradients
+    are off and the queries exceed LONG_QUERIES (evaluation of a long utterance: at most B*H*block_size*S
+    weights at once, the bound the trainer's evaluation relies on); "reference" otherwise.
+The memory-linear forms rank keys in fp32 at least (bf16 rounding would flip near-ties); the reference ranks
+them in the input dtype, as the published code. Measured on the CPU at T=4096 (batch 1, width 256, 4 heads,
+fp32): peak memory 0.13 GiB memory-linear vs 0.78 GiB materialized for the forward pass, for about 1.1-2x
+the time (scores are computed twice).
 """
 
 from __future__ import annotations
@@ -50,10 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sercore.attention.base import SequenceMixer, check_mask, kernels_can_run
+from sercore.attention.base import MODES, SequenceMixer, check_mask, require_kernels
+from sercore.attention.keysparse_parts import kept_block, key_padding, masked_scores, top_k_keys
 
-FORMULATIONS = ("auto", "materialized", "memory-linear", "triton")
-LONG_QUERIES = 1024  # "auto" on the CPU: no-grad calls with more queries run memory-linear (module docstring)
+LONG_QUERIES = 1024  # mode "auto" on the CPU: no-grad calls with more queries run memory-linear (module docstring)
 K_FROM = ("padded", "real")
 
 
@@ -71,29 +70,12 @@ def keep_counts(key_mask: torch.Tensor, keep_rate: float, k_from: str) -> torch.
     return counts
 
 
-def top_k_keys(importance: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Boolean [B, H, S]: keys whose importance is at least the k-th largest of their head (ties kept)."""
-    ranked = importance.sort(dim=-1, descending=True).values
-    index = (counts - 1).view(-1, 1, 1).expand(*importance.shape[:2], 1)
-    return importance >= ranked.gather(-1, index)
-
-
-def _padding(key_mask):
-    """[B, 1, 1, S] True at padded keys, or None when there are none (skips a pass over the scores)."""
-    return None if key_mask.all() else ~key_mask[:, None, None, :]
-
-
-def _scores(q_scaled, k, padding):
-    scores = q_scaled @ k.transpose(-1, -2)
-    return scores if padding is None else scores.masked_fill(padding, float("-inf"))
-
-
 def materialized_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=False,
                            padded_queries_vote=True, dropout=0.0, training=False):
     """Published form on [B, H, T, d] queries and [B, H, S, d] keys/values with [B, T] / [B, S] bool masks.
 
     Returns (output [B, H, T, d], applied weights [B, H, T, S] before dropout)."""
-    scores = _scores(q * q.shape[-1] ** -0.5, k, _padding(key_mask))
+    scores = masked_scores(q * q.shape[-1] ** -0.5, k, key_padding(key_mask))
     weights = scores.softmax(dim=-1)
     voters = weights if padded_queries_vote else weights * query_mask[:, None, :, None]
     keep = top_k_keys(voters.sum(dim=-2), counts)[:, :, None, :]
@@ -104,18 +86,6 @@ def materialized_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=Fa
     return F.dropout(weights, dropout, training) @ v, weights
 
 
-def _kept_block(q_scaled, k, v, padding, dropped, renormalize: bool, dropout: float, training: bool):
-    """Pass 3 for one query block: softmax over the kept keys, times the kept mass unless renormalising.
-
-    Both in one exp: exp(s - lse) on the kept keys = softmax over the kept keys x exp(lse_kept - lse). The
-    full normaliser lse is recomputed here rather than reused from pass 1 so gradients flow through it."""
-    scores = _scores(q_scaled, k, padding)
-    kept = scores.masked_fill(dropped, float("-inf"))
-    normaliser = kept if renormalize else scores
-    weights = (kept - normaliser.logsumexp(dim=-1, keepdim=True)).exp()
-    return F.dropout(weights, dropout, training) @ v
-
-
 def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=False,
                             padded_queries_vote=True, dropout=0.0, training=False, block_size=256):
     """Same result as materialized_keysparse (output only), holding block_size x S scores at a time.
@@ -123,7 +93,7 @@ def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=F
     The key selection runs in at least fp32 whatever the input dtype; the output pass in the input dtype."""
     scale = q.shape[-1] ** -0.5
     blocks = range(0, q.shape[2], block_size)
-    padding = _padding(key_mask)
+    padding = key_padding(key_mask)
     with torch.no_grad():
         # Ranking keys in bf16/fp16 would let rounding flip near-ties: select in fp32 at least.
         wide = torch.promote_types(q.dtype, torch.float32)
@@ -131,7 +101,7 @@ def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=F
         # Passes 1 and 2 fuse: each query block holds whole rows, so its lse is final before its column sums.
         importance = torch.zeros(k.shape[:3], dtype=wide, device=q.device)
         for i in blocks:
-            scores = _scores(q_wide[:, :, i:i + block_size], k_wide, padding)
+            scores = masked_scores(q_wide[:, :, i:i + block_size], k_wide, padding)
             weights = (scores - scores.logsumexp(dim=-1, keepdim=True)).exp()
             if not padded_queries_vote:
                 weights = weights * query_mask[:, None, i:i + block_size, None]
@@ -142,22 +112,26 @@ def memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, renormalize=F
     for i in blocks:
         args = (q_scaled[:, :, i:i + block_size], k, v, padding, dropped, renormalize, dropout, training)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            outputs.append(checkpoint(_kept_block, *args, use_reentrant=False))
+            outputs.append(checkpoint(kept_block, *args, use_reentrant=False))
         else:
-            outputs.append(_kept_block(*args))
+            outputs.append(kept_block(*args))
     return torch.cat(outputs, dim=2)
 
 
 class KeySparseAttention(SequenceMixer):
     """Multi-head key-sparse attention: forward(x [B, T, dim], mask, context [B, S, context_dim], context_mask).
 
-    keep_rate in (0, 1]; context_dim defaults to dim; value: optional cross-attention value input; formulation "auto" | "materialized" | "memory-linear" |
-    "triton" (opt-in, CUDA only, GPU-unverified); block_size: query rows per block of the memory-linear form
-    (and of the triton form's backward). See the module docstring for the rest."""
+    keep_rate in (0, 1]; context_dim defaults to dim; value: optional cross-attention value input;
+    mode: "auto" (memory-linear on CUDA and for long no-grad CPU inputs, else reference), "reference" (the
+    published materialized form), "memory-linear" (the PyTorch memory-linear form, any device) or "fused"
+    (sercore's Triton kernels; CUDA, or the CPU under TRITON_INTERPRET=1; GPU-unverified); block_size: query
+    rows per block of the memory-linear form (and of the fused form's backward). See the module docstring."""
+
+    MODES = (*MODES, "memory-linear")
 
     def __init__(self, dim: int, heads: int, keep_rate: float = 0.5, context_dim: int | None = None,
                  renormalize: bool = False, k_from: str = "padded", padded_queries_vote: bool = True,
-                 formulation: str = "auto", block_size: int = 256, dropout: float = 0.0, bias: bool = True,
+                 block_size: int = 256, dropout: float = 0.0, bias: bool = True,
                  mode: str = "auto", zero_padded_queries: bool = True):
         super().__init__(mode)
         if dim % heads:
@@ -166,14 +140,12 @@ class KeySparseAttention(SequenceMixer):
             raise ValueError(f"KeySparseAttention: keep_rate must be in (0, 1], got {keep_rate}")
         if k_from not in K_FROM:
             raise ValueError(f"KeySparseAttention: k_from must be one of {K_FROM}, got {k_from!r}")
-        if formulation not in FORMULATIONS:
-            raise ValueError(f"KeySparseAttention: formulation must be one of {FORMULATIONS}, got {formulation!r}")
         if block_size < 1:
             raise ValueError(f"KeySparseAttention: block_size must be positive, got {block_size}")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         self.context_dim = dim if context_dim is None else context_dim
         self.keep_rate, self.renormalize, self.k_from = keep_rate, renormalize, k_from
-        self.padded_queries_vote, self.formulation = padded_queries_vote, formulation
+        self.padded_queries_vote = padded_queries_vote
         self.block_size, self.dropout, self.zero_padded_queries = block_size, dropout, zero_padded_queries
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(self.context_dim, dim, bias=bias)
@@ -209,24 +181,29 @@ class KeySparseAttention(SequenceMixer):
         counts = keep_counts(context_mask, self.keep_rate, self.k_from)
         return q, k, v, query_mask, context_mask, counts
 
-    def _use_memory_linear(self, x) -> bool:
-        if self.formulation == "auto":
-            return self.use_fused(x) or (not torch.is_grad_enabled() and x.shape[1] > LONG_QUERIES)
-        return self.formulation == "memory-linear"
+    def path(self, x: torch.Tensor) -> str:
+        """The mode that runs for x [B, T, ...], never "auto" (the rules in the module docstring)."""
+        if self.mode == "auto":
+            long_evaluation = not torch.is_grad_enabled() and x.shape[1] > LONG_QUERIES
+            return "memory-linear" if self._auto_fused(x) or long_evaluation else "reference"
+        if self.mode == "fused":
+            require_kernels("KeySparseAttention", x)
+        return self.mode
+
+    def use_fused(self, x: torch.Tensor) -> bool:
+        return self.path(x) == "fused"  # "auto" never is: it runs memory-linear PyTorch on CUDA
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+        path = self.path(x)
         q, k, v, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask, value)
         options = dict(renormalize=self.renormalize, padded_queries_vote=self.padded_queries_vote,
                        dropout=self.dropout, training=self.training)
-        if self.formulation == "triton":
-            if not kernels_can_run(x):
-                raise RuntimeError("KeySparseAttention: formulation='triton' needs CUDA input (CPU tensors only "
-                                   "under TRITON_INTERPRET=1); use formulation='memory-linear' or 'auto'")
+        if path == "fused":
             # Imported here: triton is optional, and importing sercore must never need it.
             from sercore.attention.keysparse_triton import keysparse_triton
             o = keysparse_triton(q, k, v, query_mask, key_mask, counts, block_size=self.block_size, **options)
-        elif self._use_memory_linear(x):
+        elif path == "memory-linear":
             o = memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, block_size=self.block_size,
                                         **options)
         else:

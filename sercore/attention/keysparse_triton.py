@@ -1,9 +1,9 @@
-"""Triton kernels for the memory-heavy passes of key-sparse attention (KeySparseAttention(formulation="triton")).
+"""Triton kernels for the memory-heavy passes of key-sparse attention (KeySparseAttention(mode="fused")).
 
 STATUS: verified only in Triton's interpreter (TRITON_INTERPRET=1, kernels run on the CPU with numpy) against
 the materialized reference (tests/test_attention_keysparse_triton.py). It has not run on a GPU yet: compiled
 code, tensor-core dot precision and speed are unconfirmed until tests/test_attention_gpu_softmax_keysparse.py
-passes on one. That is why formulation="auto" keeps the PyTorch memory-linear form on CUDA.
+passes on one. That is why mode="auto" keeps the PyTorch memory-linear form on CUDA.
 
 The computation is the memory-linear form of sercore.attention.keysparse, on [B, H, T, d] queries and
 [B, H, S, d] keys/values, never holding T x S scores:
@@ -12,7 +12,7 @@ The computation is the memory-linear form of sercore.attention.keysparse, on [B,
     voting queries (all rows, or only the real ones when padded queries do not vote). Each program owns one
     block of keys and walks all queries, so the sums need no atomics and are deterministic. Both run in fp32
     (IEEE dots, no TF32) whatever the input dtype: rounding would otherwise flip near-ties in the ranking.
-  * top-k per head (ties kept) stays in PyTorch: sercore.attention.keysparse.top_k_keys.
+  * top-k per head (ties kept) stays in PyTorch: sercore.attention.keysparse_parts.top_k_keys.
   * pass 3 (`kept_attention`): flash-attention-style forward over the kept keys only, an online softmax over
     the kept real keys; unless renormalising, the result is rescaled by the kept mass exp(lse_kept - lse),
     with lse from pass 1. fp32 inputs use IEEE dots; bf16/fp16 inputs use the tensor-core dot with fp32
@@ -23,7 +23,7 @@ the gradient of that (the same gradient as the memory-linear PyTorch path: selec
 normaliser lse does). Dropout on the kept weights is not supported here (a clear error, never ignored).
 
 triton is not a dependency of sercore: this file imports it at the top and is itself imported only when
-formulation="triton" is used. Tensors must be on CUDA, except under TRITON_INTERPRET=1, where CPU tensors are
+mode="fused" is used. Tensors must be on CUDA, except under TRITON_INTERPRET=1, where CPU tensors are
 accepted (and only then).
 """
 
@@ -35,21 +35,21 @@ try:
     import triton
     import triton.language as tl
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("sercore/attention/keysparse_triton.py: formulation='triton' needs the triton package, "
+    raise ImportError("sercore/attention/keysparse_triton.py: mode='fused' needs the triton package, "
                       "which is not installed (it is not a dependency of sercore; it comes with CUDA builds of "
-                      "torch). Use formulation='memory-linear' or 'auto' instead.") from error
+                      "torch). Use mode='memory-linear' or 'auto' instead.") from error
 
 from sercore.attention.base import triton_interpreting
-from sercore.attention.keysparse import _kept_block, _padding, top_k_keys
+from sercore.attention.keysparse_parts import kept_block, key_padding, top_k_keys
 
 
 def check_device(*tensors: torch.Tensor) -> None:
     """CUDA tensors, or CPU tensors under Triton's interpreter; anything else is a clear error."""
     if all(t.is_cuda for t in tensors) or (triton_interpreting() and not any(t.is_cuda for t in tensors)):
         return
-    raise RuntimeError("sercore/attention/keysparse_triton.py: formulation='triton' needs CUDA tensors "
+    raise RuntimeError("sercore/attention/keysparse_triton.py: mode='fused' needs CUDA tensors "
                        f"(got {sorted({str(t.device) for t in tensors})}); CPU tensors run only under Triton's "
-                       "interpreter (TRITON_INTERPRET=1). On the CPU use formulation='memory-linear' or 'auto'.")
+                       "interpreter (TRITON_INTERPRET=1). On the CPU use mode='memory-linear' or 'auto'.")
 
 
 def _blocks(head_dim: int) -> tuple[int, int, int]:
@@ -225,7 +225,7 @@ class _TritonKeySparse(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, key_mask, kept = ctx.saved_tensors
         scale = q.shape[-1] ** -0.5
-        padding, dropped = _padding(key_mask), ~kept[:, :, None, :]
+        padding, dropped = key_padding(key_mask), ~kept[:, :, None, :]
         # dk and dv sum over query blocks: accumulate in fp32 at least, as one big backward would.
         wide = torch.promote_types(k.dtype, torch.float32)
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k, dtype=wide), torch.zeros_like(v, dtype=wide)
@@ -233,7 +233,7 @@ class _TritonKeySparse(torch.autograd.Function):
             with torch.enable_grad():
                 q_block = q[:, :, i:i + ctx.block_size].detach().requires_grad_(True)
                 k_leaf, v_leaf = k.detach().requires_grad_(True), v.detach().requires_grad_(True)
-                out = _kept_block(q_block * scale, k_leaf, v_leaf, padding, dropped, ctx.renormalize, 0.0, False)
+                out = kept_block(q_block * scale, k_leaf, v_leaf, padding, dropped, ctx.renormalize, 0.0, False)
                 grads = torch.autograd.grad(out, (q_block, k_leaf, v_leaf), grad_out[:, :, i:i + ctx.block_size])
             dq[:, :, i:i + ctx.block_size] = grads[0]
             dk += grads[1]
@@ -249,8 +249,8 @@ def keysparse_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_ma
 
     block_size: query rows per block of the PyTorch backward recomputation. Dropout is not supported."""
     if dropout > 0.0 and training:
-        raise ValueError(f"sercore/attention/keysparse_triton.py: formulation='triton' has no dropout on the kept "
-                         f"weights (dropout={dropout} in training); use formulation='memory-linear' or dropout=0")
+        raise ValueError(f"sercore/attention/keysparse_triton.py: mode='fused' has no dropout on the kept "
+                         f"weights (dropout={dropout} in training); use mode='memory-linear' or dropout=0")
     check_device(q, k, v, query_mask, key_mask)
     return _TritonKeySparse.apply(q, k, v, query_mask, key_mask, counts, renormalize, padded_queries_vote,
                                   block_size)

@@ -10,10 +10,11 @@ recurrently (fla: fused_additive_gate then gated linear attention):
 so attention_matrix gives A[t, s] = K^-1/2 sum_d q_t[d] exp(k_s[d] - z_t[d]) and the value path is
 o = A v before the norm/gate/o_proj (forward_from_matrix applies them).
 
-Paths: "fused" runs fla.ops.lightnet.chunk_lightnet on CUDA (fla imported there only); "parallel" is
-our chunkwise form, in which every exponent is <= 0 (stable for any key size); "recurrent" is the
-state update above, the test oracle. Constructor arguments, defaults and parameter names are fla's
-LightNetAttention's (state_dicts load both ways), except `mode`, which picks our path.
+`mode` (base.SequenceMixer): "fused" runs fla.ops.lightnet.chunk_lightnet (fla imported there only);
+"reference" is our chunkwise form, in which every exponent is <= 0 (stable for any key size); "auto" picks
+fused on CUDA. forward_recurrent is the state update above, the test oracle. Constructor arguments, defaults
+and parameter names are fla's LightNetAttention's (state_dicts load both ways), except `mode`, which picks
+our path.
 
 fla 0.6.0 details we reproduce, and differences from the paper:
   * the output RMSNorm runs with eps = 1e-6: fla's forward calls its fused norm-gate-linear function
@@ -101,7 +102,9 @@ class LightNetAttention(PackedCausalMixer):
 
     forward(x [B, T, D], mask [B, T] bool, True = real) -> [B, T, D]; padded outputs are zero and a
     padded row equals its sequence run alone. bidirectional=True adds a reversed pass with the same
-    weights and averages the two core outputs before the norm/gate (PackedCausalMixer)."""
+    weights and averages the two core outputs before the norm/gate (PackedCausalMixer).
+    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunkwise form) or "fused" (fla's
+    chunk_lightnet; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent is the token-by-token oracle."""
 
     chunk_size = 16  # the CPU chunkwise form materialises [chunk, chunk, K] weights per head: small is faster
 

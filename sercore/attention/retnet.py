@@ -9,12 +9,13 @@ Per head h (H = num_heads, kv heads repeated to H as in fla's GQA):
 so attention_matrix gives A[t, s] = K^-1/2 (q_t . k_s) gamma_h^(t-s), the value path is o = A v with
 v = x W_v per head, and forward_from_matrix applies the per-head norm, gate and o_proj.
 
-Paths: "fused" runs fla.ops.retention.chunk_retention on CUDA (fla imported there only); "parallel"
-is our chunkwise form (a T x T decay-masked product inside chunks of `chunk_size`, a carried state
-between them; one chunk = the fully parallel form); "recurrent" is the token-by-token state update,
-the test oracle. Constructor arguments, defaults and parameter names are fla's MultiScaleRetention's,
-so state_dicts load both ways, except `mode`, which here picks our path (auto / reference / fused)
-instead of fla's kernel (the fused path always uses fla's chunk kernel, as fla does while training).
+`mode` (base.SequenceMixer): "fused" runs fla.ops.retention.chunk_retention (fla imported there only);
+"reference" is our chunkwise form (a T x T decay-masked product inside chunks of `chunk_size`, a carried
+state between them; one chunk = the fully parallel form); "auto" picks fused on CUDA. forward_recurrent is
+the token-by-token state update, the test oracle. Constructor arguments, defaults and parameter names are
+fla's MultiScaleRetention's, so state_dicts load both ways, except `mode`, which here picks our path (MODES:
+auto / reference / fused) instead of fla's kernel (the fused path always uses fla's chunk kernel, as fla does
+while training).
 
 Where fla 0.6.0 and the RetNet paper differ (we follow fla):
   * norm: fla normalises each head with RMSNorm (no mean subtraction); the paper uses GroupNorm.
@@ -95,7 +96,9 @@ class MultiScaleRetention(PackedCausalMixer):
 
     forward(x [B, T, D], mask [B, T] bool, True = real) -> [B, T, D]; padded outputs are zero and a
     padded row equals its sequence run alone. bidirectional=True adds a reversed pass with the same
-    weights and averages the two retention outputs before the norm/gate (PackedCausalMixer)."""
+    weights and averages the two retention outputs before the norm/gate (PackedCausalMixer).
+    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunkwise form) or "fused" (fla's
+    chunk_retention; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent is the token-by-token oracle."""
 
     chunk_size = 128  # the CPU chunkwise form; 128 keeps the per-chunk T x T products small
 

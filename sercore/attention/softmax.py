@@ -4,20 +4,20 @@ Parameter layout as the public code's `MultiHeadStandardVersion` (AttentionAlter
 q, k, v = bias-free Linear(dim, dim) split into `heads` heads of dim // heads (the paper: 1024 = 4 x 256), then
 an output Linear(dim, dim) with bias. One layer, no residual, no norm, no dropout, bidirectional by default.
 
-Three interchangeable cores compute softmax(q k^T / sqrt(d)) v per head:
-  * "sdpa": torch's F.scaled_dot_product_attention with a boolean mask (fused kernels on CUDA);
-  * "explicit": the readable reference (scores, masked softmax, weighted sum), used on the CPU;
-  * "naive": the paper's efficiency baseline exactly as its code ran it: heads folded into the batch, q and k
-    each divided by d^(1/4), plain torch.bmm, the [B*H, T, T] weights materialised, in fp32 (half-precision
-    inputs are up-cast; fp64 stays fp64 so tests can compare it).
-`implementation="standard"` picks sdpa on CUDA and explicit elsewhere (base.SequenceMixer `mode` can force
-either); `implementation="naive"` always uses the naive core.
+Three interchangeable cores compute softmax(q k^T / sqrt(d)) v per head, chosen by `mode` (MODES):
+  * "reference": the readable core (scores, masked softmax, weighted sum), `explicit_attention`;
+  * "fused": torch's F.scaled_dot_product_attention with a boolean mask (fused kernels on CUDA; off CUDA an
+    error, except under TRITON_INTERPRET=1, as every mixer's "fused");
+  * "auto" (default): fused on CUDA, reference elsewhere;
+  * "naive": the paper's efficiency baseline exactly as its code ran it, on any device: heads folded into the
+    batch, q and k each divided by d^(1/4), plain torch.bmm, the [B*H, T, T] weights materialised, in fp32
+    (half-precision inputs are up-cast; fp64 stays fp64 so tests can compare it).
 
 Padding: the public code has no mask (it crops to fixed lengths). Here padded keys are excluded and the
 outputs at padded query positions are zero, so a padded row equals the sequence run alone.
 
 Memory in evaluation: with gradients off (torch.no_grad, as sercore.train.trainer.predict runs) and more
-than QUERY_CHUNK tokens, the standard cores (explicit and sdpa) run over blocks of QUERY_CHUNK queries
+than QUERY_CHUNK tokens, the reference and fused cores run over blocks of QUERY_CHUNK queries
 against all keys, so at most B*H*QUERY_CHUNK*T scores exist at once instead of B*H*T*T: a 2-minute
 utterance (12 000 frames at 100/s, 4 heads, fp32) needs 0.2 GB instead of 2.3 GB. Each query's softmax
 is over its whole key row either way, so the outputs equal the unchunked ones within fp32 rounding (tests
@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sercore.attention.base import SequenceMixer, check_mask
+from sercore.attention.base import MODES, SequenceMixer, check_mask
 
-IMPLEMENTATIONS = ("standard", "naive")
 QUERY_CHUNK = 1024  # queries per block in no-grad evaluation of long sequences (module docstring)
 
 
@@ -104,21 +103,20 @@ def naive_attention(q, k, v, allowed=None):
 class SoftmaxAttention(SequenceMixer):
     """Multi-head softmax attention over x [B, T, dim] with a padding mask [B, T] (True = real token).
 
-    implementation: "standard" (SDPA on CUDA, explicit PyTorch on CPU) or "naive" (the paper's bmm baseline).
+    mode: "auto" (SDPA on CUDA, reference elsewhere), "reference" (explicit PyTorch), "fused" (torch SDPA;
+    CUDA, or the CPU under TRITON_INTERPRET=1) or "naive" (the paper's bmm baseline, any device).
     causal: False (the paper's SA is bidirectional); True gives the causal variant for comparisons with the
     causal linear mechanisms.
     """
 
-    def __init__(self, dim: int, heads: int, implementation: str = "standard", causal: bool = False,
-                 mode: str = "auto"):
+    MODES = (*MODES, "naive")
+
+    def __init__(self, dim: int, heads: int, causal: bool = False, mode: str = "auto"):
         super().__init__(mode)
         if dim % heads:
             raise ValueError(f"SoftmaxAttention: dim={dim} is not divisible by heads={heads}")
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"SoftmaxAttention: implementation must be one of {IMPLEMENTATIONS}, "
-                             f"got {implementation!r}")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
-        self.implementation, self.causal = implementation, causal
+        self.causal = causal
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = nn.Linear(dim, dim, bias=False)
         self.v_proj = nn.Linear(dim, dim, bias=False)
@@ -135,11 +133,12 @@ class SoftmaxAttention(SequenceMixer):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_mask(x, mask)
         q, k, v = self._heads(x)
-        if self.implementation != "naive" and not torch.is_grad_enabled() and x.shape[1] > QUERY_CHUNK:
+        naive = self.mode == "naive"
+        if not naive and not torch.is_grad_enabled() and x.shape[1] > QUERY_CHUNK:
             core = sdpa_attention if self.use_fused(x) else (lambda *a: explicit_attention(*a)[0])
             return self._finish(query_chunked(core, q, k, v, mask, self.causal), mask)
         allowed = allowed_keys(mask, x.shape[1], self.causal, x.device)
-        if self.implementation == "naive":
+        if naive:
             o = naive_attention(q, k, v, allowed)
         elif self.use_fused(x) and mask is None and self.causal:
             o = sdpa_attention(q, k, v, is_causal=True)

@@ -15,19 +15,18 @@ import inspect
 
 from torch import nn
 
+from sercore.studies import STUDIES as STUDY_NAMES
+
 from sercore.models.area_cnn import AreaCNN, utterance_scores
 from sercore.models.dimensional import DimensionalModel
 from sercore.models.fusion import FusionModel
 from sercore.models.ks_transformer import KSTransformer
 from sercore.models.multitask import MultitaskModel
 
-STUDIES = {
-    "fusion": FusionModel,
-    "ks-transformer": KSTransformer,
-    "area-cnn": AreaCNN,
-    "multitask": MultitaskModel,
-    "dimensional": DimensionalModel,
-}
+_MODELS = {"fusion": FusionModel, "ks-transformer": KSTransformer, "area-cnn": AreaCNN,
+           "multitask": MultitaskModel, "dimensional": DimensionalModel}
+# study -> model class, in sercore.studies.STUDIES' order; a study without a model fails here, at import
+STUDIES = {study: _MODELS[study] for study in STUDY_NAMES}
 
 
 def model_options(study: str) -> dict:

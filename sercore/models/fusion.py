@@ -93,7 +93,7 @@ class FusionModel(nn.Module):
     Options: speech ("ssl" | "logmel"), speech_dim, ssl_layers (hidden states per SSL frame in the cache,
     L + 1; "ssl" only), layer_weighting ("raw" | "softmax") and layers ("transformer" | "all"): see
     pooling.LayerWeightedSum, text (use a text stream when the batch has one), text_dim, n_classes,
-    mechanism (a sequence mixer in sercore.attention.NAMES), mechanism_options (dict passed to it, e.g.
+    mechanism (a sequence mixer, sercore.attention.SEQUENCE_NAMES), mechanism_options (dict passed to it, e.g.
     {"bidirectional": True}), width, heads, num_layers, ffn, ffn_mult, residual, norm ("none" | "pre" |
     "post"), input_dropout (0.4, on both streams), pool_dropout (before pooling; 0 in the paper's runs),
     head_width, head_blocks, head_dropout (heads.FusionClassifier).
@@ -111,8 +111,8 @@ class FusionModel(nn.Module):
             raise ValueError(f"fusion: speech must be one of {SPEECH_KINDS}, got {speech!r}")
         if norm not in NORMS:
             raise ValueError(f"fusion: norm must be one of {NORMS}, got {norm!r}")
-        if mechanism == "area" or mechanism not in attention.NAMES:
-            valid = [n for n in attention.NAMES if n != "area"]
+        if mechanism not in attention.SEQUENCE_NAMES:
+            valid = list(attention.SEQUENCE_NAMES)
             raise ValueError(f"fusion: mechanism must be a sequence mixer, one of {', '.join(valid)}; "
                              f"got {mechanism!r}")
         if num_layers < 1:

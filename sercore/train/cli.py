@@ -7,8 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")  # = sercore.train.run.STUDIES
-MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda", "keysparse", "area")  # = sercore.attention
+# The library's own lists (both modules are light: no torch, so --help stays fast).
+from sercore.attention import NAMES as MECHANISMS
+from sercore.studies import STUDIES
 
 EPILOG = f"""\
 studies:     {', '.join(STUDIES)}

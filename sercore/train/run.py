@@ -80,6 +80,7 @@ from sercore import metrics as M
 from sercore.features.cache import HashIndex, cache_dir_or_default
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
+from sercore.studies import STUDIES
 from sercore.train import distributed
 from sercore.train.augment import add_vtlp_copies
 from sercore.train.datasets import (AVD_COLUMNS, AVD_RANGES, CropItems, EvalItems, SegmentItems, Utterances,
@@ -88,7 +89,6 @@ from sercore.train.datasets import corpus_kind as labels_kind
 from sercore.train.settings import TrainSettings, as_dict, resolve
 from sercore.train.trainer import Trainer, predict
 
-STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")
 REGRESSION_STUDIES = ("dimensional",)
 GENERATED_MARK = "generated demonstration corpus"
 SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")

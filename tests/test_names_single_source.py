@@ -1,0 +1,66 @@
+"""Each list of names lives in one place: the mechanisms in sercore.attention, the studies in sercore.studies.
+
+The command line's choices are read from the parsers it really builds, and must equal the library's lists."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sercore import attention, bench, results, studies
+from sercore.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def command(name):
+    """The argparse parser of `python -m sercore <name>`."""
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return subparsers.choices[name]
+
+
+def choices(parser, option):
+    return tuple(next(a for a in parser._actions if option in a.option_strings).choices)
+
+
+def test_train_cli_offers_exactly_the_library_studies_and_mechanisms():
+    train = command("train")
+    assert choices(train, "--study") == studies.STUDIES
+    assert choices(train, "--mechanism") == attention.NAMES
+
+
+def test_bench_cli_offers_exactly_the_sequence_mixers():
+    assert choices(command("bench"), "--mechanisms") == attention.SEQUENCE_NAMES
+    assert bench.SEQUENCE_MECHANISMS == attention.SEQUENCE_NAMES
+
+
+def test_the_library_uses_the_one_list_of_studies():
+    from sercore import models
+    from sercore.train import run
+
+    assert run.STUDIES is studies.STUDIES
+    assert tuple(models.STUDIES) == studies.STUDIES, "every study has a model, in the same order"
+
+
+def test_derived_mechanism_lists_are_subsets_of_the_registry():
+    assert attention.SEQUENCE_NAMES == tuple(n for n in attention.NAMES if n != "area")
+    assert results.PAPER_MECHANISMS is attention.PAPER_NAMES
+    assert set(attention.PAPER_NAMES) <= set(attention.SEQUENCE_NAMES)
+
+
+@pytest.mark.parametrize("name", attention.NAMES)
+def test_every_registry_name_has_a_modes_tuple_with_the_three_common_values(name):
+    values = attention.modes(name)
+    assert isinstance(values, tuple)
+    assert {"auto", "reference", "fused"} <= set(values)
+
+
+def test_the_name_lists_import_without_torch():
+    """The CLI reads them to build its choices: importing them must not load torch (or anything heavy)."""
+    code = ("import sys; import sercore.attention as a, sercore.studies as s; a.NAMES, a.SEQUENCE_NAMES, s.STUDIES; "
+            "heavy = [m for m in ('torch', 'numpy', 'pandas') if m in sys.modules]; print(heavy); "
+            "sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
