@@ -73,7 +73,8 @@ def evaluate_perturbed(runs, perturbation_list, split: str = "Test1", n_boot: in
     """One row per (run, perturbation, metric): the run's seed and variant, the perturbation (kind, value,
     name), the metric (ccc_arousal, ccc_valence, ccc_dominance for the dimensional study; balanced_accuracy,
     macro_f1 and gender_accuracy when the model has a gender head, for classification), its value on
-    `split`, the 95 % percentile-bootstrap interval over utterances and n.
+    `split` with the 95 % percentile-bootstrap interval over utterances, its change from the clean score
+    with a paired interval (both scored on the same resample of utterances), and n.
 
     runs: one run or a list (run_grid's dicts with out_dir, or run folders). A model with a text stream is
     refused: the transcript is not audio, and this module perturbs audio only."""
@@ -94,15 +95,15 @@ def _evaluate_one(run, perturbation_list, split, n_boot, seed, device) -> pd.Dat
     from sercore.data.audio import read_audio
     from sercore.data.corpus import detect_layout
     from sercore.predict import CHECKPOINT, _run_record
-    from sercore.train.datasets import AVD_COLUMNS, EvalItems, Utterances
+    from sercore.train.datasets import EvalItems, Utterances
     from sercore.train.run import load_options, model_spec, segment_length, spec_model
     from sercore.train.settings import TrainSettings
     from sercore.train.trainer import predict
 
     run_dir = _run_dir(run)
-    record = _run_record(run_dir)
-    parameters = record["provenance"]["parameters"]
-    study, task = parameters["study"], record["task"]
+    finished = _run_record(run_dir)
+    parameters = finished["provenance"]["parameters"]
+    study, task = parameters["study"], finished["task"]
     spec = model_spec(study, parameters.get("mechanism"), parameters["model"], dict(parameters["features"]))
     if spec.inputs.get("text"):
         raise ValueError(f"{run_dir}: {study} reads transcripts too; evaluate_perturbed perturbs audio only")
@@ -121,15 +122,16 @@ def _evaluate_one(run, perturbation_list, split, n_boot, seed, device) -> pd.Dat
         raise ValueError(f"{run_dir}: {len(scored)} {split} utterances in predictions.csv but {len(table)} "
                          f"of them in {corpus}; the corpus changed since the run")
 
-    classes = record["classes"] if task == "classification" else None
-    avd_range = (record.get("data") or {}).get("avd_range")
+    classes = finished["classes"] if task == "classification" else None
+    avd_range = (finished.get("data") or {}).get("avd_range")
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)["model"]
     torch_device = torch.device(device)
     encoder, rate = spec.encoder, spec.encoder.sample_rate
     waves = [read_audio(path, sample_rate=rate) for path in table["path"]]
     ids = table["utt_id"].astype(str).tolist()
-    model, rows = None, []
-    for kind, value in perturbation_list:
+    model, reference, rows = None, None, []
+    # clean first: every perturbed score is also given as its paired change from the clean one
+    for kind, value in [("clean", None)] + [p for p in perturbation_list if p[0] != "clean"]:
         speech = []
         for utt, path, wave in zip(ids, table["path"], waves):
             try:
@@ -149,26 +151,56 @@ def _evaluate_one(run, perturbation_list, split, n_boot, seed, device) -> pd.Dat
                               max_frames=settings.eval_max_frames)
         else:
             items = EvalItems(data, index, settings.eval_batch_size, max_frames=settings.eval_max_frames)
-        out = predict(model, items, torch_device, amp=settings.amp)
-        scores = {}
-        if task == "regression":
-            for d, name in enumerate(AVD_COLUMNS):
-                scores[f"ccc_{name}"] = (M.ccc, data.avd[items.rows, d], out["avd"][:, d])
-        else:
-            gold, pred = data.label[items.rows], out["probs"].argmax(axis=1)
-            scores["balanced_accuracy"] = (M.balanced_accuracy, gold, pred)
-            scores["macro_f1"] = (M.macro_f1, gold, pred)
-            if "gender_probs" in out:
-                known = data.gender[items.rows] >= 0
-                scores["gender_accuracy"] = (M.accuracy, data.gender[items.rows][known],
-                                             out["gender_probs"].argmax(axis=1)[known])
+        scores = _scores(task, data, items, predict(model, items, torch_device, amp=settings.amp))
+        reference = reference or scores
+        if kind == "clean" and ("clean", None) not in [tuple(p) for p in perturbation_list]:
+            continue
         for metric, (fn, gold, pred) in scores.items():
             entry = M.with_ci(fn, gold, pred, n_boot=n_boot, seed=seed)
+            clean_pred = reference[metric][2]
+            # paired: one resample of utterances scores both, so the change's interval is not the
+            # (much wider) overlap of two separate intervals
+            delta = M.with_ci(lambda g, c, p, fn=fn: fn(g, p) - fn(g, c), gold, clean_pred, pred,
+                              n_boot=n_boot, seed=seed)
             rows.append({"variant": run.get("variant") if isinstance(run, dict) else None,
                          "seed": parameters["seed"], "perturbation": label(kind, value), "kind": kind,
                          "value_db": value, "split": split, "metric": metric, "value": entry["value"],
-                         "ci95_low": entry["ci95"][0], "ci95_high": entry["ci95"][1], "n": len(gold)})
+                         "ci95_low": entry["ci95"][0], "ci95_high": entry["ci95"][1],
+                         "change": delta["value"], "change_ci95_low": delta["ci95"][0],
+                         "change_ci95_high": delta["ci95"][1], "n": len(gold)})
     return pd.DataFrame(rows)
+
+
+def _scores(task: str, data, items, out: dict) -> dict:
+    """Metric name -> (function, gold, predicted) for one evaluation's outputs."""
+    from sercore import metrics as M
+    from sercore.train.datasets import AVD_COLUMNS
+
+    if task == "regression":
+        return {f"ccc_{name}": (M.ccc, data.avd[items.rows, d], out["avd"][:, d])
+                for d, name in enumerate(AVD_COLUMNS)}
+    gold = data.label[items.rows]
+    scores = {"balanced_accuracy": (M.balanced_accuracy, gold, out["probs"].argmax(axis=1)),
+              "macro_f1": (M.macro_f1, gold, out["probs"].argmax(axis=1))}
+    if "gender_probs" in out:
+        known = data.gender[items.rows] >= 0
+        scores["gender_accuracy"] = (M.accuracy, data.gender[items.rows][known],
+                                     out["gender_probs"].argmax(axis=1)[known])
+    return scores
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """evaluate_perturbed's rows over seeds, per (variant, perturbation, metric): the mean, sd (ddof 1), min
+    and max of the score, the mean paired change from clean, and how many seeds' change intervals lie wholly
+    below 0 and wholly above 0."""
+    keys = ["perturbation", "metric"] if table["variant"].isna().all() else ["variant", "perturbation", "metric"]
+    grouped = table.groupby(keys, sort=False)
+    out = grouped["value"].agg(["count", "mean", "std", "min", "max"]).rename(columns={"count": "seeds",
+                                                                                      "std": "sd"})
+    out["change_mean"] = grouped["change"].mean()
+    out["seeds_lower"] = grouped["change_ci95_high"].agg(lambda x: int((x < 0).sum()))
+    out["seeds_higher"] = grouped["change_ci95_low"].agg(lambda x: int((x > 0).sum()))
+    return out.reset_index()
 
 
 def record(table: pd.DataFrame, path, runs, device: str = "cpu", **parameters) -> Path:

@@ -96,9 +96,31 @@ def test_a_row_per_perturbation_and_dimension_and_clean_equals_the_run(run):
         assert clean.loc[metric, "value"] == pytest.approx(run["splits"]["Test1"][metric]["value"], abs=1e-5)
         assert clean.loc[metric, "ci95_low"] <= clean.loc[metric, "value"] <= clean.loc[metric, "ci95_high"]
     assert (table["n"] == 8).all() and (table["seed"] == 0).all()
+    assert (clean["change"] == 0).all()
+    rows = table.set_index(["perturbation", "metric"])
+    for (name, metric), row in rows.iterrows():
+        assert row["change"] == pytest.approx(row["value"] - clean.loc[metric, "value"])
+        assert row["change_ci95_low"] <= row["change"] + 1e-9 and row["change"] <= row["change_ci95_high"] + 1e-9
     # 0 dB of white noise changes the model's input, so at least one dimension's CCC moves
     loud = table[table["perturbation"] == "noise 0 dB SNR"].set_index("metric")["value"]
     assert (loud - clean["value"]).abs().max() > 1e-4
+
+
+def test_without_clean_asked_the_changes_are_still_from_clean(run):
+    only = robustness.evaluate_perturbed(run, [("gain", -6.0)], n_boot=5)
+    both = robustness.evaluate_perturbed(run, [("clean", None), ("gain", -6.0)], n_boot=5)
+    assert set(only["perturbation"]) == {"gain -6 dB"}
+    pd.testing.assert_frame_equal(only, both[both["kind"] == "gain"].reset_index(drop=True))
+
+
+def test_summary_over_seeds():
+    rows = [{"variant": None, "seed": s, "perturbation": "noise 0 dB SNR", "metric": "ccc_arousal", "value": v,
+             "change": c, "change_ci95_low": c - 0.05, "change_ci95_high": c + 0.05}
+            for s, v, c in ((0, 0.2, -0.3), (1, 0.3, -0.2), (2, 0.5, 0.01))]
+    out = robustness.summary(pd.DataFrame(rows)).iloc[0]
+    assert out["seeds"] == 3 and out["mean"] == pytest.approx(1 / 3) and out["sd"] == pytest.approx(0.152753, 1e-5)
+    assert out["seeds_lower"] == 2 and out["seeds_higher"] == 0
+    assert out["change_mean"] == pytest.approx(-0.49 / 3)
 
 
 def test_perturbed_features_stay_out_of_the_cache(run, tmp_path):
