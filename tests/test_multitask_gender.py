@@ -114,3 +114,17 @@ def test_spread_needs_two_groups_of_min_n(tmp_path):
     run = {"out_dir": str(folder), "corpus": str(corpus), "task": "classification", "provenance": {"seed": 0}}
     with pytest.raises(ValueError, match="fewer than two speaker groups with >= 3 Test1 utterances"):
         by_speaker.spread(run)
+
+
+def test_ranking_sentence_follows_seeds_and_intervals():
+    from sercore.results import ranking
+
+    def summary(n_seeds, b_low):
+        return pd.DataFrame([
+            {"variant": "a", "split": "Test1", "n_seeds": n_seeds, "mean": 0.6, "ci95_low": 0.55, "ci95_high": 0.65},
+            {"variant": "b", "split": "Test1", "n_seeds": n_seeds, "mean": 0.4, "ci95_low": b_low, "ci95_high": 0.45}])
+
+    assert "Intervals do not overlap, so ranked: a vs b" in ranking(summary(3, 0.35), "Test1")
+    assert "Intervals overlap, so not ranked: a vs b" in ranking(summary(3, 0.35).assign(ci95_high=0.6), "Test1")
+    assert "single-seed observation" in ranking(summary(1, 0.35), "Test1")
+    assert "few-seed observation" in ranking(summary(2, 0.35), "Test1")
