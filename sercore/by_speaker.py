@@ -29,12 +29,17 @@ from sercore import metrics as M
 
 
 def _joined(run: dict, columns=("speaker", "gender")) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the run's predictions.csv joined with the corpus table's `columns`, the corpus table)."""
+    """(the run's predictions.csv joined with the corpus table's `columns`, the corpus table as the run read
+    it: its corpus options, e.g. an IEMOCAP fold, decide which speakers are in Train)."""
     from sercore.data import load_corpus
+    from sercore.data.corpus import detect_layout
+    from sercore.train.run import load_options
 
     predictions = pd.read_csv(Path(run["out_dir"]) / "predictions.csv", dtype={"utt_id": str, "label": str,
                                                                                "pred": str})
-    table, _ = load_corpus(run["corpus"], check_audio=False)
+    options = dict((run.get("provenance", {}).get("parameters") or {}).get("corpus_options") or {})
+    table, _ = load_corpus(run["corpus"], check_audio=False,
+                           **load_options(run["task"], detect_layout(Path(run["corpus"])), options))
     table = table.assign(utt_id=table["utt_id"].astype(str), speaker=table["speaker"].astype(str))
     joined = predictions.merge(table[["utt_id", *columns]], on="utt_id", how="left", validate="one_to_one",
                                indicator=True)
