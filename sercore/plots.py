@@ -97,7 +97,8 @@ def seed_bars(summary, chance: float | None = None, path=None, ylabel: str = "")
 
 def robustness_curves(table, path=None):
     """sercore.robustness.evaluate_perturbed rows: one panel per metric, the perturbations along x in the
-    table's order, each seed's score with its 95 % bootstrap interval, and the mean over seeds as a line."""
+    table's order, each seed's score with its 95 % bootstrap interval, and the mean over seeds (a black
+    tick; joined by a line from clean along the noise levels)."""
     metrics = list(dict.fromkeys(table["metric"]))
     names = list(dict.fromkeys(table["perturbation"]))
     seeds = sorted(set(table["seed"]))
@@ -109,8 +110,11 @@ def robustness_curves(table, path=None):
             x = np.arange(len(names)) + (j - (len(seeds) - 1) / 2) * 0.12
             ax.errorbar(x, rows["value"], yerr=[rows["value"] - rows["ci95_low"], rows["ci95_high"] - rows["value"]],
                         fmt="o", markersize=3, capsize=2, alpha=0.6, label=f"seed {seed}")
-        ax.plot(range(len(names)), part.groupby("perturbation", sort=False)["value"].mean().reindex(names),
-                color="black", linewidth=1, label="mean over seeds")
+        mean = part.groupby("perturbation", sort=False)["value"].mean().reindex(names)
+        kinds = part.groupby("perturbation", sort=False)["kind"].first().reindex(names)
+        noise = [i for i, k in enumerate(kinds) if k in ("clean", "snr")]  # a line only along the SNR axis
+        ax.plot(noise, mean.iloc[noise], color="black", linewidth=1, label="mean over seeds")
+        ax.scatter(range(len(names)), mean, marker="_", s=200, color="black", zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
         ax.set_title(metric.replace("_", " "), fontsize=9)
     axes[0][0].legend(fontsize=7)
