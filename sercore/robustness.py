@@ -1,6 +1,8 @@
 """Robustness of a trained run to perturbed audio at evaluation: additive white noise at a chosen SNR and
-gain changes, applied to the waveform before feature extraction, as Wagner et al. (2023, "Dawn of the
-transformer era in speech emotion recognition", IEEE TPAMI, arXiv:2203.07378) test their models.
+gain changes, applied to the waveform before feature extraction. Wagner et al. (2023, "Dawn of the
+transformer era in speech emotion recognition", IEEE TPAMI, arXiv:2203.07378) analyse their models'
+robustness to small perturbations; the two kinds and their levels here are this library's choice, not a
+copy of the paper's list.
 
     table = evaluate_perturbed(runs, perturbations(snr_db=(20, 10, 5, 0), gain_db=(-6, 6)), split="Test1")
 

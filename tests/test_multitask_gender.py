@@ -128,3 +128,18 @@ def test_ranking_sentence_follows_seeds_and_intervals():
     assert "Intervals overlap, so not ranked: a vs b" in ranking(summary(3, 0.35).assign(ci95_high=0.6), "Test1")
     assert "single-seed observation" in ranking(summary(1, 0.35), "Test1")
     assert "few-seed observation" in ranking(summary(2, 0.35), "Test1")
+
+
+def test_seed_bars_draw_a_bar_per_variant_and_split(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sercore import plots
+
+    summary = pd.DataFrame([{"variant": v, "split": s, "n_seeds": 3, "mean": 0.5, "min": 0.4, "max": 0.6,
+                             "ci95_low": 0.45, "ci95_high": 0.55} for v in ("lambda 0", "lambda 1")
+                            for s in ("Test1", "Test2")])
+    fig = plots.seed_bars(summary, chance=0.125, path=tmp_path / "bars.png")
+    assert len(fig.axes[0].patches) == 4 and (tmp_path / "bars.png").stat().st_size > 0
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"lambda 0 (3 seeds)",
+                                                                             "lambda 1 (3 seeds)", "chance"}

@@ -142,3 +142,19 @@ def test_record_writes_rows_and_provenance(run, tmp_path):
     saved = json.loads(path.read_text())
     assert len(saved["rows"]) == 3 and saved["runs"][0]["data_key"] == run["provenance"]["data_key"]
     assert saved["provenance"]["parameters"] == {"split": "Test1"} and "git_sha" in saved["provenance"]
+
+
+def test_robustness_curves_one_panel_per_metric(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sercore import plots
+
+    rows = [{"seed": s, "perturbation": p, "kind": k, "metric": m, "value": 0.5, "ci95_low": 0.4, "ci95_high": 0.6}
+            for s in (0, 1) for p, k in (("clean", "clean"), ("noise 0 dB SNR", "snr"), ("gain +6 dB", "gain"))
+            for m in ("ccc_arousal", "ccc_valence")]
+    fig = plots.robustness_curves(pd.DataFrame(rows), path=tmp_path / "curves.png")
+    assert len(fig.axes) == 2 and (tmp_path / "curves.png").stat().st_size > 0
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["clean", "noise 0 dB SNR", "gain +6 dB"]
+    line = [l for l in fig.axes[0].get_lines() if l.get_label() == "mean over seeds"][0]
+    assert list(line.get_xdata()) == [0, 1]  # the line joins clean and the noise levels, not the gains
