@@ -73,6 +73,55 @@ def confusion(matrix, labels, path=None, title: str = ""):
     return _save(fig, path)
 
 
+def seed_bars(summary, chance: float | None = None, path=None, ylabel: str = ""):
+    """Bars of results.seed_summary rows: the mean over seeds per variant and split, the 95 % bootstrap
+    interval of the seed mean as whiskers, and each variant's seed range (min to max) as a black tick pair."""
+    splits = list(dict.fromkeys(summary["split"]))
+    variants = list(dict.fromkeys(summary["variant"]))
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(1.6 * len(splits) + 2.5, 3.6))
+    for i, variant in enumerate(variants):
+        part = summary[summary["variant"] == variant].set_index("split").reindex(splits)
+        x = np.arange(len(splits)) + (i - (len(variants) - 1) / 2) * width
+        mean = part["mean"].to_numpy()
+        ax.bar(x, mean, width, yerr=[mean - part["ci95_low"], part["ci95_high"] - mean], capsize=3,
+               label=f"{variant} ({int(part['n_seeds'].max())} seeds)")
+        ax.scatter(np.r_[x, x], np.r_[part["min"], part["max"]], marker="_", color="black", s=60, zorder=3)
+    if chance is not None:
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+    ax.set(xticks=range(len(splits)), xticklabels=splits, ylabel=ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def robustness_curves(table, path=None):
+    """sercore.robustness.evaluate_perturbed rows: one panel per metric, the perturbations along x in the
+    table's order, each seed's score with its 95 % bootstrap interval, and the mean over seeds (a black
+    tick; joined by a line from clean along the noise levels)."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    names = list(dict.fromkeys(table["perturbation"]))
+    seeds = sorted(set(table["seed"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False, sharey=True)
+    for ax, metric in zip(axes[0], metrics):
+        part = table[table["metric"] == metric]
+        for j, seed in enumerate(seeds):
+            rows = part[part["seed"] == seed].set_index("perturbation").reindex(names)
+            x = np.arange(len(names)) + (j - (len(seeds) - 1) / 2) * 0.12
+            ax.errorbar(x, rows["value"], yerr=[rows["value"] - rows["ci95_low"], rows["ci95_high"] - rows["value"]],
+                        fmt="o", markersize=3, capsize=2, alpha=0.6, label=f"seed {seed}")
+        mean = part.groupby("perturbation", sort=False)["value"].mean().reindex(names)
+        kinds = part.groupby("perturbation", sort=False)["kind"].first().reindex(names)
+        noise = [i for i, k in enumerate(kinds) if k in ("clean", "snr")]  # a line only along the SNR axis
+        ax.plot(noise, mean.iloc[noise], color="black", linewidth=1, label="mean over seeds")
+        ax.scatter(range(len(names)), mean, marker="_", s=200, color="black", zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def prosody(summary, path=None):
     """Per class: pitch relative to the speaker (semitones) and seconds per word, from prosody_summary()."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))

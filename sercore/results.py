@@ -61,6 +61,32 @@ def corpus_statement(runs: list[dict]) -> str:
     return f"Computed on {', '.join(kinds)} ({', '.join(corpora)})."
 
 
+def ranking(summary: pd.DataFrame, split: str, metric: str = "") -> str:
+    """The sentence a page may print about how the variants of a seed_summary compare on `split`: a ranking
+    only between variants with at least 3 seeds whose 95 % intervals do not overlap; pairs whose intervals
+    overlap are said to be indistinguishable; with fewer than 3 seeds the order is a single-seed (or
+    few-seed) observation."""
+    part = summary[summary["split"] == split].sort_values("mean", ascending=False)
+    if len(part) < 2:
+        return f"{split}: one variant, nothing to rank."
+    name = f"{metric} " if metric else ""
+    order = " > ".join(f"{r.variant} ({r.mean:.3f})" for r in part.itertuples())
+    if part["n_seeds"].min() < 3:
+        return (f"{split} {name}order {order}: a {'single' if part['n_seeds'].min() == 1 else 'few'}-seed "
+                "observation, not a ranking (fewer than 3 seeds).")
+    separated, tied = [], []
+    rows = list(part.itertuples())
+    for i, high in enumerate(rows):
+        for low in rows[i + 1:]:
+            (separated if high.ci95_low > low.ci95_high else tied).append(f"{high.variant} vs {low.variant}")
+    text = f"{split} {name}means {order}, {int(part['n_seeds'].min())}+ seeds each."
+    if separated:
+        text += f" Intervals do not overlap, so ranked: {'; '.join(separated)}."
+    if tied:
+        text += f" Intervals overlap, so not ranked: {'; '.join(tied)}."
+    return text
+
+
 def by_group(run: dict, by: str = "gender") -> pd.DataFrame:
     """A run's test metrics per group of utterances (e.g. per gender or speaker), from its predictions.csv
     joined with the corpus table: CCC per dimension for regression, macro-F1 and UA for classification."""

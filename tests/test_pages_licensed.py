@@ -175,8 +175,9 @@ TRAIN_OPTIONS = {"max_steps": 2, "eval_every": 2, "n_boot": 10}
 PAGES = {  # page -> parameters besides profile and corpus; "{tmp}" is the test's folder
     "data": {"figures": "{tmp}/figures"},
     "efficiency": {"device": "cpu", "results_dir": "{tmp}/results/efficiency", "figures": "{tmp}/figures"},
-    "dimensional": {"out_root": "{tmp}/runs/dimensional", "train_options": TRAIN_OPTIONS},
-    "multitask": {"out_root": "{tmp}/runs/multitask", "gender_weights": [1.0], "figures": "{tmp}/figures",
+    "dimensional": {"out_root": "{tmp}/runs/dimensional", "seeds": [0], "snr_db": [0], "gain_db": [6], "n_perm": 20,
+                    "figures": "{tmp}/figures", "train_options": TRAIN_OPTIONS},
+    "multitask": {"out_root": "{tmp}/runs/multitask", "gender_weights": [1.0], "seeds": [0], "figures": "{tmp}/figures",
                   "train_options": TRAIN_OPTIONS},
     "accuracy": {"out_root": "{tmp}/runs/accuracy", "mechanisms": ["softmax", "kda"], "figures": "{tmp}/figures",
                  "train_options": TRAIN_OPTIONS},

@@ -1,0 +1,117 @@
+"""A run's predictions analysed by speaker: the spread of per-speaker scores, and the gender head's accuracy
+on speakers seen in Train against unseen ones.
+
+    by_speaker.spread(runs, split="Test1")         # fairness across speakers (Wagner et al. 2023)
+    by_speaker.gender_seen_unseen(runs)            # what the gender head of Li et al. (2019) learns
+
+spread: Wagner et al. (2023, IEEE TPAMI, arXiv:2203.07378) found their models fair across sex but not across
+speakers: per-speaker CCC varied widely. Per-speaker scores on a few utterances each vary by sampling alone,
+so the observed spread (standard deviation, ddof 1, of the per-group metric over groups with at least
+`min_n` utterances) is set against a permutation null: the group labels are shuffled over the split's
+utterances (group sizes kept) n_perm times and the spread recomputed. p = (1 + #null spreads >= observed) /
+(1 + n_perm); a small p says the groups differ more than random subsets of the same sizes would.
+
+gender_seen_unseen: the gender head's accuracy (predictions.csv pred_gender, written by sercore.train for a
+model with a gender head) on each evaluated split, over utterances whose speaker is in the run's Train split
+("seen") and over the others ("unseen"), with 95 % percentile-bootstrap intervals over utterances. In the
+generated corpus's MSP-Podcast layout (sercore.data.msp_layout) Development and Test1 share Train's speakers
+and Test2's speakers are unseen, with white noise added; Test2 thus mixes both effects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sercore import metrics as M
+
+
+def _joined(run: dict, columns=("speaker", "gender")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the run's predictions.csv joined with the corpus table's `columns`, the corpus table as the run read
+    it: its corpus options, e.g. an IEMOCAP fold, decide which speakers are in Train)."""
+    from sercore.data import load_corpus
+    from sercore.data.corpus import detect_layout
+    from sercore.train.run import load_options
+
+    predictions = pd.read_csv(Path(run["out_dir"]) / "predictions.csv", dtype={"utt_id": str, "label": str,
+                                                                               "pred": str})
+    options = dict((run.get("provenance", {}).get("parameters") or {}).get("corpus_options") or {})
+    table, _ = load_corpus(run["corpus"], check_audio=False,
+                           **load_options(run["task"], detect_layout(Path(run["corpus"])), options))
+    table = table.assign(utt_id=table["utt_id"].astype(str), speaker=table["speaker"].astype(str))
+    joined = predictions.merge(table[["utt_id", *columns]], on="utt_id", how="left", validate="one_to_one",
+                               indicator=True)
+    missing = joined.loc[joined.pop("_merge") == "left_only", "utt_id"]
+    if len(missing):
+        raise ValueError(f"{run['out_dir']}/predictions.csv: {len(missing)} utterance(s) not in {run['corpus']} "
+                         f"(e.g. {missing.iloc[0]}); the corpus changed since the run")
+    return joined, table
+
+
+def _metrics(task: str) -> dict:
+    """Metric name -> (function, gold column, predicted column) for a run's task."""
+    if task == "regression":
+        return {f"ccc_{name}": (M.ccc, name, f"pred_{name}") for name in M.AVD}
+    return {"balanced_accuracy": (M.balanced_accuracy, "label", "pred"), "macro_f1": (M.macro_f1, "label", "pred")}
+
+
+def _group_values(fn, gold, pred, groups, names) -> np.ndarray:
+    return np.array([fn(gold[groups == g], pred[groups == g]) for g in names], dtype=np.float64)
+
+
+def spread(runs, by: str = "speaker", split: str = "Test1", min_n: int = 3, n_perm: int = 1000,
+           seed: int = 0) -> pd.DataFrame:
+    """One row per (run, metric): the number of groups kept (>= min_n utterances), the per-group metric's
+    min, max and sd over them, the permutation null's median and 95th-percentile sd, and p (see the module
+    docstring). runs: one run_grid dict (with out_dir and corpus) or a list."""
+    runs = runs if isinstance(runs, (list, tuple)) else [runs]
+    rows = []
+    for run in runs:
+        joined, _ = _joined(run, (by,))
+        part = joined[joined["split"] == split].reset_index(drop=True)
+        if part.empty:
+            raise ValueError(f"{run['out_dir']}/predictions.csv: no {split!r} utterances")
+        sizes = part[by].astype(str).value_counts()
+        names = sorted(sizes[sizes >= min_n].index)
+        if len(names) < 2:
+            raise ValueError(f"{run['out_dir']}: fewer than two {by} groups with >= {min_n} {split} utterances")
+        part = part[part[by].astype(str).isin(names)].reset_index(drop=True)
+        groups = part[by].astype(str).to_numpy()
+        rng = np.random.default_rng(seed)
+        shuffles = [rng.permutation(groups) for _ in range(n_perm)]
+        for metric, (fn, gold_col, pred_col) in _metrics(run["task"]).items():
+            gold, pred = part[gold_col].to_numpy(), part[pred_col].to_numpy()
+            values = _group_values(fn, gold, pred, groups, names)
+            observed = float(np.nanstd(values, ddof=1))
+            null = np.array([np.nanstd(_group_values(fn, gold, pred, g, names), ddof=1) for g in shuffles])
+            rows.append({"variant": run.get("variant"), "seed": run["provenance"]["seed"], "split": split,
+                         "by": by, "metric": metric, "groups": len(names), "n": len(part),
+                         "min": float(np.nanmin(values)), "max": float(np.nanmax(values)), "sd": observed,
+                         "null_sd_median": float(np.median(null)), "null_sd_95": float(np.percentile(null, 95)),
+                         "p": float((1 + np.sum(null >= observed)) / (1 + n_perm))})
+    return pd.DataFrame(rows)
+
+
+def gender_seen_unseen(runs, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per (run, split, seen/unseen): utterances, speakers, and the gender head's accuracy with its
+    95 % interval. ValueError when a run's predictions.csv has no pred_gender (no gender head)."""
+    runs = runs if isinstance(runs, (list, tuple)) else [runs]
+    rows = []
+    for run in runs:
+        joined, table = _joined(run)
+        if "pred_gender" not in joined.columns:
+            raise ValueError(f"{run['out_dir']}/predictions.csv has no pred_gender column: the model has no "
+                             "gender head")
+        train_speakers = set(table.loc[table["split"] == "Train", "speaker"])
+        joined = joined[joined["gender"].isin(["Female", "Male"])]
+        joined = joined.assign(speakers=np.where(joined["speaker"].isin(train_speakers), "seen", "unseen"))
+        for (split, seen), part in joined.groupby(["split", "speakers"], sort=True):
+            entry = M.with_ci(M.accuracy, part["gender"].to_numpy(), part["pred_gender"].to_numpy(),
+                              n_boot=n_boot, seed=seed)
+            rows.append({"variant": run.get("variant"), "seed": run["provenance"]["seed"], "split": split,
+                         "speakers": seen, "n": len(part), "n_speakers": part["speaker"].nunique(),
+                         "gender_accuracy": entry["value"], "ci95_low": entry["ci95"][0],
+                         "ci95_high": entry["ci95"][1]})
+    return pd.DataFrame(rows)
