@@ -27,8 +27,11 @@ model, features and corpus options) and two content keys, both in metrics.json p
             gender, split, transcript of every row kept) and of every row's audio bytes
             (sercore.features.cache.sha256_file), so an edited label, a removed row or a re-rendered wav
             is a different run even though the corpus path is the same;
-  code_key  sha256 of the source of the sercore package minus the modules a training run never executes
-            (CODE_KEY_SKIP: the book, plots, benchmark, inspection, predict, the command-line front ends).
+  code_key  sha256 of the sercore source this run executes (sercore.source_key): the modules imported,
+            found by parsing the imports, from this module and from the modules of the classes the run's
+            model is built from (its model, its mechanism's attention module, their blocks) and of its feature
+            encoders, so an edit to sercore/attention/kda.py retrains the kda runs, not the softmax ones, and
+            an edit to the book, the plots or the command line retrains nothing.
 A finished metrics.json whose parameters and keys all match is returned as it is, without training again;
 the resume checkpoint carries a fingerprint of the same three, and one that differs is not loaded (a
 warning says so) and training starts over. retrain=True (CLI --retrain) ignores both and trains afresh;
@@ -97,9 +100,6 @@ SSL_FRAMES_PER_SECOND = 50.0
 # parameters (and so of its identity).
 PRESENTATION_KEYS = ("progress", "cache_dir")
 FEATURE_LOCATION_KEYS = ("cache_dir", "max_cache_gb")
-# sercore modules (relative to the package) a training run never executes: left out of the code key.
-CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "predict.py",
-                 "*/cli.py")
 TABLE_COLUMNS = ("utt_id", "path", "label", "arousal", "valence", "dominance", "speaker", "gender", "split",
                  "transcript")
 # Splits each layout leads one to expect (besides Train); "Test*" means at least one split named Test...
@@ -184,16 +184,27 @@ def data_key(table: pd.DataFrame, hashes=None) -> str:
     return digest.hexdigest()
 
 
-def code_key() -> str:
-    """sha256 of the sercore source files a run executes (the package minus CODE_KEY_SKIP)."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        relative = path.relative_to(package)
-        if any(relative.match(pattern) for pattern in CODE_KEY_SKIP):
-            continue
-        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def code_key(modules=()) -> str:
+    """sha256 of the sercore source a run executes: the import closure (sercore.source_key.module_closure) of
+    this module and of `modules`, the modules of the classes it instantiates (run_modules)."""
+    from sercore import source_key
+
+    entries = {__name__, *modules}
+    return source_key.source_key(source_key.module_closure(entries, source_key.PACKAGE), source_key.PACKAGE)
+
+
+def run_modules(*objects) -> tuple[str, ...]:
+    """The sercore modules defining the classes of `objects` (a model: each of its submodules; an encoder),
+    which the registries pick by name at run time and no import names (see sercore.source_key)."""
+    from torch import nn
+
+    found = set()
+    for obj in objects:
+        for part in obj.modules() if isinstance(obj, nn.Module) else [obj]:
+            module = type(part).__module__
+            if module.split(".")[0] == "sercore":
+                found.add(module)
+    return tuple(sorted(found))
 
 
 def check_train_classes(labels, classes, where: str) -> None:
@@ -429,14 +440,14 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
                                 str(corpus))
         cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
         hashes = HashIndex(cache_dir)  # audio hashes kept across runs: a big corpus is not read each time
-        keys = {"data_key": data_key(table, hashes), "code_key": code_key()}
+        spec = model_spec(study, mechanism, model_cfg, features_cfg)
+        keys = {"data_key": data_key(table, hashes), "code_key": code_key(spec.modules)}
         hashes.save()
         done = None if retrain else _finished(out_dir, parameters, keys)
         if done is not None:
             return done
         fingerprint = hashlib.sha256(json.dumps({**parameters, **keys}, sort_keys=True).encode()).hexdigest()
 
-        spec = model_spec(study, mechanism, model_cfg, features_cfg)
         table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
                                                       settings.progress, hashes=hashes)
         if settings.vtlp_copies:
@@ -496,17 +507,21 @@ class ModelSpec:
     fps: float
     segmented: bool
     text_name: str | None
+    modules: tuple = ()  # run_modules of the model and encoders: what the code key adds to this module's imports
 
 
 def model_spec(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict) -> ModelSpec:
     from sercore.models import build_model
 
     args = model_arguments(study, mechanism, model_cfg)
-    inputs = dict(build_model(study, **args).inputs)  # built once only to learn what it reads
+    model = build_model(study, **args)  # built once only to learn what it reads and which classes it is made of
+    inputs = dict(model.inputs)
     # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
     text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
     encoder, fps = speech_encoder(inputs["speech"], features_cfg, ssl_layers_read(study, args))
-    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name)
+    modules = run_modules(model, encoder, *([text_encoder(features_cfg)] if inputs.get("text") else []))
+    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name,
+                     modules)
 
 
 def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress,
