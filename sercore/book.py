@@ -5,8 +5,12 @@
 book/runs.yaml lists the pages: which notebook, where its executed copy goes, its parameters ("{profile}",
 "{corpus}" and "{root}" are filled in; any other placeholder, or a timeout that is not a positive number, is
 refused naming the file) and optionally a per-cell `timeout` in seconds. A page is re-executed
-only when its inputs changed: the hash of (notebook, parameters, profile file, sercore's source) is stored in
-the executed notebook's metadata and compared before running.
+only when its inputs changed: the hash of (notebook, parameters, profile, the library source the page
+imports) is stored in the executed notebook's metadata and compared before running. The library source is
+the import closure of the notebook's `import sercore...` / `from sercore... import` lines, read with `ast`
+(sercore.source_key, dispatch=True: every module a page's training runs could pick by name counts), so an
+edit to sercore/plots.py re-executes the pages that draw with it and none of the others; the runs inside a
+re-executed page retrain only when their own code key changed (sercore.train.run).
 
 Each page runs on its own: a cell error, a dead kernel or a cell timeout fails that page, and the driver goes
 on with the next one. papermill writes into a hidden temporary notebook beside the executed copy, which is
@@ -98,15 +102,33 @@ def _fill(value, names: dict):
 
 
 def inputs_hash(notebook: Path, parameters: dict, profile: str) -> str:
-    """What a page's result depends on: its notebook, parameters, profile file and sercore's source."""
+    """What a page's result depends on: its notebook, parameters, profile and the library modules it imports
+    (page_modules)."""
+    from sercore import source_key
+
     digest = hashlib.sha256()
     digest.update(notebook.read_bytes())
     digest.update(json.dumps(parameters, sort_keys=True).encode())
     digest.update(json.dumps(load_profile(profile), sort_keys=True, default=str).encode())
-    for source in sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.yaml")):
-        digest.update(str(source.relative_to(PACKAGE)).encode())
-        digest.update(source.read_bytes())
+    digest.update(source_key.source_key(page_modules(notebook), source_key.PACKAGE).encode())
     return digest.hexdigest()
+
+
+def page_modules(notebook: Path) -> set[str]:
+    """The sercore modules a page runs: the import closure of its code cells' sercore imports, every module
+    a registry names included (sercore.source_key, dispatch=True). A notebook that is not JSON, or a cell
+    that is not Python (IPython syntax other than a %magic or !command line), makes the page depend on every
+    module, as a missed import would serve a stale page; papermill reports a broken page when it runs it."""
+    from sercore import source_key
+
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+        sources = ["".join(cell.get("source", "")) for cell in cells if cell.get("cell_type") == "code"]
+        entries = set().union(*(source_key.notebook_imports(code, str(notebook), source_key.PACKAGE)
+                                for code in sources))
+    except (ValueError, KeyError, TypeError, AttributeError, SyntaxError):
+        return source_key.all_modules(source_key.PACKAGE)
+    return source_key.module_closure(entries, source_key.PACKAGE, dispatch=True)
 
 
 def _stored_hash(executed: Path) -> str | None:

@@ -175,6 +175,13 @@ def module_closure(entries, root: Path | None = None, dispatch: bool = False) ->
     return modules
 
 
+def all_modules(root: Path | None = None) -> set[str]:
+    """Every module of the package under `root`."""
+    root = Path(root or PACKAGE)
+    return {".".join((NAME, *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+            for path in root.rglob("*.py") if "__pycache__" not in path.parts}
+
+
 def source_key(modules, root: Path | None = None) -> str:
     """sha256 of the files of `modules` (names relative to the package, then their bytes), in name order."""
     root = Path(root or PACKAGE)
