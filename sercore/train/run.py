@@ -9,8 +9,10 @@ Writes, atomically, in out_dir:
                    model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
                    data.avd_range: the A/V/D scale mapped onto [0, 1]; data.excluded: rows left out, by
                    reason, with unlabelled audio such as MSP-Podcast's Test3 counted per split, never
-                   trained or scored), provenance (parameters, seed, git SHA, versions, device) and wall
-                   time;
+                   trained or scored), provenance (parameters, seed, git SHA, versions, device), wall
+                   time and where it went (timing_s, seconds: load_and_keys, features with any VTLP
+                   copies, train_steps, dev_checks, evaluation = the final forward passes, bootstrap =
+                   the metrics and their intervals);
   predictions.csv  one row per evaluated utterance: utt_id, split, label, pred and the per-class
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
@@ -372,9 +374,13 @@ def model_arguments(study: str, mechanism: str | None, model_cfg: dict) -> dict:
                      "--mechanism chooses the token mixer of the fusion study")
 
 
-def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int, device, world, amp):
-    """(metrics of one split, its prediction rows)."""
+def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int, device, world, amp,
+             timing: dict | None = None):
+    """(metrics of one split, its prediction rows); `timing` (a dict) gets the seconds of the forward passes
+    ("evaluation_s") and of the metrics with their bootstrap intervals ("bootstrap_s") added."""
+    started = time.perf_counter()
     out = predict(model, items, device, world, amp)
+    predicted = time.perf_counter()
     data, rows = items.data, items.rows
     frame = pd.DataFrame({"utt_id": data.utt_id[rows], "split": data.split[rows], "label": data.label_name[rows]})
     if task == "classification":
@@ -397,6 +403,9 @@ def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int
                                                    n_boot=n_boot, seed=seed)
         frame["pred_gender"] = np.where(gender_pred == 1, "Male", "Female")
     report["skipped_short"] = int(items.skipped_rows)
+    if timing is not None:
+        timing["evaluation_s"] = timing.get("evaluation_s", 0.0) + predicted - started
+        timing["bootstrap_s"] = timing.get("bootstrap_s", 0.0) + time.perf_counter() - predicted
     return report, frame
 
 
@@ -448,12 +457,14 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
             return done
         fingerprint = hashlib.sha256(json.dumps({**parameters, **keys}, sort_keys=True).encode()).hexdigest()
 
+        timing = {"load_and_keys_s": time.perf_counter() - started}
         table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
                                                       settings.progress, hashes=hashes)
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
                                                   warp=settings.vtlp_warp)
+        timing["features_s"] = time.perf_counter() - started - timing["load_and_keys_s"]
         avd_range = run_avd_range(settings, table)
         data = Utterances.from_table(table, speech, text, frames_per_second=spec.fps, classes=classes,
                                      avd_range=avd_range)
@@ -464,7 +475,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         used_mechanism = spec.args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
-                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys,
+                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys, "timing": timing,
                 **({"protocol": protocol} if protocol else {}),
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
@@ -619,12 +630,14 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
     summary = trainer.fit()
 
     results, frames = {}, []
+    timing = dict(info.get("timing", {}))
+    timing.update(train_steps_s=summary["train_time_s"] - summary["dev_time_s"], dev_checks_s=summary["dev_time_s"])
     for split in splits:
         results[split], frame = evaluate(net, eval_items(split), task, data.classes, settings.n_boot, seed,
-                                         device, world, settings.amp)
+                                         device, world, settings.amp, timing)
         frames.append(frame)
     out = {
-        **{k: v for k, v in info.items() if k not in ("data", "keys")},
+        **{k: v for k, v in info.items() if k not in ("data", "keys", "timing")},
         "absent_splits": absent,
         "task": task,
         "classes": list(data.classes) if task == "classification" else list(AVD_COLUMNS),
@@ -637,6 +650,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         "provenance": provenance(parameters, seed, device=device, **info.get("keys", {})),
         "world_size": world.size,
         "wall_time_s": time.perf_counter() - started,
+        "timing_s": {key.removesuffix("_s"): round(value, 3) for key, value in timing.items()},
         "finished": True,
     }
     out = _normalise(out)
