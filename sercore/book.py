@@ -5,8 +5,12 @@
 book/runs.yaml lists the pages: which notebook, where its executed copy goes, its parameters ("{profile}",
 "{corpus}" and "{root}" are filled in; any other placeholder, or a timeout that is not a positive number, is
 refused naming the file) and optionally a per-cell `timeout` in seconds. A page is re-executed
-only when its inputs changed: the hash of (notebook, parameters, profile file, sercore's source) is stored in
-the executed notebook's metadata and compared before running.
+only when its inputs changed: the hash of (notebook, parameters, profile, the library source the page
+imports) is stored in the executed notebook's metadata and compared before running. The library source is
+the import closure of the notebook's `import sercore...` / `from sercore... import` lines, read with `ast`
+(sercore.source_key, dispatch=True: every module a page's training runs could pick by name counts), so an
+edit to sercore/plots.py re-executes the pages that draw with it and none of the others; the runs inside a
+re-executed page retrain only when their own code key changed (sercore.train.run).
 
 Each page runs on its own: a cell error, a dead kernel or a cell timeout fails that page, and the driver goes
 on with the next one. papermill writes into a hidden temporary notebook beside the executed copy, which is
@@ -15,8 +19,11 @@ its previous executed copy as it was (Ctrl-C stops the run after removing the te
 then builds with execution off, from the table of contents entries that can be served: a page is left out
 of the HTML when it failed in this run or when its executed copy is absent or stale (its stored hash is not
 that of the current inputs, e.g. a page not re-run under --only), so no half-executed or out-of-date page is
-built. The driver ends with a table (page, status, seconds, reason), names the pages left out and why, and
-exits non-zero when a page failed (130 when interrupted).
+built. The driver prints a table (page, status, seconds, reason), names the pages left out and why, ends
+with the time table (each page's seconds, the corpus / pages / HTML stages, the total) and exits non-zero
+when a page failed (130 when interrupted). --workers N trains each page's grid of runs in N one-thread
+processes (sercore.results.run_grid); --timing builds a second time with nothing changed and prints the
+first (cold, from a fresh clone) and the warm figures with the phases of every run trained.
 
 What is published shows no machine path. Path parameters inside the repository ("{corpus}", "{root}") are
 passed to papermill relative to the page's working directory (its executed copy's folder), so the inputs
@@ -98,15 +105,33 @@ def _fill(value, names: dict):
 
 
 def inputs_hash(notebook: Path, parameters: dict, profile: str) -> str:
-    """What a page's result depends on: its notebook, parameters, profile file and sercore's source."""
+    """What a page's result depends on: its notebook, parameters, profile and the library modules it imports
+    (page_modules)."""
+    from sercore import source_key
+
     digest = hashlib.sha256()
     digest.update(notebook.read_bytes())
     digest.update(json.dumps(parameters, sort_keys=True).encode())
     digest.update(json.dumps(load_profile(profile), sort_keys=True, default=str).encode())
-    for source in sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.yaml")):
-        digest.update(str(source.relative_to(PACKAGE)).encode())
-        digest.update(source.read_bytes())
+    digest.update(source_key.source_key(page_modules(notebook), source_key.PACKAGE).encode())
     return digest.hexdigest()
+
+
+def page_modules(notebook: Path) -> set[str]:
+    """The sercore modules a page runs: the import closure of its code cells' sercore imports, every module
+    a registry names included (sercore.source_key, dispatch=True). A notebook that is not JSON, or a cell
+    that is not Python (IPython syntax other than a %magic or !command line), makes the page depend on every
+    module, as a missed import would serve a stale page; papermill reports a broken page when it runs it."""
+    from sercore import source_key
+
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+        sources = ["".join(cell.get("source", "")) for cell in cells if cell.get("cell_type") == "code"]
+        entries = set().union(*(source_key.notebook_imports(code, str(notebook), source_key.PACKAGE)
+                                for code in sources))
+    except (ValueError, KeyError, TypeError, AttributeError, SyntaxError):
+        return source_key.all_modules(source_key.PACKAGE)
+    return source_key.module_closure(entries, source_key.PACKAGE, dispatch=True)
 
 
 def _stored_hash(executed: Path) -> str | None:
@@ -418,22 +443,51 @@ def summary_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def book(profile: str = "default", only=None, force: bool = False, build: bool = True, strict: bool = False,
-         timeout: float | None = None, root: Path = ROOT, runs_file: Path = RUNS_FILE) -> int:
-    """The whole `python -m sercore book`: corpus, pages, summary, HTML; returns the exit code."""
+def run_phase_lines(runs_root: Path, since: float) -> list[str]:
+    """A table of the training runs under `runs_root` whose metrics.json was written at or after `since` (a
+    time.time()): seconds of the run and of its phases (metrics.json timing_s), slowest first."""
+    trained = []
+    for path in Path(runs_root).rglob("metrics.json"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        trained.append((path.parent.relative_to(runs_root).as_posix(), metrics))
+    if not trained:
+        return ["[book] no training run was trained in this build (every run was reused or none was asked for)"]
+    phases = ("load_and_keys", "features", "train_steps", "dev_checks", "evaluation", "bootstrap")
+    width = max(len(name) for name, _ in trained)
+    lines = [f"[book] {'run':<{width}}  {'total':>7}  " + "  ".join(f"{p:>13}" for p in phases)]
+    for name, metrics in sorted(trained, key=lambda item: -item[1].get("wall_time_s", 0)):
+        timing = metrics.get("timing_s", {})
+        cells = "  ".join(f"{timing[p]:>13.1f}" if p in timing else f"{'':>13}" for p in phases)
+        lines.append(f"[book] {name:<{width}}  {metrics.get('wall_time_s', float('nan')):>7.1f}  {cells}")
+    return lines
+
+
+def _build_once(profile, only, force, build, strict, timeout, root, runs_file) -> tuple[int, list[dict], dict]:
+    """One pass of `book`: corpus, pages, summary, HTML; (exit code, page rows, seconds per stage)."""
     from sercore.data import generate_corpus
 
+    seconds = {}
+    started = time.perf_counter()
     generate_corpus(demo_corpus_path(profile), profile=profile, reuse=True)
+    seconds["corpus"] = time.perf_counter() - started
     rows = run_notebooks(profile, only=only, force=force, runs_file=runs_file, timeout=timeout, root=root)
+    seconds["pages"] = time.perf_counter() - started - seconds["corpus"]
     print("\n".join(summary_lines(rows)))
     if any(row["status"] == "interrupted" for row in rows):
         print("[book] interrupted: no HTML built; finished pages were kept, the interrupted one left as before")
-        return 130
+        return 130, rows, seconds
     failed = [row for row in rows if row["status"] in FAILED_STATUSES]
     code = 0
     if build:
         left_out = left_out_pages(load_runs(runs_file), root, profile, _names(profile, root), rows)
+        html_started = time.perf_counter()
         code, missing = build_html(strict=strict, root=root, left_out=left_out)
+        seconds["html"] = time.perf_counter() - html_started
         if left_out:
             print("[book] left out of the HTML (no finished execution of the current inputs):\n  "
                   + "\n  ".join(f"{entry}: {why}" for entry, why in left_out.items()))
@@ -444,7 +498,58 @@ def book(profile: str = "default", only=None, force: bool = False, build: bool =
             print(f"[book] HTML: {Path(root) / '_build' / 'html' / 'index.html'}")
     if failed:
         print(f"[book] {len(failed)} page(s) failed: {', '.join(row['page'] for row in failed)}")
-    return code or (1 if failed else 0)
+    return code or (1 if failed else 0), rows, seconds
+
+
+def timing_lines(label: str, rows: list[dict], seconds: dict) -> list[str]:
+    """The end-of-build time table: each page's seconds in this build (an unchanged page shows the seconds
+    its stored execution took, in parentheses), then the stages and the total."""
+    width = max([len(row["page"]) for row in rows] + [4])
+    lines = [f"[book] {label}: {'page':<{width}}  {'status':<11}  seconds"]
+    for row in rows:
+        shown = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
+        if row["status"] == "unchanged":
+            stored = _stored_seconds(row["output"])
+            shown = "" if stored is None else f"({stored:.1f})"
+        lines.append(f"[book] {label}: {row['page']:<{width}}  {row['status']:<11}  {shown:>7}")
+    stages = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+    lines.append(f"[book] {label}: total {sum(seconds.values()):.1f} s ({stages})")
+    return lines
+
+
+def _stored_seconds(executed: Path) -> float | None:
+    try:
+        return json.loads(Path(executed).read_text(encoding="utf-8"))["metadata"]["sercore"]["seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def book(profile: str = "default", only=None, force: bool = False, build: bool = True, strict: bool = False,
+         timeout: float | None = None, root: Path = ROOT, runs_file: Path = RUNS_FILE, workers: int | None = None,
+         timing: bool = False) -> int:
+    """The whole `python -m sercore book`: corpus, pages, summary, HTML, the time table; returns the exit code.
+
+    workers: processes each page's results.run_grid trains in (SERCORE_GRID_WORKERS for the kernels).
+    timing: after the build, build again with nothing changed (the warm figure) and print both time tables
+    and the phases of every run trained in the first build; the first is a cold figure when the build
+    started from a fresh clone (no book/executed copies, runs/ or feature cache)."""
+    from sercore.results import WORKERS_VARIABLE, grid_workers
+
+    if workers is not None:
+        os.environ[WORKERS_VARIABLE] = str(grid_workers(workers))  # the page kernels inherit it
+    since = time.time()
+    code, rows, seconds = _build_once(profile, only, force, build, strict, timeout, root, runs_file)
+    first = timing_lines("this build", rows, seconds)
+    if not timing or code == 130:
+        print("\n".join(first))
+        return code
+    print("[book] --timing: building again with nothing changed (the warm figure)")
+    warm_code, warm_rows, warm_seconds = _build_once(profile, only, False, build, strict, timeout, root, runs_file)
+    print("\n".join(first + timing_lines("warm", warm_rows, warm_seconds)
+                    + run_phase_lines(Path(root) / "runs", since)))
+    print(f"[book] workers per grid: {grid_workers()}; this build {sum(seconds.values()):.1f} s, "
+          f"warm {sum(warm_seconds.values()):.1f} s")
+    return code or warm_code
 
 
 def register(subparsers) -> None:
@@ -457,5 +562,11 @@ def register(subparsers) -> None:
     parser.add_argument("--strict", action="store_true", help="fail the build on Sphinx warnings (-W -n)")
     parser.add_argument("--cell-timeout", type=float, default=None,
                         help="fail a page whose cell runs longer than this many seconds (default: no limit)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes (one thread each) a page trains its grid of runs in (default: "
+                             "$SERCORE_GRID_WORKERS, else 1)")
+    parser.add_argument("--timing", action="store_true",
+                        help="then build again unchanged and print both time tables (cold/warm) and each "
+                             "trained run's phases")
     parser.set_defaults(func=lambda args: book(args.profile, args.only, args.force, args.build, args.strict,
-                                               args.cell_timeout))
+                                               args.cell_timeout, workers=args.workers, timing=args.timing))

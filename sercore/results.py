@@ -6,32 +6,72 @@
     results.seed_summary(runs, "balanced_accuracy")   # mean over seeds, spread, bootstrap interval
 
 Each run is sercore.train.train_run, so a finished run with unchanged parameters is read back instead of
-trained again, and an interrupted grid resumes where it stopped.
+trained again, and an interrupted grid resumes where it stopped. run_grid(..., workers=N) trains the runs in
+N processes with one torch thread each: the runs are independent and seeded, so each gives the metrics it
+gives alone with one thread (CPU sums depend on the thread count, which provenance.device records). The
+first run of a grid runs alone, so the others find its features in the cache rather than computing them
+at the same time. workers=None reads SERCORE_GRID_WORKERS (what `python -m sercore book --workers N` sets
+for its pages), else 1.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sercore.attention import PAPER_NAMES as PAPER_MECHANISMS  # the one list of them is sercore.attention's
+WORKERS_VARIABLE = "SERCORE_GRID_WORKERS"
 
 
 def run_grid(study: str, corpus, out_root, profile: str = "default", variants: dict | None = None,
-             seeds=(0,), **common) -> list[dict]:
-    """Train `study` once per (variant, seed); variants maps a name to train_run keyword overrides."""
+             seeds=(0,), workers: int | None = None, **common) -> list[dict]:
+    """Train `study` once per (variant, seed); variants maps a name to train_run keyword overrides. The runs
+    come back in (variant, seed) order whatever `workers` (processes; see the module docstring) is."""
+    variants = variants or {"default": {}}
+    jobs = [(study, str(corpus), str(Path(out_root) / f"{name}-seed{seed}"), profile, seed, {**common, **overrides})
+            for name, overrides in variants.items() for seed in seeds]
+    names = [name for name in variants for _ in seeds]
+    workers = grid_workers(workers)
+    if workers == 1 or len(jobs) < 2:
+        metrics = [_train(*job) for job in jobs]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked copy of a process that already ran torch's thread pool can hang
+        with ProcessPoolExecutor(min(workers, len(jobs) - 1), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            first = pool.submit(_train, *jobs[0]).result()
+            metrics = [first, *pool.map(_train, *zip(*jobs[1:]))]
+    return [{**m, "variant": name, "out_dir": job[2]} for m, name, job in zip(metrics, names, jobs)]
+
+
+def grid_workers(workers: int | None = None) -> int:
+    """The processes run_grid uses: `workers`, else $SERCORE_GRID_WORKERS, else 1; refused unless >= 1."""
+    value = os.environ.get(WORKERS_VARIABLE, "1") if workers is None else workers
+    where = f"${WORKERS_VARIABLE}" if workers is None else "workers"
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"run_grid: {where}={value!r}; expected a whole number of processes >= 1")
+    return count
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _train(study, corpus, out_dir, profile, seed, overrides) -> dict:
     from sercore.train import train_run
 
-    variants = variants or {"default": {}}
-    runs = []
-    for name, overrides in variants.items():
-        for seed in seeds:
-            out_dir = Path(out_root) / f"{name}-seed{seed}"
-            metrics = train_run(study, corpus, out_dir, profile=profile, seed=seed, **{**common, **overrides})
-            runs.append({**metrics, "variant": name, "out_dir": str(out_dir)})
-    return runs
+    return train_run(study, corpus, out_dir, profile=profile, seed=seed, **overrides)
 
 
 def metrics_table(runs: list[dict], metric: str = "macro_f1", splits=None) -> pd.DataFrame:

@@ -207,12 +207,14 @@ def test_changed_audio_bytes_change_the_data_key(tmp_path):
 
 def test_code_key_covers_the_training_code_not_the_book(tmp_path, monkeypatch):
     import sercore.train.run as run_module
+    from sercore import source_key
 
     package = tmp_path / "sercore"
-    for name in ("metrics.py", "book.py", "train/run.py", "train/cli.py"):
+    for name in ("__init__.py", "metrics.py", "book.py", "train/__init__.py", "train/run.py", "train/cli.py"):
         (package / name).parent.mkdir(parents=True, exist_ok=True)
         (package / name).write_text(f"# {name}\n")
-    monkeypatch.setattr(run_module, "__file__", str(package / "train" / "run.py"))
+    (package / "train" / "run.py").write_text("from sercore import metrics\n")  # the key follows imports
+    monkeypatch.setattr(source_key, "PACKAGE", package)
     key = run_module.code_key()
     (package / "book.py").write_text("# edited\n")
     (package / "train" / "cli.py").write_text("# edited\n")

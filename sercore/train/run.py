@@ -9,8 +9,10 @@ Writes, atomically, in out_dir:
                    model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
                    data.avd_range: the A/V/D scale mapped onto [0, 1]; data.excluded: rows left out, by
                    reason, with unlabelled audio such as MSP-Podcast's Test3 counted per split, never
-                   trained or scored), provenance (parameters, seed, git SHA, versions, device) and wall
-                   time;
+                   trained or scored), provenance (parameters, seed, git SHA, versions, device), wall
+                   time and where it went (timing_s, seconds: load_and_keys, features with any VTLP
+                   copies, train_steps, dev_checks, evaluation = the final forward passes, bootstrap =
+                   the metrics and their intervals);
   predictions.csv  one row per evaluated utterance: utt_id, split, label, pred and the per-class
                    probabilities prob_<class> (classification) or gold and predicted arousal, valence,
                    dominance on [0, 1] (regression);
@@ -27,8 +29,11 @@ model, features and corpus options) and two content keys, both in metrics.json p
             gender, split, transcript of every row kept) and of every row's audio bytes
             (sercore.features.cache.sha256_file), so an edited label, a removed row or a re-rendered wav
             is a different run even though the corpus path is the same;
-  code_key  sha256 of the source of the sercore package minus the modules a training run never executes
-            (CODE_KEY_SKIP: the book, plots, benchmark, inspection, predict, the command-line front ends).
+  code_key  sha256 of the sercore source this run executes (sercore.source_key): the modules imported,
+            found by parsing the imports, from this module and from the modules of the classes the run's
+            model is built from (its model, its mechanism's attention module, their blocks) and of its feature
+            encoders, so an edit to sercore/attention/kda.py retrains the kda runs, not the softmax ones, and
+            an edit to the book, the plots or the command line retrains nothing.
 A finished metrics.json whose parameters and keys all match is returned as it is, without training again;
 the resume checkpoint carries a fingerprint of the same three, and one that differs is not loaded (a
 warning says so) and training starts over. retrain=True (CLI --retrain) ignores both and trains afresh;
@@ -97,9 +102,6 @@ SSL_FRAMES_PER_SECOND = 50.0
 # parameters (and so of its identity).
 PRESENTATION_KEYS = ("progress", "cache_dir")
 FEATURE_LOCATION_KEYS = ("cache_dir", "max_cache_gb")
-# sercore modules (relative to the package) a training run never executes: left out of the code key.
-CODE_KEY_SKIP = ("__main__.py", "cli.py", "book.py", "plots.py", "bench.py", "inspection.py", "predict.py",
-                 "*/cli.py")
 TABLE_COLUMNS = ("utt_id", "path", "label", "arousal", "valence", "dominance", "speaker", "gender", "split",
                  "transcript")
 # Splits each layout leads one to expect (besides Train); "Test*" means at least one split named Test...
@@ -184,16 +186,27 @@ def data_key(table: pd.DataFrame, hashes=None) -> str:
     return digest.hexdigest()
 
 
-def code_key() -> str:
-    """sha256 of the sercore source files a run executes (the package minus CODE_KEY_SKIP)."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        relative = path.relative_to(package)
-        if any(relative.match(pattern) for pattern in CODE_KEY_SKIP):
-            continue
-        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def code_key(modules=()) -> str:
+    """sha256 of the sercore source a run executes: the import closure (sercore.source_key.module_closure) of
+    this module and of `modules`, the modules of the classes it instantiates (run_modules)."""
+    from sercore import source_key
+
+    entries = {__name__, *modules}
+    return source_key.source_key(source_key.module_closure(entries, source_key.PACKAGE), source_key.PACKAGE)
+
+
+def run_modules(*objects) -> tuple[str, ...]:
+    """The sercore modules defining the classes of `objects` (a model: each of its submodules; an encoder),
+    which the registries pick by name at run time and no import names (see sercore.source_key)."""
+    from torch import nn
+
+    found = set()
+    for obj in objects:
+        for part in obj.modules() if isinstance(obj, nn.Module) else [obj]:
+            module = type(part).__module__
+            if module.split(".")[0] == "sercore":
+                found.add(module)
+    return tuple(sorted(found))
 
 
 def check_train_classes(labels, classes, where: str) -> None:
@@ -361,9 +374,13 @@ def model_arguments(study: str, mechanism: str | None, model_cfg: dict) -> dict:
                      "--mechanism chooses the token mixer of the fusion study")
 
 
-def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int, device, world, amp):
-    """(metrics of one split, its prediction rows)."""
+def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int, device, world, amp,
+             timing: dict | None = None):
+    """(metrics of one split, its prediction rows); `timing` (a dict) gets the seconds of the forward passes
+    ("evaluation_s") and of the metrics with their bootstrap intervals ("bootstrap_s") added."""
+    started = time.perf_counter()
     out = predict(model, items, device, world, amp)
+    predicted = time.perf_counter()
     data, rows = items.data, items.rows
     frame = pd.DataFrame({"utt_id": data.utt_id[rows], "split": data.split[rows], "label": data.label_name[rows]})
     if task == "classification":
@@ -386,6 +403,9 @@ def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int
                                                    n_boot=n_boot, seed=seed)
         frame["pred_gender"] = np.where(gender_pred == 1, "Male", "Female")
     report["skipped_short"] = int(items.skipped_rows)
+    if timing is not None:
+        timing["evaluation_s"] = timing.get("evaluation_s", 0.0) + predicted - started
+        timing["bootstrap_s"] = timing.get("bootstrap_s", 0.0) + time.perf_counter() - predicted
     return report, frame
 
 
@@ -429,20 +449,22 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
                                 str(corpus))
         cache_dir = cache_dir_or_default(settings.cache_dir, features_cfg.get("cache_dir"))
         hashes = HashIndex(cache_dir)  # audio hashes kept across runs: a big corpus is not read each time
-        keys = {"data_key": data_key(table, hashes), "code_key": code_key()}
+        spec = model_spec(study, mechanism, model_cfg, features_cfg)
+        keys = {"data_key": data_key(table, hashes), "code_key": code_key(spec.modules)}
         hashes.save()
         done = None if retrain else _finished(out_dir, parameters, keys)
         if done is not None:
             return done
         fingerprint = hashlib.sha256(json.dumps({**parameters, **keys}, sort_keys=True).encode()).hexdigest()
 
-        spec = model_spec(study, mechanism, model_cfg, features_cfg)
+        timing = {"load_and_keys_s": time.perf_counter() - started}
         table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
                                                       settings.progress, hashes=hashes)
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
                                                   warp=settings.vtlp_warp)
+        timing["features_s"] = time.perf_counter() - started - timing["load_and_keys_s"]
         avd_range = run_avd_range(settings, table)
         data = Utterances.from_table(table, speech, text, frames_per_second=spec.fps, classes=classes,
                                      avd_range=avd_range)
@@ -453,7 +475,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         used_mechanism = spec.args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
-                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys,
+                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys, "timing": timing,
                 **({"protocol": protocol} if protocol else {}),
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
@@ -496,17 +518,21 @@ class ModelSpec:
     fps: float
     segmented: bool
     text_name: str | None
+    modules: tuple = ()  # run_modules of the model and encoders: what the code key adds to this module's imports
 
 
 def model_spec(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict) -> ModelSpec:
     from sercore.models import build_model
 
     args = model_arguments(study, mechanism, model_cfg)
-    inputs = dict(build_model(study, **args).inputs)  # built once only to learn what it reads
+    model = build_model(study, **args)  # built once only to learn what it reads and which classes it is made of
+    inputs = dict(model.inputs)
     # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
     text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
     encoder, fps = speech_encoder(inputs["speech"], features_cfg, ssl_layers_read(study, args))
-    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name)
+    modules = run_modules(model, encoder, *([text_encoder(features_cfg)] if inputs.get("text") else []))
+    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name,
+                     modules)
 
 
 def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress,
@@ -604,12 +630,14 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
     summary = trainer.fit()
 
     results, frames = {}, []
+    timing = dict(info.get("timing", {}))
+    timing.update(train_steps_s=summary["train_time_s"] - summary["dev_time_s"], dev_checks_s=summary["dev_time_s"])
     for split in splits:
         results[split], frame = evaluate(net, eval_items(split), task, data.classes, settings.n_boot, seed,
-                                         device, world, settings.amp)
+                                         device, world, settings.amp, timing)
         frames.append(frame)
     out = {
-        **{k: v for k, v in info.items() if k not in ("data", "keys")},
+        **{k: v for k, v in info.items() if k not in ("data", "keys", "timing")},
         "absent_splits": absent,
         "task": task,
         "classes": list(data.classes) if task == "classification" else list(AVD_COLUMNS),
@@ -622,6 +650,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         "provenance": provenance(parameters, seed, device=device, **info.get("keys", {})),
         "world_size": world.size,
         "wall_time_s": time.perf_counter() - started,
+        "timing_s": {key.removesuffix("_s"): round(value, 3) for key, value in timing.items()},
         "finished": True,
     }
     out = _normalise(out)

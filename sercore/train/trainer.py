@@ -193,6 +193,7 @@ class Trainer:
         if task == "classification" and settings.class_weights:
             self.weights = class_weights(train_items.item_labels(), len(train_items.data.classes)).to(device)
         self.step, self.best_metric, self.best_step, self.history, self.elapsed = 0, -math.inf, None, [], 0.0
+        self.dev_elapsed = 0.0  # seconds of the dev checks, part of elapsed (the build-time table splits them)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def _save(self) -> None:
@@ -205,6 +206,7 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                  "plateau": self.plateau.state_dict(), "best_metric": self.best_metric, "best_step": self.best_step,
                  "history": self.history, "rng": rng, "world_size": self.world.size, "elapsed_s": self.elapsed,
+                 "dev_elapsed_s": self.dev_elapsed,
                  "sampler": {"seed": self.seed, "epoch": epoch, "batch_in_epoch": batch,
                              "steps_per_epoch": self.sampler.steps_per_epoch}}
         atomic_write(self.last_path, lambda tmp: torch.save(state, tmp))
@@ -248,6 +250,7 @@ class Trainer:
             _set_rng_state(fresh["rng"])
             self.plateau.bad_checks = 0
             self.step, self.best_metric, self.best_step, self.history, self.elapsed = 0, -math.inf, None, [], 0.0
+            self.dev_elapsed = 0.0
             self._set_aside(".corrupt", f"checkpoint does not fit this run ({type(error).__name__}: "
                                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})")
             return False
@@ -260,6 +263,7 @@ class Trainer:
         self.plateau.load_state_dict(state["plateau"])
         self.step, self.best_metric, self.best_step = state["step"], state["best_metric"], state["best_step"]
         self.history, self.elapsed = state["history"], state["elapsed_s"]
+        self.dev_elapsed = state.get("dev_elapsed_s", 0.0)  # checkpoints written before it was kept: unknown, 0
         rng = state["rng"]
         if len(rng) != self.world.size:
             warnings.warn(f"{self.last_path}: written by {len(rng)} process(es), resumed by {self.world.size}: the "
@@ -284,8 +288,10 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------------------
     def _dev_check(self, train_loss: float) -> float:
+        started = time.perf_counter()
         outputs = predict(self.model, self.dev_items, self.device, self.world, self.settings.amp)
         metric = dev_metric(self.task, outputs, self.dev_items)
+        self.dev_elapsed += time.perf_counter() - started
         improved = self.best_step is None or metric > self.best_metric
         if improved:
             self.best_metric, self.best_step = metric, self.step
@@ -355,4 +361,5 @@ class Trainer:
         self.load_best()
         return {"steps": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.sampler.steps_per_epoch,
                 "best_step": self.best_step, "best_dev": self.best_metric, "resumed_at_step": resumed_at,
-                "history": self.history, "train_time_s": self.elapsed}
+                "history": self.history, "train_time_s": self.elapsed,
+                "dev_time_s": self.dev_elapsed}
