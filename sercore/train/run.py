@@ -92,7 +92,6 @@ STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")
 REGRESSION_STUDIES = ("dimensional",)
 GENERATED_MARK = "generated demonstration corpus"
 SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")
-SSL_FRAMES_PER_SECOND = 50.0
 # Settings that change how a run is shown or where its caches lie, not what it computes: left out of its
 # parameters (and so of its identity).
 PRESENTATION_KEYS = ("progress", "cache_dir")
@@ -233,7 +232,8 @@ def ssl_layers_read(study: str, model_args: dict) -> str:
 
 def speech_encoder(kind: str, features: dict, layers: str | None = None):
     """(encoder object, frames per second) for a model's speech input kind; layers: the SSL states the
-    model reads (ssl_layers_read), unless features.ssl.layers sets them."""
+    model reads (ssl_layers_read), unless features.ssl.layers sets them. The frame rate is the encoder's own
+    (frames_per_second); features.ssl.mode (sercore.train.online) is the run's, not the encoder's."""
     from sercore.features import make_encoder
 
     if kind not in SPEECH_INPUTS:
@@ -245,10 +245,12 @@ def speech_encoder(kind: str, features: dict, layers: str | None = None):
                              "(e.g. --set features.ssl_model_dir=/models/wavlm-large), or use log-Mel input "
                              "(--set model.speech=logmel)")
         ssl = {**({"layers": layers} if layers else {}), **(features.get("ssl") or {})}
-        return make_encoder(f"ssl:{model_dir}", **ssl), SSL_FRAMES_PER_SECOND
-    settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
-    encoder = make_encoder("logmel", **settings)
-    return encoder, 1000.0 / encoder.settings["hop_ms"]
+        ssl.pop("mode", None)
+        encoder = make_encoder(f"ssl:{model_dir}", **ssl)
+    else:
+        settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
+        encoder = make_encoder("logmel", **settings)
+    return encoder, encoder.frames_per_second
 
 
 # The text encoders of the published studies; without features.text_model_dir the default text encoder runs.
@@ -329,20 +331,23 @@ def _take(arrays, rows):
     return arrays.subset(rows) if hasattr(arrays, "subset") else [arrays[i] for i in rows]
 
 
-def data_options(study: str, data: Utterances, segment_frames: int | None) -> dict:
+def data_options(study: str, data: Utterances, segment_frames: int | None, speech_shape=None) -> dict:
     """Sizes of this corpus's data that the model must be built with (the first speech / text array, the
     class count, the segment shape), limited to the options the study's model has. They win over the
-    profile's model section: they are facts about the features, not choices."""
+    profile's model section: they are facts about the features, not choices. speech_shape: (states, dim)
+    of SSL states computed in the step (online), for a `data` that holds waves."""
     from sercore.models import model_options
 
-    speech = data.speech[0]
-    sizes = {"speech_dim": int(speech.shape[-1]), "n_classes": len(data.classes)}
-    if speech.ndim == 3:
-        sizes["ssl_layers"] = int(speech.shape[0])
+    shape_of = getattr(data.speech, "shape_of", None)
+    shape = tuple(speech_shape) if speech_shape is not None else \
+        (shape_of(0) if shape_of is not None else data.speech[0].shape)
+    sizes = {"speech_dim": int(shape[-1]), "n_classes": len(data.classes)}
+    if len(shape) == 3 or speech_shape is not None:
+        sizes["ssl_layers"] = int(shape[0])
     if data.text is not None:
         sizes["text_dim"] = int(np.asarray(data.text[0]).shape[-1])
     if segment_frames is not None:
-        sizes.update(n_mels=int(speech.shape[-1]), frames=segment_frames)
+        sizes.update(n_mels=int(shape[-1]), frames=segment_frames)
     valid = model_options(study)
     return {k: v for k, v in sizes.items() if k in valid}
 
@@ -408,14 +413,15 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     features_cfg = _merge(section(profile, "features"), feature_over)
     model_cfg = _merge(model_section(profile, study), model_over)
     task = "regression" if study in REGRESSION_STUDIES else "classification"
-    parameters = _normalise({
-        "study": study, "mechanism": mechanism, "corpus": str(corpus), "profile": profile, "seed": seed,
-        "train": {k: v for k, v in as_dict(settings).items() if k not in PRESENTATION_KEYS},
-        "model": model_cfg, "corpus_options": corpus_over,
-        "features": {k: v for k, v in features_cfg.items() if k not in FEATURE_LOCATION_KEYS}})
 
     world, device = distributed.start(settings.device)
     try:
+        features_cfg = with_ssl_mode(study, mechanism, model_cfg, features_cfg, device)
+        parameters = _normalise({
+            "study": study, "mechanism": mechanism, "corpus": str(corpus), "profile": profile, "seed": seed,
+            "train": {k: v for k, v in as_dict(settings).items() if k not in PRESENTATION_KEYS},
+            "model": model_cfg, "corpus_options": corpus_over,
+            "features": {k: v for k, v in features_cfg.items() if k not in FEATURE_LOCATION_KEYS}})
         seed_everything(seed + world.rank)
         layout = detect_layout(corpus)
         protocol = fold_protocol(layout, corpus_over, settings.dev_split)
@@ -439,6 +445,9 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         spec = model_spec(study, mechanism, model_cfg, features_cfg)
         table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
                                                       settings.progress, hashes=hashes)
+        if settings.vtlp_copies and spec.ssl_mode == "online":
+            raise ValueError("vtlp_copies augments cached features; with features.ssl.mode=online there are none: "
+                             "set features.ssl.mode=cached or vtlp_copies=0")
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
@@ -457,7 +466,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
                 **({"protocol": protocol} if protocol else {}),
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
-                         "frames_per_second": fps, "text_features": text is not None,
+                         "frames_per_second": fps, "ssl_mode": spec.ssl_mode, "text_features": text is not None,
                          "text_encoder": spec.text_name, "avd_range": list(avd_range) if avd_range else None}}
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
@@ -496,38 +505,77 @@ class ModelSpec:
     fps: float
     segmented: bool
     text_name: str | None
+    ssl_mode: str | None = None  # "online" | "cached" for SSL speech (sercore.train.online), else None
+
+
+def with_ssl_mode(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict, device) -> dict:
+    """features_cfg with features.ssl.mode resolved for `device` (sercore.train.online.resolve_mode) when the
+    model reads SSL speech, so the run's parameters (and `predict`) record the mode used; else as it is."""
+    from sercore.models import model_inputs
+    from sercore.train.online import resolve_mode
+
+    inputs = model_inputs(study, **model_arguments(study, mechanism, model_cfg))
+    if inputs["speech"] != "ssl":
+        return features_cfg
+    ssl = dict(features_cfg.get("ssl") or {})
+    ssl["mode"] = resolve_mode(ssl.get("mode"), device)
+    return {**features_cfg, "ssl": ssl}
 
 
 def model_spec(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict) -> ModelSpec:
-    from sercore.models import build_model
+    """What the model reads, from its options alone (sercore.models.model_inputs: the model is built once,
+    by spec_model, with the sizes of the features). features.ssl.mode as with_ssl_mode set it; a run
+    recorded before the switch existed (no mode) was cached."""
+    from sercore.models import model_inputs
 
     args = model_arguments(study, mechanism, model_cfg)
-    inputs = dict(build_model(study, **args).inputs)  # built once only to learn what it reads
+    inputs = model_inputs(study, **args)
     # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
     text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
     encoder, fps = speech_encoder(inputs["speech"], features_cfg, ssl_layers_read(study, args))
-    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name)
+    mode = ((features_cfg.get("ssl") or {}).get("mode") or "cached") if inputs["speech"] == "ssl" else None
+    return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name, mode)
 
 
 def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress,
                   hashes=None):
     """(table, speech, text, failures): the features the model reads, rows whose extraction failed left out
     and counted in `excluded` (see _drop_failed). SSL hidden states and text token states come from the
-    memory-mapped feature store (read lazily per batch); log-Mel from the per-file cache."""
+    memory-mapped feature store (read lazily per batch); log-Mel from the per-file cache. Online SSL: the rows'
+    waveforms (sercore.train.online.Waveforms), read per batch."""
+    from sercore.train.online import Waveforms
+
     max_gb = features_cfg.get("max_cache_gb")
-    speech = _extract(table, spec.encoder, cache_dir, world, progress, store=spec.inputs["speech"] == "ssl",
-                      max_gb=max_gb, hashes=hashes)
+    if spec.ssl_mode == "online":  # waves read per batch; the frozen model runs in the step (sercore.train.online)
+        speech = Waveforms(table["path"], spec.encoder, spec.encoder.sample_rate)
+    else:
+        speech = _extract(table, spec.encoder, cache_dir, world, progress, store=spec.inputs["speech"] == "ssl",
+                          max_gb=max_gb, hashes=hashes)
     text = _extract(table, text_encoder(features_cfg), cache_dir, world, progress, store=True, max_gb=max_gb) \
         if spec.inputs.get("text") else None
     return _drop_failed(table, speech, text, excluded, world)
 
 
 def spec_model(spec: ModelSpec, data: Utterances, settings: TrainSettings):
-    """The model built with the sizes of `data`'s features and classes (data_options)."""
+    """The model built with the sizes of `data`'s features and classes (data_options); online SSL: the sizes
+    of the encoder's states, and the model wrapped in sercore.train.online.OnlineSSLModel."""
     from sercore.models import build_model
+    from sercore.train.online import OnlineSSLModel
 
     segment_frames = segment_length(settings, spec.fps) if spec.segmented else None
-    return build_model(spec.study, **{**spec.args, **data_options(spec.study, data, segment_frames)})
+    online = spec.ssl_mode == "online"
+    shape = (spec.encoder.n_states(), spec.encoder.hidden_size) if online else None
+    model = build_model(spec.study, **{**spec.args, **data_options(spec.study, data, segment_frames, shape)})
+    return OnlineSSLModel(model, spec.encoder) if online else model
+
+
+def utterance_items(model, data: Utterances, rows, settings: TrainSettings):
+    """Evaluation items of whole utterances: waves for an online-SSL model (WaveEvalItems), else features."""
+    from sercore.train.online import OnlineSSLModel, WaveEvalItems
+
+    if isinstance(model, OnlineSSLModel):
+        return WaveEvalItems(data, rows, settings.eval_batch_size, model.encoder, max_frames=settings.eval_max_frames)
+    return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
 
 
 def run_avd_range(settings: TrainSettings, table) -> tuple[float, float] | None:
@@ -573,7 +621,13 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         check_train_classes(data.label[train_rows], data.classes, where)
     elif not len(train_rows):
         raise ValueError(f"{where}: no Train rows with arousal, valence and dominance to train on")
-    if segmented:
+    from sercore.train.online import OnlineSSLModel, WaveCropItems
+
+    if isinstance(model, OnlineSSLModel):
+        encoder = model.encoder
+        train_items = WaveCropItems(data, train_rows, int(round(settings.crop_seconds * encoder.sample_rate)), seed,
+                                    encoder, settings.train_crop)
+    elif segmented:
         train_items = SegmentItems(data, train_rows, seg_frames, int(round(settings.segment_hop_train * fps)),
                                    settings.short_segments)
     else:
@@ -585,7 +639,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
             return EvalItems(data, rows, settings.eval_batch_size, seg_frames,
                              int(round(settings.segment_hop_test * fps)), settings.short_segments,
                              max_frames=settings.eval_max_frames)
-        return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
+        return utterance_items(model, data, rows, settings)
 
     present = list(dict.fromkeys(data.split.tolist()))
     splits = [s for s in present if s != "Train"]
