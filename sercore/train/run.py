@@ -5,7 +5,7 @@
 Writes, atomically, in out_dir:
   metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
                    with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
-                   corpus_kind, the features used (data.speech_features; data.text_encoder: the text
+                   corpus_kind (the data layer's: sercore.data.corpus.corpus_facts), the features used (data.speech_features; data.text_encoder: the text
                    model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
                    data.avd_range: the A/V/D scale mapped onto [0, 1]; data.excluded: rows left out, by
                    reason, with unlabelled audio such as MSP-Podcast's Test3 counted per split, never
@@ -45,7 +45,12 @@ class always scores macro-F1 1.0). Splits the layout leads one to expect (MSP-Po
 Test2; IEMOCAP: Development, Test; a manifest: Development and at least one Test*) that have no usable rows
 are listed in metrics.json "absent_splits" and warned about; the metrics cover the splits present.
 
-Features: SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store), keeping
+SSL mode (features.ssl.mode, sercore.train.online): "online" runs the frozen SSL model inside the training
+step on waveform crops and on whole utterances at evaluation (OnlineSSLModel; nothing cached), "cached"
+reads stored hidden states (below); unset, online on CUDA and cached elsewhere. The mode used is written into
+the run's parameters (features.ssl.mode) and metrics.json data.ssl_mode.
+
+Features (cached): SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store), keeping
 only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
 layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
 after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
@@ -82,15 +87,13 @@ from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
 from sercore.train.augment import add_vtlp_copies
-from sercore.train.datasets import (AVD_COLUMNS, AVD_RANGES, CropItems, EvalItems, SegmentItems, Utterances,
-                                    class_list)
-from sercore.train.datasets import corpus_kind as labels_kind
+from sercore.data.corpus import corpus_facts
+from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
 from sercore.train.settings import TrainSettings, as_dict, resolve
 from sercore.train.trainer import Trainer, predict
 
 STUDIES = ("fusion", "ks-transformer", "area-cnn", "multitask", "dimensional")
 REGRESSION_STUDIES = ("dimensional",)
-GENERATED_MARK = "generated demonstration corpus"
 SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")
 # Settings that change how a run is shown or where its caches lie, not what it computes: left out of its
 # parameters (and so of its identity).
@@ -134,17 +137,6 @@ def _merge(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
-
-
-def corpus_kind(corpus: Path) -> str:
-    """'generated demonstration corpus' when the corpus folder's corpus.json says so, else 'user corpus'."""
-    folder = corpus if corpus.is_dir() else corpus.parent
-    info = folder / "corpus.json"
-    if info.is_file():
-        description = str(json.loads(info.read_text(encoding="utf-8")).get("description", ""))
-        if description.startswith(GENERATED_MARK):
-            return GENERATED_MARK
-    return "user corpus"
 
 
 def _normalise(obj):
@@ -426,7 +418,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         layout = detect_layout(corpus)
         protocol = fold_protocol(layout, corpus_over, settings.dev_split)
         table, load_report = load_corpus(corpus, **load_options(task, layout, corpus_over))
-        classes = class_list(table["label"].tolist(), settings.classes)
+        facts = corpus_facts(table)  # layout, class set, A/V/D scale, generated or not: the data layer's
+        classes = class_list(table["label"].tolist(), settings.classes or facts["classes"])
         usable, excluded = _usable_rows(table, task, classes)
         table = table[usable].reset_index(drop=True)
         if task == "classification":
@@ -452,7 +445,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
             table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
                                                   warp=settings.vtlp_warp)
-        avd_range = run_avd_range(settings, table)
+        avd_range = run_avd_range(settings, facts)
         data = Utterances.from_table(table, speech, text, frames_per_second=spec.fps, classes=classes,
                                      avd_range=avd_range)
 
@@ -462,7 +455,7 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         used_mechanism = spec.args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
-                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys,
+                "corpus_kind": facts["kind"], "layout": layout, "keys": keys,
                 **({"protocol": protocol} if protocol else {}),
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
@@ -578,12 +571,13 @@ def utterance_items(model, data: Utterances, rows, settings: TrainSettings):
     return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
 
 
-def run_avd_range(settings: TrainSettings, table) -> tuple[float, float] | None:
-    """The A/V/D scale a run maps onto [0, 1]: settings.avd_range, else the corpus's known scale (None when
-    unknown); metrics.json data.avd_range records it, and `predict` maps predictions back with it."""
+def run_avd_range(settings: TrainSettings, facts: dict) -> tuple[float, float] | None:
+    """The A/V/D scale a run maps onto [0, 1]: settings.avd_range, else the layout's scale from the table's
+    facts (sercore.data.corpus.corpus_facts; None for a manifest); metrics.json data.avd_range records it,
+    and `predict` maps predictions back with it."""
     if settings.avd_range:
         return tuple(float(x) for x in settings.avd_range)
-    scale = AVD_RANGES.get(labels_kind(table["label"].tolist()))
+    scale = facts["avd_range"]
     return tuple(scale) if scale else None
 
 
