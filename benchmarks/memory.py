@@ -9,8 +9,8 @@ frames/s) saved with save_pretrained, then runs the fusion study on SSL input (n
 its own child process: `extract` fills the feature store (cold) and trains, `train` trains again from the
 warm store (retrain=True), both with features.ssl.mode=cached; `online` trains with features.ssl.mode=online
 (sercore.train.online: the frozen model encodes each batch of 2 s waveform crops inside the step and each
-evaluation batch of whole utterances; nothing is stored). The child reports its own peak RSS (resource.getrusage ru_maxrss: the high-water
-mark of the process, memory-mapped pages it touched included). With features read lazily, the peak of the
+evaluation batch of whole utterances; nothing is stored). The child reports its own peak RSS
+(resource.getrusage ru_maxrss: the high-water mark of the process, memory-mapped pages it touched included). With features read lazily, the peak of the
 `train` run should not grow with the corpus beyond the table (and per-row index) itself, while the store
 on disk grows with the audio; the `store MB` column is what holding every array in memory would add.
 The `extract` run's peak also rises with the corpus (measured 669 -> 780 MB for 500 -> 4,000 utterances)
@@ -124,7 +124,8 @@ def main() -> None:
             store = sum(p.stat().st_size for p in (cache / "stores").rglob("shard-*.npy")) / 2**20
             shown = "-" if mode == "online" else f"{store:.1f}"  # an online run reads no store
             print(f"{size:>6} {seconds / 3600:>8.2f} {shown:>9} {run:>8} {result['peak_mb']:>12.1f} "
-                  f"{result['wall_s']:>7.1f} {result['cpu_s']:>7.1f} {result['steps'] / result['train_s']:>14.2f}", flush=True)
+                  f"{result['wall_s']:>7.1f} {result['cpu_s']:>7.1f} {result['steps'] / result['train_s']:>14.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

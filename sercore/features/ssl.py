@@ -16,9 +16,9 @@ without a final encoder LayerNorm the two are equal.
 T = the model's frame count, D = hidden size. The frame arithmetic is the CNN's (config.json's conv_kernel and
 conv_stride, no padding): `frames(n_samples)` is T for n samples (what the model's own
 _get_feat_extract_output_lengths gives), `frames_per_second` = sample_rate / product of the strides (50 for
-wav2vec2, WavLM and HuBERT: a 20 ms stride); training reads its frame rate from here, not from a constant. Stored as float16 by
-default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in float16); pass
-dtype="float32" to keep full precision.
+wav2vec2, WavLM and HuBERT: a 20 ms stride); training reads its frame rate from here, not from a constant.
+Stored as float16 by default, halving disk and memory (a 10 s utterance of a 25 x 1024 model is ~25 MB in
+float16); pass dtype="float32" to keep full precision.
 
 Layers kept (`layers`): "all" (default, the S = L + 1 states above), "last" (state L only, [1, T, D]: what
 the dimensional study and a KS-Transformer with ssl_layer=-1 read; 1/(L+1) of the disk) or a list of state

@@ -5,8 +5,8 @@
 Every model: forward(batch) -> dict (`logits` [B, C], `gender_logits` [B, 2], `avd` [B, 3] as it applies),
 loss(batch, outputs, class_weights=None) -> scalar, and `inputs` = {"speech": "logmel" | "ssl" |
 "logmel128-segments", "text": bool} telling the data pipeline what to feed; model_inputs(study, **options)
-says what `inputs` will be without building the model (each class's inputs_of, which its __init__ uses). Option defaults are the
-published settings; the profiles (sercore/profiles/*.yaml, section `model`) give smaller ones. Feature sizes
+says what `inputs` will be without building the model (each class's inputs_of, which its __init__ uses).
+Option defaults are the published settings; the profiles (sercore/profiles/*.yaml, section `model`) give smaller ones. Feature sizes
 (speech_dim, text_dim, ssl_layers) must match the features the model is fed; the models check them.
 """
 

@@ -5,8 +5,9 @@
 Writes, atomically, in out_dir:
   metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
                    with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
-                   corpus_kind (the data layer's: sercore.data.corpus.corpus_facts), the features used (data.speech_features; data.text_encoder: the text
-                   model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
+                   corpus_kind (the data layer's: sercore.data.corpus.corpus_facts), the features used
+                   (data.speech_features; data.frames_per_second: the encoder's; data.ssl_mode; data.text_encoder:
+                   the text model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
                    data.avd_range: the A/V/D scale mapped onto [0, 1]; data.excluded: rows left out, by
                    reason, with unlabelled audio such as MSP-Podcast's Test3 counted per split, never
                    trained or scored), provenance (parameters, seed, git SHA, versions, device) and wall
