@@ -6,6 +6,7 @@ downloaded); a few noise utterances of 0.3-0.9 s."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
@@ -178,3 +179,12 @@ def test_online_training_runs_end_to_end_and_records_its_mode(models, tmp_path):
     assert set(online["splits"]["Test1"]) == set(cached["splits"]["Test1"])  # the same metrics format
     assert online["training"]["steps"] == 2 and len(online["training"]["history"]) == 2
     assert len(list((tmp_path / "cache" / "stores").glob("ssl-*"))) == 1  # the cached run's
+    # `predict` rebuilds the online model from metrics.json and reproduces the run's own Test1 predictions
+    from sercore.predict import predict_split
+
+    summary = predict_split(tmp_path / "online", manifest, "Test1", tmp_path / "test1.csv", device="cpu",
+                            cache_dir=tmp_path / "cache")
+    written = pd.read_csv(tmp_path / "test1.csv")
+    own = pd.read_csv(tmp_path / "online" / "predictions.csv").query("split == 'Test1'")
+    assert summary["written"] == len(own) == 3
+    assert written["EmoClass"].tolist() == own["pred"].tolist()
