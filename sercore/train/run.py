@@ -51,8 +51,8 @@ step on waveform crops and on whole utterances at evaluation (OnlineSSLModel; no
 reads stored hidden states (below); unset, online on CUDA and cached elsewhere. The mode used is written into
 the run's parameters (features.ssl.mode) and metrics.json data.ssl_mode.
 
-Features (cached): SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store), keeping
-only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
+Features (cached): SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store),
+keeping only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
 layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
 after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
 Text token states go to a store the same way; log-Mel features come from the per-file cache in memory.
@@ -83,12 +83,12 @@ import numpy as np
 import pandas as pd
 
 from sercore import metrics as M
+from sercore.data.corpus import corpus_facts
 from sercore.features.cache import HashIndex, cache_dir_or_default
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.train import distributed
 from sercore.train.augment import add_vtlp_copies
-from sercore.data.corpus import corpus_facts
 from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
 from sercore.train.settings import TrainSettings, as_dict, resolve
 from sercore.train.trainer import Trainer, predict
