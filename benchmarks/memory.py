@@ -17,8 +17,8 @@ The `extract` run's peak also rises with the corpus (measured 669 -> 780 MB for 
 while its Python heap stays flat (tracemalloc: 85 -> 87 MB for 300 -> 1,500): glibc's dynamic mmap
 threshold keeps the freed buffers of variable-length utterances in the heap; with MALLOC_MMAP_THRESHOLD_=131072
 the same extraction grows 17 MB instead of 43 MB. No features are held: they go to the store as computed.
-Measured 2026-12-01 on the shared 2-core CPU (OMP_NUM_THREADS=1, 60 steps; peak RSS MB, 500 -> 4,000 utterances):
-cached `train` 493 -> 526; `online` 582 -> 668 with glibc's defaults, 575 -> 601 with
+Measured 2026-12-01 on the shared 2-core CPU (OMP_NUM_THREADS=1, 60 steps; peak RSS MB, 500 -> 4,000
+utterances): cached `train` 493 -> 526; `online` 582 -> 668 with glibc's defaults, 575 -> 601 with
 MALLOC_MMAP_THRESHOLD_=131072 (hash index warm in both): the online run reads a variable-length wave per row
 and per batch, and the allocator keeps those freed buffers, as for `extract`; what is left (+26 MB) is the
 table, the per-row lengths and the predictions. Online needs no store (cached: 13.6 -> 109.2 MB on disk here).
