@@ -12,7 +12,8 @@ warm store (retrain=True), both with features.ssl.mode=cached; `online` trains w
 evaluation batch of whole utterances; nothing is stored). The child reports its own peak RSS
 (resource.getrusage ru_maxrss: the high-water mark of the process, memory-mapped pages it touched
 included). With features read lazily, the peak of the `train` run should not grow with the corpus beyond
-the table (and per-row index) itself, while the store on disk grows with the audio; the `store MB` column is what holding every array in memory would add.
+the table (and per-row index) itself, while the store on disk grows with the audio; the `store MB` column
+is what holding every array in memory would add.
 The `extract` run's peak also rises with the corpus (measured 669 -> 780 MB for 500 -> 4,000 utterances)
 while its Python heap stays flat (tracemalloc: 85 -> 87 MB for 300 -> 1,500): glibc's dynamic mmap
 threshold keeps the freed buffers of variable-length utterances in the heap; with MALLOC_MMAP_THRESHOLD_=131072
