@@ -20,8 +20,9 @@ threshold keeps the freed buffers of variable-length utterances in the heap; wit
 the same extraction grows 17 MB instead of 43 MB. No features are held: they go to the store as computed.
 Measured 2026-12-01 on the shared 2-core CPU (OMP_NUM_THREADS=1, 60 steps; peak RSS MB, 500 -> 4,000
 utterances): cached `train` 493 -> 526; `online` 582 -> 668 with glibc's defaults, 575 -> 601 with
-MALLOC_MMAP_THRESHOLD_=131072 (hash index warm in both): the online run reads a variable-length wave per row
-and per batch, and the allocator keeps those freed buffers, as for `extract`; what is left (+26 MB) is the
+MALLOC_MMAP_THRESHOLD_=131072 (hash index warm in both): each online batch decodes whole files of varying
+length (a crop is cut from the whole wave; evaluation encodes whole utterances), and the allocator keeps those
+freed buffers, as for `extract`; what is left (+26 MB) is the
 table, the per-row lengths and the predictions. Online needs no store (cached: 13.6 -> 109.2 MB on disk here).
 `cpu s` is the child's CPU time (user + system; on a shared machine wall time also counts waiting for
 a core), `wall s` the whole child (imports, hashing, extraction, training, evaluation of every split), `train
