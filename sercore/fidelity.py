@@ -93,11 +93,22 @@ FUSION: list[Deviation] = [
         code="scripts/model.py, scripts/speech_feature_extractor.py: the SSL model runs inside the training step "
              "on each random 5.5 s waveform crop, so it sees only the crop",
         default=30,
-        note="Not the code's behaviour, on purpose: sercore encodes each utterance once (in 30 s chunks) and "
-             "caches the hidden states, then crops 5.5 s of frames, so a crop's frames saw their neighbours "
-             "outside the crop. Encoding every crop anew would make each epoch cost the SSL model's forward pass. "
-             "null (default, smoke): the whole utterance in one pass.",
+        note="Applies to features.ssl.mode=cached: the utterance is encoded once (in 30 s chunks) and its hidden "
+             "states cached, then 5.5 s of frames are cropped. null (default, smoke): the whole utterance in one "
+             "pass. Online mode encodes the crop itself and does not chunk.",
         profiles={"default": None, "smoke": None}),
+    Deviation(
+        study="fusion", setting="features.ssl.mode",
+        paper="a frozen SSL encoder on 5.5 s training crops",
+        code="scripts/model.py, scripts/speech_feature_extractor.py: the SSL model runs inside the training step "
+             "on each random waveform crop (scripts/data.py: repeat a short wave, then a uniform start), so it "
+             "sees only the crop",
+        default=None, alternatives=("online", "cached"),
+        note="online is the code's protocol (sercore.train.online); cached encodes every utterance once, whole, "
+             "and crops frames of the stored states, which approximates it: a cached crop's frames saw the "
+             "utterance around the crop, so frames near a crop's edges differ. null: online on CUDA, cached "
+             "elsewhere (on a CPU every step would pay the SSL forward pass); metrics.json data.ssl_mode says "
+             "which ran."),
     Deviation(
         study="fusion", setting="features.ssl.last_state",
         paper="the outputs of the SSL model's transformer layers",

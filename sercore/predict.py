@@ -107,7 +107,7 @@ def _predict(run_dir, out, split, metrics, settings, spec, table, features_cfg, 
 
     from sercore.provenance import atomic_write
     from sercore.train.datasets import EvalItems, Utterances
-    from sercore.train.run import segment_length, spec_features, spec_model
+    from sercore.train.run import segment_length, spec_features, spec_model, utterance_items
     from sercore.train.trainer import predict
 
     task = metrics["task"]
@@ -133,7 +133,7 @@ def _predict(run_dir, out, split, metrics, settings, spec, table, features_cfg, 
         if items.skipped_rows:
             not_predicted["shorter than one segment"] = int(items.skipped_rows)
     else:
-        items = EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
+        items = utterance_items(model, data, rows, settings)  # waves for an online-SSL run
     output = predict(model, items, torch_device, world, settings.amp)
     names = [Path(p).name for p in table["path"].to_numpy()[items.rows]]
     if task == "classification":

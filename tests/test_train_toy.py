@@ -11,11 +11,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sercore.train.datasets import (CropItems, EpochSampler, EvalItems, SegmentItems, Utterances, class_list,
-                                    corpus_kind, scale_avd, segment_starts, take_frames)
+from sercore.train.datasets import (AVD_RANGES, CLASS_SETS, CropItems, EpochSampler, EvalItems, SegmentItems,
+                                    Utterances, class_list, scale_avd, segment_starts, take_frames)
 from sercore.train.settings import TrainSettings
 
-TOY_CLASSES = ("ang", "hap", "neu", "sad")  # IEMOCAP codes: the class list is inferred from them
+TOY_CLASSES = ("ang", "hap", "neu", "sad")  # IEMOCAP codes, passed as the class list (and its 1..5 scale)
 SPLITS = {"Train": 48, "Development": 24, "Test1": 24}
 
 
@@ -33,7 +33,8 @@ def make_toy_data(seed: int = 0, dim: int = 8, noise: float = 1.0, splits=SPLITS
                          "label": TOY_CLASSES[c], "arousal": 1.0 + c, "valence": 4.0 - c,
                          "dominance": 1.0 + c / 2, "speaker": f"spk{i % 3}",
                          "gender": ("Female", "Male")[i % 2], "split": split, "transcript": ""})
-    return Utterances.from_table(pd.DataFrame(rows), speech, frames_per_second=100.0)
+    return Utterances.from_table(pd.DataFrame(rows), speech, frames_per_second=100.0, classes=TOY_CLASSES,
+                                 avd_range=AVD_RANGES["iemocap"])
 
 
 class ToyModel(nn.Module):
@@ -78,9 +79,11 @@ def test_targets_from_the_table():
 
 
 def test_class_lists_and_scales():
-    assert class_list(["N", "A", "X", "O", None]) == ("N", "H", "A", "S", "C", "U", "D", "F")
-    assert corpus_kind(["N", "A", "X"]) == "msp-podcast"
-    assert class_list(["b", "a", "b"]) == ("a", "b")  # a manifest: sorted labels
+    # the class set comes from the layout (sercore.data.corpus facts), never from what the labels look like
+    msp = CLASS_SETS["msp-podcast"]
+    assert class_list(["N", "A", "X", "O", None], msp) == ("N", "H", "A", "S", "C", "U", "D", "F")
+    assert class_list(["N", "A", "X"]) == ("A", "N", "X")  # no facts (a manifest): the labels, sorted
+    assert class_list(["b", "a", "b"]) == ("a", "b")
     assert scale_avd([1.0, 4.0, 7.0], 1.0, 7.0).tolist() == [0.0, 0.5, 1.0]  # MSP-Podcast: (x - 1) / 6
 
 
@@ -89,6 +92,8 @@ def test_labels_outside_the_class_list_are_counted_not_used():
                           "arousal": [4.0, 4.0, np.nan], "valence": [4.0, 4.0, 4.0], "dominance": [4.0, 4.0, 4.0],
                           "speaker": ["1", "1", "1"], "gender": ["Male", None, "Female"],
                           "split": ["Train"] * 3, "transcript": ["", "", ""]})
+    table.attrs["corpus"] = {"layout": "msp-podcast", "classes": CLASS_SETS["msp-podcast"], "avd_range": (1, 7),
+                             "non_classes": ("O", "X"), "kind": "user corpus"}  # as load_corpus attaches them
     data = Utterances.from_table(table, [np.zeros((5, 2), np.float32)] * 3, frames_per_second=100)
     assert data.label.tolist() == [0, -1, -1]
     assert data.excluded_labels == {"X": 1, "O": 1}

@@ -1,4 +1,16 @@
-"""One entry point for any corpus on disk: `load_corpus(root)` finds the layout and calls its loader."""
+"""One entry point for any corpus on disk: `load_corpus(root)` finds the layout and calls its loader.
+
+The facts the data layer knows travel with the table, in table.attrs["corpus"] (corpus_facts reads them):
+  layout       "msp-podcast" | "iemocap" | "manifest"
+  classes      the layout's class set (MSP-Podcast: N H A S C U D F; IEMOCAP: ang hap neu sad), None for a
+               manifest (its labels, sorted, unless the run names its classes)
+  non_classes  labels the layout uses that are deliberately not classes (MSP-Podcast: O other, X no agreement)
+  avd_range    the layout's A/V/D scale (MSP-Podcast 1..7, IEMOCAP 1..5), None for a manifest
+  kind         "generated demonstration corpus" when the folder's corpus.json says the generator wrote it,
+               else "user corpus" (corpus_kind)
+Downstream code (sercore.train) reads these instead of guessing them again from the labels or the path. A table
+built in memory has no facts: corpus_facts gives layout None, no class set, no scale, kind "user corpus".
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sercore.data import iemocap, msp_podcast
 from sercore.data.iemocap import find_root, load_iemocap
 from sercore.data.manifest import SUFFIXES, load_manifest
 from sercore.data.msp_podcast import LABELS, labels_path, load_msp_podcast
@@ -14,6 +27,12 @@ from sercore.data.report import LoadReport
 
 # The generator's mark of an unfinished folder (sercore.data.synth writes it first and removes it last).
 INCOMPLETE = "corpus.incomplete"
+# What each layout fixes (the module docstring); a manifest fixes none of them.
+CLASS_SETS = {"msp-podcast": msp_podcast.CLASSES, "iemocap": iemocap.CLASSES}
+NON_CLASSES = {"msp-podcast": tuple(msp_podcast.DROPPED_NAMES), "iemocap": ()}
+AVD_RANGES = {"msp-podcast": msp_podcast.SCALE, "iemocap": iemocap.SCALE}
+GENERATED_MARK = "generated demonstration corpus"  # how the generator's corpus.json description starts
+USER_CORPUS = "user corpus"
 
 
 def detect_layout(root) -> str:
@@ -51,11 +70,29 @@ def load_corpus(root, **options) -> tuple[pd.DataFrame, LoadReport]:
     loader = {"msp-podcast": load_msp_podcast, "iemocap": load_iemocap, "manifest": load_manifest}[layout]
     table, report = loader(root, **options)
     info = Path(root) / "corpus.json"
+    kind = USER_CORPUS
     if layout != "manifest" and info.is_file():
         meta = json.loads(info.read_text(encoding="utf-8"))
         if "description" in meta:
             report.note(f"{meta['description']} (variant {meta.get('variant')}, seed {meta.get('seed')})")
+            kind = GENERATED_MARK if str(meta["description"]).startswith(GENERATED_MARK) else USER_CORPUS
+    table.attrs["corpus"] = {"layout": layout, "classes": CLASS_SETS.get(layout),
+                             "non_classes": NON_CLASSES.get(layout, ()), "avd_range": AVD_RANGES.get(layout),
+                             "kind": kind}
     return table, report
+
+
+def corpus_facts(table: pd.DataFrame) -> dict:
+    """The facts load_corpus attached to `table` (the module docstring); those of no known corpus otherwise."""
+    facts = table.attrs.get("corpus")
+    if facts is None:
+        return {"layout": None, "classes": None, "non_classes": (), "avd_range": None, "kind": USER_CORPUS}
+    return dict(facts)
+
+
+def corpus_kind(table: pd.DataFrame) -> str:
+    """'generated demonstration corpus' or 'user corpus': what load_corpus found (corpus_facts)."""
+    return corpus_facts(table)["kind"]
 
 
 def load_segments(root) -> pd.DataFrame:

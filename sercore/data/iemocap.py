@@ -75,6 +75,7 @@ UTTERANCE_ID = re.compile(r"^Ses0([1-5])[FM]_.+_([FM])\d+$")
 EVALUATOR_LINE = re.compile(r"^[A-Z]-[A-Z]+\d*:")  # C-E2:, A-E3:, C-F1: (evaluators and self-evaluation)
 TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[[^\]]*\]:\s?(.*)$")
 SCALE = (1.0, 5.0)
+CLASSES = ("ang", "hap", "neu", "sad")  # the four-class set the loader maps the codes onto (see _label_map)
 NO_LABEL = "audio without a label line (EmoEvaluation empty, truncated or missing)"
 DEV_PROTOCOLS = {"random": "s3prl", "speaker": "SpeechBrain", "none": "EmoBox", "session": "sercore"}
 PROTOCOL_OPTIONS = ("fold", "dev", "dev_session", "dev_fraction", "dev_seed", "test_gender")

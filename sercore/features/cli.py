@@ -46,6 +46,8 @@ def _settings(args) -> tuple[dict, str | None]:
         raise SystemExit(f"profile {args.profile!r} has no features.{args.preset} "
                          f"(it has: {', '.join(sorted(features)) or 'no features section'})")
     settings = {**(features.get(preset) or {}), **parse_assignments(args.overrides)}
+    if preset == "ssl":
+        settings.pop("mode", None)  # a training run's choice (sercore.train.online); this command always caches
     return settings, args.cache or features.get("cache_dir")
 
 

@@ -3,7 +3,8 @@
 An encoder is a callable (wave or transcript -> array) with the attributes the cache keys on:
 `name` (also its cache folder), `settings` (every option that changes the output, defaults filled in, so
 spelling a default out does not change the key), `fingerprint` (the weights or the code version) and
-`modality` ("audio", with a `sample_rate`, or "text").
+`modality` ("audio", with a `sample_rate` and a `frames_per_second`, or "text"). Training takes the frame
+rate of its speech features from the encoder that made them (log-Mel: 1000 / hop_ms; SSL: the CNN's strides).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class LogMelEncoder:
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         return log_mel(wave, **self.settings)
+
+    @property
+    def frames_per_second(self) -> float:
+        """Frames per second of audio: one per hop."""
+        return 1000.0 / self.settings["hop_ms"]
 
     def output_bytes(self, seconds: float) -> int:
         """Bytes of one utterance's log-Mel (float32, centred frames: one per hop plus one)."""

@@ -54,5 +54,7 @@ def default_device() -> str:
 
 
 def load_model(transformers, model_dir, device):
-    """AutoModel from a local folder, in eval mode on `device` (never fetched: local_files_only)."""
-    return transformers.AutoModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)
+    """AutoModel from a local folder, in eval mode on `device`, frozen (requires_grad False on every weight:
+    sercore never trains a loaded model), never fetched (local_files_only)."""
+    model = transformers.AutoModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)
+    return model.requires_grad_(False)

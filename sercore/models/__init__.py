@@ -4,8 +4,9 @@
 
 Every model: forward(batch) -> dict (`logits` [B, C], `gender_logits` [B, 2], `avd` [B, 3] as it applies),
 loss(batch, outputs, class_weights=None) -> scalar, and `inputs` = {"speech": "logmel" | "ssl" |
-"logmel128-segments", "text": bool} telling the data pipeline what to feed. Option defaults are the
-published settings; the profiles (sercore/profiles/*.yaml, section `model`) give smaller ones. Feature sizes
+"logmel128-segments", "text": bool} telling the data pipeline what to feed; model_inputs(study, **options)
+says what `inputs` will be without building the model (each class's inputs_of, which its __init__ uses).
+Option defaults are the published settings; the profiles (sercore/profiles/*.yaml, section `model`) give smaller ones. Feature sizes
 (speech_dim, text_dim, ssl_layers) must match the features the model is fed; the models check them.
 """
 
@@ -37,6 +38,11 @@ def model_options(study: str) -> dict:
     return {name: p.default for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+def model_inputs(study: str, **options) -> dict:
+    """What build_model(study, **options).inputs will be, without building the model."""
+    return STUDIES[study].inputs_of({**model_options(study), **options})
+
+
 def build_model(study: str, **options) -> nn.Module:
     """Build the model of `study`; an unknown study or option fails listing the valid ones."""
     valid = model_options(study)
@@ -46,5 +52,5 @@ def build_model(study: str, **options) -> nn.Module:
     return STUDIES[study](**options)
 
 
-__all__ = ["STUDIES", "build_model", "model_options", "utterance_scores", "AreaCNN", "DimensionalModel",
+__all__ = ["STUDIES", "build_model", "model_inputs", "model_options", "utterance_scores", "AreaCNN", "DimensionalModel",
            "FusionModel", "KSTransformer", "MultitaskModel"]

@@ -56,10 +56,15 @@ class AreaCNN(nn.Module):
     Input: batch["speech"] as [B, 1, n_mels, frames], or [B, frames, n_mels] (the contracts' [B, T, F] layout,
     transposed here)."""
 
+    @staticmethod
+    def inputs_of(options: dict) -> dict:
+        """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
+        return {"speech": "logmel128-segments", "text": False}
+
     def __init__(self, *, n_mels: int = 128, frames: int = 81, n_classes: int = 4,
                  area_options: dict | None = None, area_heads: int = 1):
         super().__init__()
-        self.inputs = {"speech": "logmel128-segments", "text": False}
+        self.inputs = self.inputs_of({})
         self.n_mels, self.frames = n_mels, frames
         self.branch_a = conv_bn_relu(1, 16, (10, 2))
         self.branch_b = conv_bn_relu(1, 16, (2, 8))

@@ -51,6 +51,11 @@ class DimensionalModel(nn.Module):
     weighting), pooling ("masked-mean" | "unmasked-mean"), dropout (0.1, the released config's
     final_dropout)."""
 
+    @staticmethod
+    def inputs_of(options: dict) -> dict:
+        """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
+        return {"speech": options["speech"], "text": False}
+
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, layers: str = "last",
                  ssl_layers: int | None = None, layer_weighting: str = "raw", weighted_layers: str = "transformer",
                  pooling: str = "masked-mean", dropout: float = 0.1):
@@ -61,7 +66,7 @@ class DimensionalModel(nn.Module):
                 raise ValueError(f"dimensional: {name} must be one of {valid}, got {value!r}")
         if speech == "ssl" and layers == "weighted" and not ssl_layers:
             raise ValueError("dimensional: layers='weighted' needs ssl_layers (hidden states per frame)")
-        self.inputs = {"speech": speech, "text": False}
+        self.inputs = self.inputs_of({"speech": speech})
         self.speech_dim, self.pooling_mode = speech_dim, pooling
         self.layer_weights = LayerWeightedSum(ssl_layers, layer_weighting, weighted_layers) \
             if speech == "ssl" and layers == "weighted" else None

@@ -99,6 +99,11 @@ class FusionModel(nn.Module):
     head_width, head_blocks, head_dropout (heads.FusionClassifier).
     """
 
+    @staticmethod
+    def inputs_of(options: dict) -> dict:
+        """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
+        return {"speech": options["speech"], "text": bool(options["text"])}
+
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, ssl_layers: int = 25,
                  layer_weighting: str = "raw", layers: str = "transformer", text: bool = True,
                  text_dim: int = 1024, n_classes: int = 8, mechanism: str = "softmax",
@@ -117,7 +122,7 @@ class FusionModel(nn.Module):
                              f"got {mechanism!r}")
         if num_layers < 1:
             raise ValueError(f"fusion: num_layers must be at least 1, got {num_layers}")
-        self.inputs = {"speech": speech, "text": bool(text)}
+        self.inputs = self.inputs_of({"speech": speech, "text": text})
         self.speech_dim, self.text_dim, self.width = speech_dim, text_dim, width
 
         self.layer_weights = LayerWeightedSum(ssl_layers, layer_weighting, layers) if speech == "ssl" else None

@@ -186,6 +186,11 @@ class KSTransformer(nn.Module):
     padding ("code" | "masked"), residual_twice.
     """
 
+    @staticmethod
+    def inputs_of(options: dict) -> dict:
+        """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
+        return {"speech": options["speech"], "text": True}
+
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 512, ssl_layer: int = -1, text_dim: int = 1024,
                  audio_width: int = 512, text_width: int = 1024, audio_ffn: int = 256, text_ffn: int = 512,
                  heads: int = 8, encoder_layers: int = 5, ccab_layers: int = 3, final_layers: int = 2,
@@ -213,7 +218,7 @@ class KSTransformer(nn.Module):
                              "option; context_dim follows the widths; zero_padded_queries follows padding)")
         ks = {"dropout": dropout, **(ks_options or {}), "keep_rate": keep_rate,
               "zero_padded_queries": padding == "masked"}
-        self.inputs = {"speech": speech, "text": True}
+        self.inputs = self.inputs_of({"speech": speech})
         self.speech_dim, self.ssl_layer, self.text_dim = speech_dim, ssl_layer, text_dim
         self.max_frames, self.max_tokens = max_frames, max_tokens
         self.padding, self.residual_twice = padding, residual_twice

@@ -30,11 +30,16 @@ class MultitaskModel(nn.Module):
     Options: speech_dim (log-Mel bands), n_classes, channels (conv channels per block), lstm_hidden,
     attention_dim, dropout, gender_weight (lambda)."""
 
+    @staticmethod
+    def inputs_of(options: dict) -> dict:
+        """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
+        return {"speech": "logmel", "text": False}
+
     def __init__(self, *, speech_dim: int = 80, n_classes: int = 4, channels: tuple[int, ...] = (32, 64),
                  lstm_hidden: int = 128, attention_dim: int = 128, dropout: float = 0.3,
                  gender_weight: float = 1.0):
         super().__init__()
-        self.inputs = {"speech": "logmel", "text": False}
+        self.inputs = self.inputs_of({})
         self.speech_dim, self.gender_weight = speech_dim, gender_weight
         self.blocks = nn.ModuleList()
         in_channels, bins = 1, speech_dim

@@ -1,13 +1,15 @@
 """From the utterance table and its per-row feature arrays to the batches that models take (contracts.md).
 
 Targets
-- label: index into the corpus's class list. MSP-Podcast: N, H, A, S, C, U, D, F (O "other" and X "no
-  agreement" are not classes: those rows are left out of classification and counted). IEMOCAP: ang, hap,
-  neu, sad. Another corpus (a manifest): its labels in sorted order, or the `classes` option.
+- label: index into the corpus's class list: the `classes` option, else the class set the data layer
+  attached to the table (sercore.data.corpus.corpus_facts: MSP-Podcast N, H, A, S, C, U, D, F, with O "other"
+  and X "no agreement" left out of classification and counted; IEMOCAP ang, hap, neu, sad), else (a manifest,
+  or a table built in memory) its labels in sorted order. Nothing is guessed from the labels.
 - gender: 0 Female, 1 Male, -1 unknown.
 - avd: arousal, valence, dominance scaled linearly to [0, 1] from the corpus scale [lo, hi] as
-  (x - lo) / (hi - lo): MSP-Podcast rates on 1..7, so (x - 1) / 6; IEMOCAP on 1..5, so (x - 1) / 4.
-  A manifest has no known scale: pass `avd_range=(lo, hi)` when a study needs avd.
+  (x - lo) / (hi - lo), [lo, hi] = `avd_range`, else the table's facts: MSP-Podcast rates on 1..7, so
+  (x - 1) / 6; IEMOCAP on 1..5, so (x - 1) / 4. A manifest (or an in-memory table) has no known scale: pass
+  `avd_range=(lo, hi)` when a study needs avd.
 
 Inputs
 - Training (utterance models), start="random": one random crop of `crop_frames` frames per utterance and
@@ -47,34 +49,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-CLASS_SETS = {
-    "msp-podcast": ("N", "H", "A", "S", "C", "U", "D", "F"),
-    "iemocap": ("ang", "hap", "neu", "sad"),
-}
-# Labels a corpus uses that are deliberately not classes (MSP-Podcast: other, no agreement).
-NON_CLASSES = {"msp-podcast": ("O", "X"), "iemocap": ()}
-AVD_RANGES = {"msp-podcast": (1.0, 7.0), "iemocap": (1.0, 5.0)}
+from sercore.data.corpus import AVD_RANGES, CLASS_SETS, NON_CLASSES, corpus_facts  # noqa: F401 (the layouts' facts)
+
 AVD_COLUMNS = ("arousal", "valence", "dominance")
 GENDERS = {"Female": 0, "Male": 1}
-FRAMES_PER_SECOND = {"logmel": 100.0, "ssl": 50.0}
-
-
-def corpus_kind(labels: Sequence) -> str:
-    """'msp-podcast' or 'iemocap' when every label belongs to that corpus's code set, else 'manifest'."""
-    present = {str(x) for x in labels if isinstance(x, str) and x}
-    for kind, classes in CLASS_SETS.items():
-        if present and present <= set(classes) | set(NON_CLASSES[kind]):
-            return kind
-    return "manifest"
 
 
 def class_list(labels: Sequence, classes: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The classes to predict: `classes` when given, else the known set of the corpus, else sorted labels."""
+    """The classes to predict: `classes` when given (the run's, or the layout's set from corpus_facts), else
+    the labels present, sorted."""
     if classes is not None:
         return tuple(classes)
-    kind = corpus_kind(labels)
-    if kind in CLASS_SETS:
-        return CLASS_SETS[kind]
     return tuple(sorted({str(x) for x in labels if isinstance(x, str) and x}))
 
 
@@ -110,7 +95,8 @@ class Utterances:
             raise ValueError(f"features must align with the table: {len(table)} rows, {len(speech)} speech "
                              f"arrays, {None if text is None else len(text)} text arrays")
         names = table["label"].tolist()
-        classes = class_list(names, classes)
+        facts = corpus_facts(table)
+        classes = class_list(names, facts["classes"] if classes is None else classes)
         index = {c: i for i, c in enumerate(classes)}
         label = np.array([index.get(x, -1) if isinstance(x, str) else -1 for x in names], dtype=np.int64)
         excluded: dict = {}
@@ -120,7 +106,7 @@ class Utterances:
         gender = np.array([GENDERS.get(g, -1) for g in table["gender"].tolist()], dtype=np.int64)
         raw_avd = table[list(AVD_COLUMNS)].to_numpy(dtype=np.float64)
         if avd_range is None:
-            avd_range = AVD_RANGES.get(corpus_kind(names))
+            avd_range = facts["avd_range"]
         if avd_range is None:
             avd = np.full(raw_avd.shape, np.nan, dtype=np.float32)
         else:

@@ -5,8 +5,9 @@
 Writes, atomically, in out_dir:
   metrics.json     every evaluated split (all but Train: Development, Test1, Test2, ... or the fold's Test)
                    with its metrics and 95 % bootstrap intervals, the dev selection, the training history,
-                   corpus_kind, the features used (data.speech_features; data.text_encoder: the text
-                   model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
+                   corpus_kind (the data layer's: sercore.data.corpus.corpus_facts), the features used
+                   (data.speech_features; data.frames_per_second: the encoder's; data.ssl_mode; data.text_encoder:
+                   the text model's folder, the default all-MiniLM-L6-v2, or null without a text stream;
                    data.avd_range: the A/V/D scale mapped onto [0, 1]; data.excluded: rows left out, by
                    reason, with unlabelled audio such as MSP-Podcast's Test3 counted per split, never
                    trained or scored), provenance (parameters, seed, git SHA, versions, device), wall
@@ -50,8 +51,13 @@ class always scores macro-F1 1.0). Splits the layout leads one to expect (MSP-Po
 Test2; IEMOCAP: Development, Test; a manifest: Development and at least one Test*) that have no usable rows
 are listed in metrics.json "absent_splits" and warned about; the metrics cover the splits present.
 
-Features: SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store), keeping
-only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
+SSL mode (features.ssl.mode, sercore.train.online): "online" runs the frozen SSL model inside the training
+step on waveform crops and on whole utterances at evaluation (OnlineSSLModel; nothing cached), "cached"
+reads stored hidden states (below); unset, online on CUDA and cached elsewhere. The mode used is written into
+the run's parameters (features.ssl.mode) and metrics.json data.ssl_mode.
+
+Features (cached): SSL speech goes to a memory-mapped store read lazily per batch (sercore.features.store),
+keeping only the hidden states the model reads (ssl_layers_read: the last one for the dimensional study with
 layers="last" and a KS-Transformer with ssl_layer=-1, all L + 1 otherwise; features.ssl.layers overrides),
 after checking the size against the free disk and features.max_cache_gb (a limit, so not a parameter).
 Text token states go to a store the same way; log-Mel features come from the per-file cache in memory.
@@ -82,22 +88,19 @@ import numpy as np
 import pandas as pd
 
 from sercore import metrics as M
+from sercore.data.corpus import corpus_facts
 from sercore.features.cache import HashIndex, cache_dir_or_default
 from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.studies import STUDIES
 from sercore.train import distributed
 from sercore.train.augment import add_vtlp_copies
-from sercore.train.datasets import (AVD_COLUMNS, AVD_RANGES, CropItems, EvalItems, SegmentItems, Utterances,
-                                    class_list)
-from sercore.train.datasets import corpus_kind as labels_kind
+from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
 from sercore.train.settings import TrainSettings, as_dict, resolve
 from sercore.train.trainer import Trainer, predict
 
 REGRESSION_STUDIES = ("dimensional",)
-GENERATED_MARK = "generated demonstration corpus"
 SPEECH_INPUTS = ("logmel", "ssl", "logmel128-segments")
-SSL_FRAMES_PER_SECOND = 50.0
 # Settings that change how a run is shown or where its caches lie, not what it computes: left out of its
 # parameters (and so of its identity).
 PRESENTATION_KEYS = ("progress", "cache_dir")
@@ -139,17 +142,6 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def corpus_kind(corpus: Path) -> str:
-    """'generated demonstration corpus' when the corpus folder's corpus.json says so, else 'user corpus'."""
-    folder = corpus if corpus.is_dir() else corpus.parent
-    info = folder / "corpus.json"
-    if info.is_file():
-        description = str(json.loads(info.read_text(encoding="utf-8")).get("description", ""))
-        if description.startswith(GENERATED_MARK):
-            return GENERATED_MARK
-    return "user corpus"
-
-
 def _normalise(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
@@ -188,25 +180,31 @@ def data_key(table: pd.DataFrame, hashes=None) -> str:
 
 def code_key(modules=()) -> str:
     """sha256 of the sercore source a run executes: the import closure (sercore.source_key.module_closure) of
-    this module and of `modules`, the modules of the classes it instantiates (run_modules)."""
+    this module and of `modules`, the modules of the classes it instantiates (spec_modules)."""
     from sercore import source_key
 
     entries = {__name__, *modules}
     return source_key.source_key(source_key.module_closure(entries, source_key.PACKAGE), source_key.PACKAGE)
 
 
-def run_modules(*objects) -> tuple[str, ...]:
-    """The sercore modules defining the classes of `objects` (a model: each of its submodules; an encoder),
-    which the registries pick by name at run time and no import names (see sercore.source_key)."""
-    from torch import nn
+# Mixers a study's model builds by registry name (sercore.attention.build) besides its `mechanism` option:
+# no import names them, so the code key adds their modules (spec_modules).
+REGISTRY_MIXERS = {"ks-transformer": ("keysparse", "softmax"), "area-cnn": ("area",)}
 
-    found = set()
-    for obj in objects:
-        for part in obj.modules() if isinstance(obj, nn.Module) else [obj]:
-            module = type(part).__module__
-            if module.split(".")[0] == "sercore":
-                found.add(module)
-    return tuple(sorted(found))
+
+def spec_modules(study: str, args: dict, *encoders) -> tuple[str, ...]:
+    """The sercore modules a run instantiates classes from that no import names (see sercore.source_key):
+    the study's model class, the mixers the registry builds for it, and the encoders' classes."""
+    from sercore.attention import mechanism_class
+    from sercore.models import STUDIES as MODEL_CLASSES, model_options
+
+    names = set(REGISTRY_MIXERS.get(study, ()))
+    mechanism = args.get("mechanism", model_options(study).get("mechanism"))
+    if mechanism:
+        names.add(mechanism)
+    found = {MODEL_CLASSES[study].__module__, *(mechanism_class(n).__module__ for n in names),
+             *(type(e).__module__ for e in encoders)}
+    return tuple(sorted(m for m in found if m.split(".")[0] == "sercore"))
 
 
 def check_train_classes(labels, classes, where: str) -> None:
@@ -246,7 +244,8 @@ def ssl_layers_read(study: str, model_args: dict) -> str:
 
 def speech_encoder(kind: str, features: dict, layers: str | None = None):
     """(encoder object, frames per second) for a model's speech input kind; layers: the SSL states the
-    model reads (ssl_layers_read), unless features.ssl.layers sets them."""
+    model reads (ssl_layers_read), unless features.ssl.layers sets them. The frame rate is the encoder's own
+    (frames_per_second); features.ssl.mode (sercore.train.online) is the run's, not the encoder's."""
     from sercore.features import make_encoder
 
     if kind not in SPEECH_INPUTS:
@@ -258,10 +257,12 @@ def speech_encoder(kind: str, features: dict, layers: str | None = None):
                              "(e.g. --set features.ssl_model_dir=/models/wavlm-large), or use log-Mel input "
                              "(--set model.speech=logmel)")
         ssl = {**({"layers": layers} if layers else {}), **(features.get("ssl") or {})}
-        return make_encoder(f"ssl:{model_dir}", **ssl), SSL_FRAMES_PER_SECOND
-    settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
-    encoder = make_encoder("logmel", **settings)
-    return encoder, 1000.0 / encoder.settings["hop_ms"]
+        ssl.pop("mode", None)
+        encoder = make_encoder(f"ssl:{model_dir}", **ssl)
+    else:
+        settings = features.get("logmel_area" if kind == "logmel128-segments" else "logmel") or {}
+        encoder = make_encoder("logmel", **settings)
+    return encoder, encoder.frames_per_second
 
 
 # The text encoders of the published studies; without features.text_model_dir the default text encoder runs.
@@ -342,20 +343,23 @@ def _take(arrays, rows):
     return arrays.subset(rows) if hasattr(arrays, "subset") else [arrays[i] for i in rows]
 
 
-def data_options(study: str, data: Utterances, segment_frames: int | None) -> dict:
+def data_options(study: str, data: Utterances, segment_frames: int | None, speech_shape=None) -> dict:
     """Sizes of this corpus's data that the model must be built with (the first speech / text array, the
     class count, the segment shape), limited to the options the study's model has. They win over the
-    profile's model section: they are facts about the features, not choices."""
+    profile's model section: they are facts about the features, not choices. speech_shape: (states, dim)
+    of SSL states computed in the step (online), for a `data` that holds waves."""
     from sercore.models import model_options
 
-    speech = data.speech[0]
-    sizes = {"speech_dim": int(speech.shape[-1]), "n_classes": len(data.classes)}
-    if speech.ndim == 3:
-        sizes["ssl_layers"] = int(speech.shape[0])
+    shape_of = getattr(data.speech, "shape_of", None)
+    shape = tuple(speech_shape) if speech_shape is not None else \
+        (shape_of(0) if shape_of is not None else data.speech[0].shape)
+    sizes = {"speech_dim": int(shape[-1]), "n_classes": len(data.classes)}
+    if len(shape) == 3 or speech_shape is not None:
+        sizes["ssl_layers"] = int(shape[0])
     if data.text is not None:
         sizes["text_dim"] = int(np.asarray(data.text[0]).shape[-1])
     if segment_frames is not None:
-        sizes.update(n_mels=int(speech.shape[-1]), frames=segment_frames)
+        sizes.update(n_mels=int(shape[-1]), frames=segment_frames)
     valid = model_options(study)
     return {k: v for k, v in sizes.items() if k in valid}
 
@@ -428,19 +432,21 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     features_cfg = _merge(section(profile, "features"), feature_over)
     model_cfg = _merge(model_section(profile, study), model_over)
     task = "regression" if study in REGRESSION_STUDIES else "classification"
-    parameters = _normalise({
-        "study": study, "mechanism": mechanism, "corpus": str(corpus), "profile": profile, "seed": seed,
-        "train": {k: v for k, v in as_dict(settings).items() if k not in PRESENTATION_KEYS},
-        "model": model_cfg, "corpus_options": corpus_over,
-        "features": {k: v for k, v in features_cfg.items() if k not in FEATURE_LOCATION_KEYS}})
 
     world, device = distributed.start(settings.device)
     try:
+        features_cfg = with_ssl_mode(study, mechanism, model_cfg, features_cfg, device)
+        parameters = _normalise({
+            "study": study, "mechanism": mechanism, "corpus": str(corpus), "profile": profile, "seed": seed,
+            "train": {k: v for k, v in as_dict(settings).items() if k not in PRESENTATION_KEYS},
+            "model": model_cfg, "corpus_options": corpus_over,
+            "features": {k: v for k, v in features_cfg.items() if k not in FEATURE_LOCATION_KEYS}})
         seed_everything(seed + world.rank)
         layout = detect_layout(corpus)
         protocol = fold_protocol(layout, corpus_over, settings.dev_split)
         table, load_report = load_corpus(corpus, **load_options(task, layout, corpus_over))
-        classes = class_list(table["label"].tolist(), settings.classes)
+        facts = corpus_facts(table)  # layout, class set, A/V/D scale, generated or not: the data layer's
+        classes = class_list(table["label"].tolist(), settings.classes or facts["classes"])
         usable, excluded = _usable_rows(table, task, classes)
         table = table[usable].reset_index(drop=True)
         if task == "classification":
@@ -460,12 +466,15 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         timing = {"load_and_keys_s": time.perf_counter() - started}
         table, speech, text, failures = spec_features(spec, table, features_cfg, cache_dir, excluded, world,
                                                       settings.progress, hashes=hashes)
+        if settings.vtlp_copies and spec.ssl_mode == "online":
+            raise ValueError("vtlp_copies augments cached features; with features.ssl.mode=online there are none: "
+                             "set features.ssl.mode=cached or vtlp_copies=0")
         if settings.vtlp_copies:
             table, speech, text = add_vtlp_copies(table, speech, text, spec.encoder, settings.vtlp_copies, seed,
                                                   cache_dir, settings.progress and world.is_main,
                                                   warp=settings.vtlp_warp)
         timing["features_s"] = time.perf_counter() - started - timing["load_and_keys_s"]
-        avd_range = run_avd_range(settings, table)
+        avd_range = run_avd_range(settings, facts)
         data = Utterances.from_table(table, speech, text, frames_per_second=spec.fps, classes=classes,
                                      avd_range=avd_range)
 
@@ -475,11 +484,11 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         used_mechanism = spec.args.get("mechanism", model_options(study).get("mechanism")) \
             or FIXED_MECHANISMS[study]
         info = {"study": study, "mechanism": used_mechanism, "profile": profile, "corpus": str(corpus),
-                "corpus_kind": corpus_kind(corpus), "layout": layout, "keys": keys, "timing": timing,
+                "corpus_kind": facts["kind"], "layout": layout, "keys": keys, "timing": timing,
                 **({"protocol": protocol} if protocol else {}),
                 "data": {"excluded": excluded, "extraction_failures": failures, "cache_dir": str(cache_dir),
                          "load_report": str(load_report), "speech_features": encoder.name,
-                         "frames_per_second": fps, "text_features": text is not None,
+                         "frames_per_second": fps, "ssl_mode": spec.ssl_mode, "text_features": text is not None,
                          "text_encoder": spec.text_name, "avd_range": list(avd_range) if avd_range else None}}
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
@@ -518,50 +527,89 @@ class ModelSpec:
     fps: float
     segmented: bool
     text_name: str | None
-    modules: tuple = ()  # run_modules of the model and encoders: what the code key adds to this module's imports
+    modules: tuple = ()  # spec_modules: what the code key adds to this module's imports
+    ssl_mode: str | None = None  # "online" | "cached" for SSL speech (sercore.train.online), else None
+
+
+def with_ssl_mode(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict, device) -> dict:
+    """features_cfg with features.ssl.mode resolved for `device` (sercore.train.online.resolve_mode) when the
+    model reads SSL speech, so the run's parameters (and `predict`) record the mode used; else as it is."""
+    from sercore.models import model_inputs
+    from sercore.train.online import resolve_mode
+
+    inputs = model_inputs(study, **model_arguments(study, mechanism, model_cfg))
+    if inputs["speech"] != "ssl":
+        return features_cfg
+    ssl = dict(features_cfg.get("ssl") or {})
+    ssl["mode"] = resolve_mode(ssl.get("mode"), device)
+    return {**features_cfg, "ssl": ssl}
 
 
 def model_spec(study: str, mechanism: str | None, model_cfg: dict, features_cfg: dict) -> ModelSpec:
-    from sercore.models import build_model
+    """What the model reads, from its options alone (sercore.models.model_inputs: the model is built once,
+    by spec_model, with the sizes of the features). features.ssl.mode as with_ssl_mode set it; a run
+    recorded before the switch existed (no mode) was cached."""
+    from sercore.models import model_inputs
 
     args = model_arguments(study, mechanism, model_cfg)
-    model = build_model(study, **args)  # built once only to learn what it reads and which classes it is made of
-    inputs = dict(model.inputs)
+    inputs = model_inputs(study, **args)
     # Checked before any feature is computed, so a missing text model fails in seconds, not after the speech.
     text_name = text_encoder_name(study, features_cfg) if inputs.get("text") else None
     encoder, fps = speech_encoder(inputs["speech"], features_cfg, ssl_layers_read(study, args))
-    modules = run_modules(model, encoder, *([text_encoder(features_cfg)] if inputs.get("text") else []))
+    mode = ((features_cfg.get("ssl") or {}).get("mode") or "cached") if inputs["speech"] == "ssl" else None
+    modules = spec_modules(study, args, encoder, *([text_encoder(features_cfg)] if inputs.get("text") else []))
     return ModelSpec(study, args, inputs, encoder, fps, inputs["speech"] == "logmel128-segments", text_name,
-                     modules)
+                     modules, mode)
 
 
 def spec_features(spec: ModelSpec, table, features_cfg: dict, cache_dir, excluded: dict, world, progress,
                   hashes=None):
     """(table, speech, text, failures): the features the model reads, rows whose extraction failed left out
     and counted in `excluded` (see _drop_failed). SSL hidden states and text token states come from the
-    memory-mapped feature store (read lazily per batch); log-Mel from the per-file cache."""
+    memory-mapped feature store (read lazily per batch); log-Mel from the per-file cache. Online SSL: the rows'
+    waveforms (sercore.train.online.Waveforms), read per batch."""
+    from sercore.train.online import Waveforms
+
     max_gb = features_cfg.get("max_cache_gb")
-    speech = _extract(table, spec.encoder, cache_dir, world, progress, store=spec.inputs["speech"] == "ssl",
-                      max_gb=max_gb, hashes=hashes)
+    if spec.ssl_mode == "online":  # waves read per batch; the frozen model runs in the step (sercore.train.online)
+        speech = Waveforms(table["path"], spec.encoder, spec.encoder.sample_rate)
+    else:
+        speech = _extract(table, spec.encoder, cache_dir, world, progress, store=spec.inputs["speech"] == "ssl",
+                          max_gb=max_gb, hashes=hashes)
     text = _extract(table, text_encoder(features_cfg), cache_dir, world, progress, store=True, max_gb=max_gb) \
         if spec.inputs.get("text") else None
     return _drop_failed(table, speech, text, excluded, world)
 
 
 def spec_model(spec: ModelSpec, data: Utterances, settings: TrainSettings):
-    """The model built with the sizes of `data`'s features and classes (data_options)."""
+    """The model built with the sizes of `data`'s features and classes (data_options); online SSL: the sizes
+    of the encoder's states, and the model wrapped in sercore.train.online.OnlineSSLModel."""
     from sercore.models import build_model
+    from sercore.train.online import OnlineSSLModel
 
     segment_frames = segment_length(settings, spec.fps) if spec.segmented else None
-    return build_model(spec.study, **{**spec.args, **data_options(spec.study, data, segment_frames)})
+    online = spec.ssl_mode == "online"
+    shape = (spec.encoder.n_states(), spec.encoder.hidden_size) if online else None
+    model = build_model(spec.study, **{**spec.args, **data_options(spec.study, data, segment_frames, shape)})
+    return OnlineSSLModel(model, spec.encoder) if online else model
 
 
-def run_avd_range(settings: TrainSettings, table) -> tuple[float, float] | None:
-    """The A/V/D scale a run maps onto [0, 1]: settings.avd_range, else the corpus's known scale (None when
-    unknown); metrics.json data.avd_range records it, and `predict` maps predictions back with it."""
+def utterance_items(model, data: Utterances, rows, settings: TrainSettings):
+    """Evaluation items of whole utterances: waves for an online-SSL model (WaveEvalItems), else features."""
+    from sercore.train.online import OnlineSSLModel, WaveEvalItems
+
+    if isinstance(model, OnlineSSLModel):
+        return WaveEvalItems(data, rows, settings.eval_batch_size, model.encoder, max_frames=settings.eval_max_frames)
+    return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
+
+
+def run_avd_range(settings: TrainSettings, facts: dict) -> tuple[float, float] | None:
+    """The A/V/D scale a run maps onto [0, 1]: settings.avd_range, else the layout's scale from the table's
+    facts (sercore.data.corpus.corpus_facts; None for a manifest); metrics.json data.avd_range records it,
+    and `predict` maps predictions back with it."""
     if settings.avd_range:
         return tuple(float(x) for x in settings.avd_range)
-    scale = AVD_RANGES.get(labels_kind(table["label"].tolist()))
+    scale = facts["avd_range"]
     return tuple(scale) if scale else None
 
 
@@ -599,7 +647,13 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
         check_train_classes(data.label[train_rows], data.classes, where)
     elif not len(train_rows):
         raise ValueError(f"{where}: no Train rows with arousal, valence and dominance to train on")
-    if segmented:
+    from sercore.train.online import OnlineSSLModel, WaveCropItems
+
+    if isinstance(model, OnlineSSLModel):
+        encoder = model.encoder
+        train_items = WaveCropItems(data, train_rows, int(round(settings.crop_seconds * encoder.sample_rate)), seed,
+                                    encoder, settings.train_crop)
+    elif segmented:
         train_items = SegmentItems(data, train_rows, seg_frames, int(round(settings.segment_hop_train * fps)),
                                    settings.short_segments)
     else:
@@ -611,7 +665,7 @@ def fit_and_evaluate(model, data: Utterances, settings: TrainSettings, *, task: 
             return EvalItems(data, rows, settings.eval_batch_size, seg_frames,
                              int(round(settings.segment_hop_test * fps)), settings.short_segments,
                              max_frames=settings.eval_max_frames)
-        return EvalItems(data, rows, settings.eval_batch_size, max_frames=settings.eval_max_frames)
+        return utterance_items(model, data, rows, settings)
 
     present = list(dict.fromkeys(data.split.tolist()))
     splits = [s for s in present if s != "Train"]
