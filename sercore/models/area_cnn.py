@@ -61,6 +61,11 @@ class AreaCNN(nn.Module):
         """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
         return {"speech": "logmel128-segments", "text": False}
 
+    @staticmethod
+    def mixers_of(options: dict) -> tuple[str, ...]:
+        """The sercore.attention names this model builds by registry name (the run's code key needs them)."""
+        return ("area",)
+
     def __init__(self, *, n_mels: int = 128, frames: int = 81, n_classes: int = 4,
                  area_options: dict | None = None, area_heads: int = 1):
         super().__init__()

@@ -104,6 +104,11 @@ class FusionModel(nn.Module):
         """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
         return {"speech": options["speech"], "text": bool(options["text"])}
 
+    @staticmethod
+    def mixers_of(options: dict) -> tuple[str, ...]:
+        """The sercore.attention names this model builds by registry name (the run's code key needs them)."""
+        return (options["mechanism"],)
+
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 1024, ssl_layers: int = 25,
                  layer_weighting: str = "raw", layers: str = "transformer", text: bool = True,
                  text_dim: int = 1024, n_classes: int = 8, mechanism: str = "softmax",

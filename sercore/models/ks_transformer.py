@@ -191,6 +191,11 @@ class KSTransformer(nn.Module):
         """`inputs` of the model these options build (sercore.models.model_inputs: known without building it)."""
         return {"speech": options["speech"], "text": True}
 
+    @staticmethod
+    def mixers_of(options: dict) -> tuple[str, ...]:
+        """The sercore.attention names this model builds by registry name (the run's code key needs them)."""
+        return ("keysparse", "softmax") if options["encoder_attention"] == "softmax" else ("keysparse",)
+
     def __init__(self, *, speech: str = "ssl", speech_dim: int = 512, ssl_layer: int = -1, text_dim: int = 1024,
                  audio_width: int = 512, text_width: int = 1024, audio_ffn: int = 256, text_ffn: int = 512,
                  heads: int = 8, encoder_layers: int = 5, ccab_layers: int = 3, final_layers: int = 2,

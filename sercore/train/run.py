@@ -187,22 +187,15 @@ def code_key(modules=()) -> str:
     return source_key.source_key(source_key.module_closure(entries, source_key.PACKAGE), source_key.PACKAGE)
 
 
-# Mixers a study's model builds by registry name (sercore.attention.build) besides its `mechanism` option:
-# no import names them, so the code key adds their modules (spec_modules).
-REGISTRY_MIXERS = {"ks-transformer": ("keysparse", "softmax"), "area-cnn": ("area",)}
-
-
 def spec_modules(study: str, args: dict, *encoders) -> tuple[str, ...]:
     """The sercore modules a run instantiates classes from that no import names (see sercore.source_key):
-    the study's model class, the mixers the registry builds for it, and the encoders' classes."""
+    the study's model class, the mixers it builds by registry name (its mixers_of), the encoders' classes."""
     from sercore.attention import mechanism_class
     from sercore.models import STUDIES as MODEL_CLASSES, model_options
 
-    names = set(REGISTRY_MIXERS.get(study, ()))
-    mechanism = args.get("mechanism", model_options(study).get("mechanism"))
-    if mechanism:
-        names.add(mechanism)
-    found = {MODEL_CLASSES[study].__module__, *(mechanism_class(n).__module__ for n in names),
+    model_class = MODEL_CLASSES[study]
+    mixers = getattr(model_class, "mixers_of", lambda options: ())({**model_options(study), **args})
+    found = {model_class.__module__, *(mechanism_class(n).__module__ for n in mixers),
              *(type(e).__module__ for e in encoders)}
     return tuple(sorted(m for m in found if m.split(".")[0] == "sercore"))
 
