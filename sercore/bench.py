@@ -58,11 +58,31 @@ MODEL_MASKED = ("gsa",)
 SERCORE_ONLY_OPTIONS = ("mode", "bidirectional")
 
 # Protocols are settings, not code paths: "paper" is what the paper measured, "tuned" what a careful user
-# would run (bf16, fused softmax through SDPA).
+# would run. This dict is the one place that says which path each protocol runs, for `bench` and for
+# `gpu-check` (sercore.gpucheck): per mechanism the constructor options of sercore's module; "dtype";
+# "launch" (how gpu-check launches the forward call: "eager", or "cuda-graph": captured once and replayed,
+# on CUDA only, since short sequences are launch-bound there); "fla_layer" (on CUDA, time fla's own layer
+# class, the paper's call, instead of sercore's module for the five fla mechanisms); "variants": extra rows
+# {mechanism: {implementation label: options}} timed beside the main one.
+# The switch names are today's (softmax `implementation`, key-sparse `formulation`, the mixers' `mode`).
 PROTOCOLS = {
-    "paper": {"dtype": "float32", "softmax": {"implementation": "naive"}},
-    "tuned": {"dtype": "bfloat16", "softmax": {"implementation": "standard"}},
+    "paper": {"dtype": "float32", "launch": "eager", "fla_layer": True,
+              "softmax": {"implementation": "naive"},
+              # the published Key-Sparse Transformer code materialises the B*H*T*S weights
+              "keysparse": {"formulation": "materialized"}},
+    "tuned": {"dtype": "bfloat16", "launch": "cuda-graph", "fla_layer": False,
+              "softmax": {"implementation": "standard"},  # SDPA on CUDA
+              "keysparse": {"formulation": "memory-linear"},
+              "variants": {"keysparse": {"triton": {"formulation": "triton"}}}},
 }
+PROTOCOL_SETTINGS = ("dtype", "launch", "fla_layer", "variants")  # the keys of a protocol that are not mechanisms
+
+
+def protocol_options(protocol: str, name: str) -> dict:
+    """Constructor options of mechanism `name` under `protocol` (PROTOCOLS)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    return dict(PROTOCOLS[protocol].get(name, {}))
 
 
 def token_counter(model_dir=None):
@@ -110,9 +130,14 @@ def resolve_text_tokens(text_tokens: int | None = None, corpus=None, count=None)
     return DEFAULT_TEXT_TOKENS, "DEFAULT_TEXT_TOKENS, no corpus given"
 
 
-def _time_call(fn, device: torch.device, repeats: int) -> float:
-    """Median milliseconds of fn() over `repeats` calls, after one warm-up call."""
-    fn()
+def timings(fn, device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """Milliseconds of each of `repeats` calls of fn(), after `warmup` untimed calls (the first call of a new
+    shape compiles and autotunes fla's kernels; it must not be timed). CUDA: events around each call; CPU:
+    perf_counter."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -126,7 +151,43 @@ def _time_call(fn, device: torch.device, repeats: int) -> float:
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def band(times: list[float]) -> dict:
+    """median_ms, p20_ms, p80_ms of a list of milliseconds (linear interpolation between order statistics)."""
+    import numpy as np
+
+    if not times:
+        return {"median_ms": math.nan, "p20_ms": math.nan, "p80_ms": math.nan}
+    p20, median, p80 = np.percentile(np.asarray(times, dtype=float), [20, 50, 80])
+    return {"median_ms": float(median), "p20_ms": float(p20), "p80_ms": float(p80)}
+
+
+def _time_call(fn, device: torch.device, repeats: int) -> float:
+    """Median milliseconds of fn() over `repeats` calls, after one warm-up call."""
+    return statistics.median(timings(fn, device, repeats))
+
+
+def cpu_peak_mb(fn) -> float:
+    """Peak resident memory (MB) that one call of fn() adds on the CPU, from the kernel's high-water mark:
+    writing 5 to /proc/self/clear_refs resets VmHWM to the current VmRSS (Linux), then VmHWM - VmRSS
+    before the call. NaN where /proc does not allow it. Memory freed back to the OS between calls is
+    counted again; memory the allocator keeps cached from earlier calls is not (an under-estimate then)."""
+    import re
+
+    def status(field):
+        with open("/proc/self/status") as handle:
+            return int(re.search(rf"{field}:\s+(\d+) kB", handle.read()).group(1)) / 1024
+
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        before = status("VmRSS")
+    except (OSError, AttributeError):
+        return math.nan
+    fn()
+    return max(status("VmHWM") - before, 0.0)
 
 
 def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtype,
@@ -222,7 +283,7 @@ def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), l
     rows, notes = [], [f"each sequence: speech frames + {tokens} text tokens ({tokens_from}); mask={mask}"]
     bar = tqdm(total=len(mechanisms) * len(frames), disable=bar_disabled(progress), desc=f"bench ({device.type})")
     for name in mechanisms:
-        kwargs = {**PROTOCOLS[protocol].get(name, {}), **(options or {}).get(name, {})}
+        kwargs = {**protocol_options(protocol, name), **(options or {}).get(name, {})}
         torch.manual_seed(0)
         mixer = build(name, dim, heads, **kwargs).to(device=device, dtype=dtype).eval()
         masked = mask == "model" and name in MODEL_MASKED
@@ -302,3 +363,26 @@ def load(out_dir: str | Path):
         return None
     meta = json.loads((out_dir / "bench.json").read_text()) if (out_dir / "bench.json").is_file() else {}
     return pd.read_csv(out_dir / "bench.csv"), meta
+
+
+GPU_RESULTS = "efficiency.csv"  # the file sercore.gpucheck writes under its --out folder (book/gpu)
+
+
+def load_gpu_results(directory: str | Path = "book/gpu"):
+    """The GPU efficiency table written by `python -m sercore gpu-check` (sercore.gpucheck's schema: one row
+    per mechanism, implementation, protocol, direction and length), as a pandas DataFrame whose
+    attrs["provenance"] holds provenance.json; None when the folder holds no efficiency.csv."""
+    import json
+
+    import pandas as pd
+
+    directory = Path(directory)
+    if not (directory / GPU_RESULTS).is_file():
+        return None
+    table = pd.read_csv(directory / GPU_RESULTS)
+    for column in ("error", "note", "launch"):
+        if column in table:
+            table[column] = table[column].fillna("")
+    provenance_file = directory / "provenance.json"
+    table.attrs["provenance"] = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    return table

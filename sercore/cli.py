@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "sercore.features.cli",
     "sercore.train.cli",
     "sercore.predict",
+    "sercore.gpucheck",
 ]
 
 EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
