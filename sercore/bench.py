@@ -20,8 +20,12 @@ What is timed (the `implementation` column):
 We take the median of several timed calls (fla's benchmarks do the same) after one warm-up call per shape,
 because fla's kernels autotune on the first call of each new shape and that must not be timed.
 
-On the CPU the timer is perf_counter and memory is NaN (torch keeps no CPU peak counter); an out-of-memory
-at one length is recorded as NaN with its error and the sweep goes on.
+On the CPU the timer is perf_counter and memory is the resident high-water mark above the call's entry
+(cpu_peak_mb: torch keeps no CPU peak counter); an out-of-memory at one length is recorded as NaN with its
+error and the sweep goes on. Each length reports the median and the 20-80 % band (p20_ms, p80_ms).
+
+PAPER_FIGURES holds the main paper's published numbers (its H100, fla kernels) for pages to mark beside
+measured ones; they are quoted, never measured here.
 
     python -m sercore bench --mechanisms softmax kda --seconds 10 100 400 --device cuda --out runs/bench
 """
@@ -40,6 +44,14 @@ from sercore.attention import _REGISTRY as _ATTENTION_REGISTRY
 from sercore.progress import bar_disabled
 
 FRAMES_PER_SECOND = 50
+# The main paper's published efficiency figures (reference-notes, "How Attention Shapes Emotion"): quoted for
+# reference marks on the efficiency page, one dict per number.
+PAPER_FIGURES = (
+    {"mechanism": "softmax", "seconds": 10, "quantity": "median_ms", "value": 0.55},
+    {"mechanism": "softmax", "seconds": 400, "quantity": "median_ms", "value": 48.59},
+    {"mechanism": "kda", "seconds": 400, "quantity": "median_ms", "value": 5.96},
+    {"mechanism": "fox", "seconds": 400, "quantity": "peak_gb", "value": 0.328},
+)
 SEQUENCE_MECHANISMS = tuple(name for name in NAMES if name != "area")
 # Text tokens appended to the speech frames when no corpus is given: this library's fixed stand-in (about
 # one spoken sentence in BERT word pieces plus [CLS] and [SEP]), not a number measured on the paper's corpus.
@@ -191,15 +203,18 @@ def cpu_peak_mb(fn) -> float:
 
 
 def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtype,
-            repeats: int = 10, batch: int = 1, seed: int = 0) -> dict:
-    """Latency (ms, median) and peak extra memory (GB, CUDA only) of call(x) on x [batch, length, dim], with
-    no padding mask (the paper's protocol: `call` gets x alone)."""
+            repeats: int = 10, batch: int = 1, seed: int = 0, warmup: int = 1) -> dict:
+    """Latency (ms: median, and the 20-80 % band p20_ms..p80_ms) and peak extra memory (GB; CUDA: peak
+    allocated above the entry; CPU: resident high-water mark above the entry, cpu_peak_mb) of call(x) on
+    x [batch, length, dim], with no padding mask (the paper's protocol: `call` gets x alone)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(batch, length, dim, generator=generator).to(device=device, dtype=dtype)
-    row = {"length": length, "ms": math.nan, "peak_gb": math.nan, "error": ""}
+    row = {"length": length, "ms": math.nan, "p20_ms": math.nan, "p80_ms": math.nan, "peak_gb": math.nan,
+           "error": ""}
     try:
         with torch.no_grad():
-            row["ms"] = _time_call(lambda: call(x), device, repeats)
+            timed = band(timings(lambda: call(x), device, repeats, warmup=warmup))
+            row.update(ms=timed["median_ms"], p20_ms=timed["p20_ms"], p80_ms=timed["p80_ms"])
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -207,6 +222,8 @@ def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtyp
                 call(x)
                 torch.cuda.synchronize()
                 row["peak_gb"] = (torch.cuda.max_memory_allocated() - entry) / 1e9
+            else:
+                row["peak_gb"] = cpu_peak_mb(lambda: call(x)) / 1e3
     except torch.OutOfMemoryError as error:  # recorded, not a crash: the sweep continues
         row["error"] = f"OOM: {str(error).splitlines()[0]}"
     finally:
@@ -258,14 +275,17 @@ def _implementations(name: str, mixer, dim: int, heads: int, options: dict, devi
 def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), lengths=None, dim: int = 1024,
               heads: int = 4, protocol: str = "paper", device: str | None = None, repeats: int = 20,
               options: dict | None = None, progress: bool = True, text_tokens: int | None = None, corpus=None,
-              mask: str = "none"):
+              mask: str = "none", warmup: int = 1, time_cap_ms: float | None = None):
     """Sweep mechanisms x lengths; returns a pandas DataFrame (one row per mechanism, implementation and
     length) whose `attrs["notes"]` say what could not be timed here.
 
     `lengths` (speech frames) overrides `seconds` (audio seconds at 50 frames/s); every sequence is those
     frames plus `text_tokens` (see resolve_text_tokens; `corpus` gives the median). `options` maps a
     mechanism name to extra constructor options (e.g. {"retnet": {"bidirectional": True}}). `mask` (MASKS):
-    "none", or "model" for the public model's calls (an all-ones mask for GSA only)."""
+    "none", or "model" for the public model's calls (an all-ones mask for GSA only). `warmup` untimed calls
+    precede the `repeats` timed ones at every length. `time_cap_ms`: once a mechanism's median passes it, its
+    longer lengths are rows with error "skipped: ..." (so a CPU sweep can reach each quadratic mechanism's
+    limit without spending minutes past it)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -288,10 +308,18 @@ def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), l
         mixer = build(name, dim, heads, **kwargs).to(device=device, dtype=dtype).eval()
         masked = mask == "model" and name in MODEL_MASKED
         implementations = _implementations(name, mixer, dim, heads, kwargs, device, dtype, notes, masked)
+        capped = {}
         for speech in frames:
             bar.set_postfix(mechanism=name, frames=speech)
             for implementation, call in implementations:
-                row = measure(call, speech + tokens, dim, device, dtype, repeats=repeats)
+                if implementation in capped:
+                    row = {"length": speech + tokens, "ms": math.nan, "p20_ms": math.nan, "p80_ms": math.nan,
+                           "peak_gb": math.nan, "error": capped[implementation]}
+                else:
+                    row = measure(call, speech + tokens, dim, device, dtype, repeats=repeats, warmup=warmup)
+                    if time_cap_ms is not None and row["ms"] > time_cap_ms:
+                        capped[implementation] = (f"skipped: {row['ms']:.0f} ms at {speech / FRAMES_PER_SECOND:g} s "
+                                                  f"passed the time cap of {time_cap_ms:g} ms")
                 rows.append({"mechanism": name, "implementation": implementation,
                              "seconds": speech / FRAMES_PER_SECOND, "speech_frames": speech, "text_tokens": tokens,
                              **row, "mask": "all-ones" if masked else "none", "dtype": str(dtype).replace("torch.", ""),
@@ -317,12 +345,14 @@ def save(table, out_dir: str | Path, parameters: dict) -> Path:
 def _main(args) -> int:
     parameters = {"mechanisms": args.mechanisms, "seconds": args.seconds, "lengths": args.lengths, "dim": args.dim,
                   "heads": args.heads, "protocol": args.protocol, "device": args.device, "repeats": args.repeats,
-                  "text_tokens": args.text_tokens, "corpus": args.corpus, "mask": args.mask}
+                  "text_tokens": args.text_tokens, "corpus": args.corpus, "mask": args.mask, "warmup": args.warmup,
+                  "time_cap_ms": args.time_cap_ms}
     if args.threads:
         torch.set_num_threads(args.threads)
         parameters["threads"] = args.threads
     table = benchmark(args.mechanisms, args.seconds, args.lengths, args.dim, args.heads, args.protocol, args.device,
-                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus, mask=args.mask)
+                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus, mask=args.mask,
+                      warmup=args.warmup, time_cap_ms=args.time_cap_ms)
     print(table.pivot(index="length", columns=["mechanism", "implementation"], values="ms").round(2).to_string())
     print("\n".join(table.attrs["notes"]))
     if args.out:
@@ -348,6 +378,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each length's timed ones")
+    parser.add_argument("--time-cap-ms", type=float, help="stop a mechanism's sweep once its median passes this")
     parser.add_argument("--out", help="folder for bench.csv + bench.json")
     parser.set_defaults(func=_main)
 
@@ -379,8 +411,9 @@ def load_gpu_results(directory: str | Path = "book/gpu"):
     directory = Path(directory)
     if not (directory / GPU_RESULTS).is_file():
         return None
-    table = pd.read_csv(directory / GPU_RESULTS)
-    for column in ("error", "note", "launch"):
+    text = ("error", "note", "launch", "mechanism", "implementation", "protocol", "direction", "dtype", "device")
+    table = pd.read_csv(directory / GPU_RESULTS, dtype={column: str for column in text})
+    for column in text:
         if column in table:
             table[column] = table[column].fillna("")
     provenance_file = directory / "provenance.json"
