@@ -181,25 +181,56 @@ def _time_call(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(timings(fn, device, repeats))
 
 
-def cpu_peak_mb(fn) -> float:
-    """Peak resident memory (MB) that one call of fn() adds on the CPU, from the kernel's high-water mark:
-    writing 5 to /proc/self/clear_refs resets VmHWM to the current VmRSS (Linux), then VmHWM - VmRSS
-    before the call. NaN where /proc does not allow it. Memory freed back to the OS between calls is
-    counted again; memory the allocator keeps cached from earlier calls is not (an under-estimate then)."""
+def cpu_peak_mb(fn, timeout: float = 120.0) -> float:
+    """Peak resident memory (MB) that one call of fn() adds on the CPU, measured in a forked child so the
+    parent's heap and timings are untouched: the child fixes glibc's mmap threshold at 128 KiB (mallopt
+    M_MMAP_THRESHOLD, so every large tensor is its own mapping, returned at free instead of cached), runs one
+    torch thread, calls fn() once untimed (a forked child faults in the code and file pages it touches, which
+    are not the call's memory), resets the kernel's high-water mark (writing 5 to /proc/self/clear_refs sets
+    VmHWM to VmRSS), calls fn() again and reports VmHWM minus VmRSS before that call. NaN where fork, glibc or that
+    /proc file is missing, or when the child does not answer within `timeout` seconds."""
+    import ctypes
+    import os
     import re
+    import select
+
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
+        return math.nan
 
     def status(field):
         with open("/proc/self/status") as handle:
             return int(re.search(rf"{field}:\s+(\d+) kB", handle.read()).group(1)) / 1024
 
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, answer, exit without running the parent's cleanup
+        answer = "nan"
+        try:
+            os.close(read)
+            ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD (malloc.h)
+            torch.set_num_threads(1)
+            fn()
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            before = status("VmRSS")
+            fn()
+            answer = repr(max(status("VmHWM") - before, 0.0))
+        finally:
+            os.write(write, answer.encode())
+            os._exit(0)
+    os.close(write)
     try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        before = status("VmRSS")
-    except (OSError, AttributeError):
+        ready, _, _ = select.select([read], [], [], timeout)
+        answer = os.read(read, 64).decode() if ready else ""
+    finally:
+        os.close(read)
+        if not answer:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    try:
+        return float(answer)
+    except ValueError:
         return math.nan
-    fn()
-    return max(status("VmHWM") - before, 0.0)
 
 
 def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtype,

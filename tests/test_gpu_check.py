@@ -174,6 +174,22 @@ def test_junit_rows_and_the_per_test_cap(tmp_path):
     assert rows["test_skipped"]["outcome"] == "skipped" and rows["test_skipped"]["message"] == "not here"
 
 
+def test_at_the_tests_timeout_the_finished_tests_keep_their_rows_and_the_rest_are_named_not_run(tmp_path):
+    (tmp_path / "test_steps.py").write_text(textwrap.dedent("""
+        import time
+        def test_first(): pass
+        def test_hangs(): time.sleep(60)
+        def test_after(): pass
+    """))
+    rows = checks.run_tests(tmp_path, tmp_path / "junit.xml", timeout=8, per_test_cap=0, files=("test_steps.py",),
+                            marker="", env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    by_name = {row["test"].split("::")[-1]: row for row in rows}
+    assert by_name["test_first"]["outcome"] == "passed"
+    assert by_name["test_after"]["outcome"] == "not run" and "timeout (8 s)" in by_name["test_after"]["message"]
+    assert by_name["test_after"]["test"] == "test_steps::test_after"
+    assert checks.junit_id("tests/test_x.py::Case::test_y[a-b]") == "tests.test_x.Case::test_y[a-b]"
+
+
 def test_autotune_results_round_trip_and_unsafe_members_are_not_extracted(tmp_path):
     cache = tmp_path / "cache"
     (cache / "ab12").mkdir(parents=True)

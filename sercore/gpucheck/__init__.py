@@ -20,7 +20,8 @@ The budget (--budget, default 480 s of wall time from the command's start, the t
 before every shape; what it cuts is a row with error "skipped: ..." and a line of provenance["skipped"], and
 every file is still written. On the CPU (--rehearse, or no CUDA) steps that need Triton are recorded as
 "skipped: no triton" when triton is absent (never as passed); with triton installed they run in Triton's
-interpreter (TRITON_INTERPRET=1, tiny shapes).
+interpreter (TRITON_INTERPRET=1, tiny shapes, tests/triton_interpreter.py's shims installed in this process
+too), where the tests step is normally cut by its timeout: the tests not reached are rows "not run".
 
 Files under --out (at most 8, the number the device tool brings back):
   efficiency.csv   mechanism, implementation, protocol (paper|tuned), direction (forward|train), seconds,
@@ -179,6 +180,12 @@ def run_check(out: Path, rehearse: bool = False, budget_s: float = 480.0, device
     interpreting = rehearse and importlib.util.find_spec("triton") is not None
     if interpreting:
         os.environ["TRITON_INTERPRET"] = env["TRITON_INTERPRET"] = "1"
+        # the shims that let fla's kernels run in Triton's interpreter (the kernel tests install them in
+        # tests/conftest.py; this process runs the Hopper guard and the Triton key-sparse rows itself)
+        sys.path.insert(0, str(REPO / "tests"))
+        from triton_interpreter import install
+
+        install()
 
     import torch
 

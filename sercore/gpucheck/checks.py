@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -48,22 +50,48 @@ def parse_junit(path: str | Path) -> list[dict]:
     return rows
 
 
-def run_tests(repo: Path, junit: Path, timeout: float, per_test_cap: float, env: dict, files=TEST_FILES) -> list[dict]:
+def junit_id(nodeid: str) -> str:
+    """pytest's node id (tests/test_x.py::Class::test[p]) as parse_junit names it (tests.test_x.Class::test[p])."""
+    path, *rest = nodeid.split("::")
+    classname = ".".join([path[:-3].replace("/", ".") if path.endswith(".py") else path, *rest[:-1]])
+    return f"{classname}::{rest[-1]}" if rest else classname
+
+
+def run_tests(repo: Path, junit: Path, timeout: float, per_test_cap: float, env: dict, files=TEST_FILES,
+              marker: str = "gpu or kernels") -> list[dict]:
     """pytest -m "gpu or kernels" on `files` with the per-test cap (sercore.gpucheck.timecap) and a whole-run
-    timeout; the rows of its junit xml, plus one row naming a timeout or a crash of pytest itself."""
+    timeout; the rows of its junit xml. At the timeout pytest gets SIGINT (it then writes the junit xml of the
+    tests done so far) and every collected test without a result is a row "not run"; a crash of pytest itself
+    is a row too."""
     present = [f for f in files if (repo / f).is_file()]
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "sercore.gpucheck.timecap", "-m", "gpu or kernels",
+    log = junit.with_suffix(".collected.jsonl")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "sercore.gpucheck.timecap", *(["-m", marker] if marker else []),
                f"--junitxml={junit}", "-o", "junit_family=xunit2", *present]
-    env = {**env, "SERCORE_TEST_CAP_S": f"{per_test_cap:g}"}
+    env = {**env, "SERCORE_TEST_CAP_S": f"{per_test_cap:g}", "SERCORE_TEST_LOG": str(log)}
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    timed_out = False
     try:
-        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=max(timeout, 1))
-        tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or [""]
-        extra = [] if junit.is_file() else [{"test": "pytest", "outcome": "error", "seconds": 0.0,
-                                             "message": f"no junit xml (exit {done.returncode}): {tail[0][:300]}"}]
+        output, _ = process.communicate(timeout=max(timeout, 1))
     except subprocess.TimeoutExpired:
-        extra = [{"test": "pytest", "outcome": "error", "seconds": timeout,
-                  "message": f"timeout after {timeout:.0f} s (the check's budget share for the tests)"}]
-    return (parse_junit(junit) if junit.is_file() else []) + extra
+        timed_out = True
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    rows = parse_junit(junit) if junit.is_file() else []
+    done = {row["test"] for row in rows}
+    collected = [json.loads(line)["test"] for line in log.read_text().splitlines()] if log.is_file() else []
+    why = f"the tests step's timeout ({timeout:.0f} s) came first" if timed_out else "no result reported"
+    rows += [{"test": junit_id(nodeid), "outcome": "not run", "seconds": 0.0, "message": why}
+             for nodeid in collected if junit_id(nodeid) not in done]
+    if not junit.is_file():
+        tail = (output or "").strip().splitlines()[-1:] or [""]
+        rows.append({"test": "pytest", "outcome": "error", "seconds": 0.0,
+                     "message": f"no junit xml (exit {process.returncode}): {tail[0][:300]}"})
+    return rows
 
 
 def run_kernel_errors(repo: Path, out_csv: Path, timeout: float, env: dict, tiny: bool) -> list[dict]:

@@ -6,10 +6,14 @@ pytest-timeout may be absent on the GPU machine, so the check carries its own: a
 test's call phase that fails the test with "over the per-test cap of N s". Python handles the signal only
 between bytecodes, so a call stuck inside one CUDA kernel ends at that kernel's return; the whole pytest run
 also has a subprocess timeout (sercore.gpucheck.checks.run_tests) for that case.
+
+With SERCORE_TEST_LOG=<file> it also appends one JSON line per collected test ({"event": "collected",
+"test": nodeid}), so the tests a timeout left unrun can be named in the table.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -40,3 +44,11 @@ def pytest_runtest_call(item):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    log = os.environ.get("SERCORE_TEST_LOG")
+    if log:
+        with open(log, "a") as handle:
+            for item in items:
+                handle.write(json.dumps({"event": "collected", "test": item.nodeid}) + "\n")
