@@ -434,7 +434,8 @@ GPU_RESULTS = "efficiency.csv"  # the file sercore.gpucheck writes under its --o
 def load_gpu_results(directory: str | Path = "book/gpu"):
     """The GPU efficiency table written by `python -m sercore gpu-check` (sercore.gpucheck's schema: one row
     per mechanism, implementation, protocol, direction and length), as a pandas DataFrame whose
-    attrs["provenance"] holds provenance.json; None when the folder holds no efficiency.csv."""
+    attrs["provenance"] holds provenance.json and attrs["label"] says what measured it: "GPU (<name>)", or
+    "CPU rehearsal ..." for a folder written by --rehearse; None when the folder holds no efficiency.csv."""
     import json
 
     import pandas as pd
@@ -449,4 +450,6 @@ def load_gpu_results(directory: str | Path = "book/gpu"):
             table[column] = table[column].fillna("")
     provenance_file = directory / "provenance.json"
     table.attrs["provenance"] = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    gpu = table.attrs["provenance"].get("gpu", {}).get("gpu")
+    table.attrs["label"] = f"GPU ({gpu})" if gpu else "CPU rehearsal of the GPU check (not GPU results)"
     return table
