@@ -186,7 +186,8 @@ def cpu_peak_mb(fn, timeout: float = 120.0) -> float:
     parent's heap and timings are untouched: the child fixes glibc's mmap threshold at 128 KiB (mallopt
     M_MMAP_THRESHOLD, so every large tensor is its own mapping, returned at free instead of cached), runs one
     torch thread, calls fn() once untimed (a forked child faults in the code and file pages it touches, which
-    are not the call's memory), resets the kernel's high-water mark (writing 5 to /proc/self/clear_refs sets
+    are not the call's memory), returns the free heap pages inherited from the parent to the OS (malloc_trim:
+    a large request is served from free heap memory before any mmap), resets the kernel's high-water mark (writing 5 to /proc/self/clear_refs sets
     VmHWM to VmRSS), calls fn() again and reports VmHWM minus VmRSS before that call. NaN where fork, glibc or that
     /proc file is missing, or when the child does not answer within `timeout` seconds."""
     import ctypes
@@ -207,9 +208,11 @@ def cpu_peak_mb(fn, timeout: float = 120.0) -> float:
         answer = "nan"
         try:
             os.close(read)
-            ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD (malloc.h)
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD (malloc.h)
             torch.set_num_threads(1)
             fn()
+            libc.malloc_trim(0)  # free heap pages back to the OS: reusing them must fault them in again
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
             before = status("VmRSS")
