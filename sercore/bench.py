@@ -20,8 +20,12 @@ What is timed (the `implementation` column; sercore's rows name the `mode` that 
 We take the median of several timed calls (fla's benchmarks do the same) after one warm-up call per shape,
 because fla's kernels autotune on the first call of each new shape and that must not be timed.
 
-On the CPU the timer is perf_counter and memory is NaN (torch keeps no CPU peak counter); an out-of-memory
-at one length is recorded as NaN with its error and the sweep goes on.
+On the CPU the timer is perf_counter and memory is the resident high-water mark above the call's entry
+(cpu_peak_mb: torch keeps no CPU peak counter); an out-of-memory at one length is recorded as NaN with its
+error and the sweep goes on. Each length reports the median and the 20-80 % band (p20_ms, p80_ms).
+
+PAPER_FIGURES holds the main paper's published numbers (its H100, fla kernels) for pages to mark beside
+measured ones; they are quoted, never measured here.
 
     python -m sercore bench --mechanisms softmax kda --seconds 10 100 400 --device cuda --out runs/bench
 """
@@ -40,6 +44,14 @@ from sercore.attention import _REGISTRY as _ATTENTION_REGISTRY
 from sercore.progress import bar_disabled
 
 FRAMES_PER_SECOND = 50
+# The main paper's published efficiency figures (reference-notes, "How Attention Shapes Emotion"): quoted for
+# reference marks on the efficiency page, one dict per number.
+PAPER_FIGURES = (
+    {"mechanism": "softmax", "seconds": 10, "quantity": "median_ms", "value": 0.55},
+    {"mechanism": "softmax", "seconds": 400, "quantity": "median_ms", "value": 48.59},
+    {"mechanism": "kda", "seconds": 400, "quantity": "median_ms", "value": 5.96},
+    {"mechanism": "fox", "seconds": 400, "quantity": "peak_gb", "value": 0.328},
+)
 SEQUENCE_MECHANISMS = SEQUENCE_NAMES  # the mechanisms with forward(x, mask); the list is sercore.attention's
 # Text tokens appended to the speech frames when no corpus is given: this library's fixed stand-in (about
 # one spoken sentence in BERT word pieces plus [CLS] and [SEP]), not a number measured on the paper's corpus.
@@ -58,11 +70,31 @@ MODEL_MASKED = ("gsa",)
 SERCORE_ONLY_OPTIONS = ("mode", "bidirectional")
 
 # Protocols are settings, not code paths: "paper" is what the paper measured, "tuned" what a careful user
-# would run (bf16, fused softmax through SDPA).
+# would run. This dict is the one place that says which path each protocol runs, for `bench` and for
+# `gpu-check` (sercore.gpucheck): per mechanism the constructor options of sercore's module; "dtype";
+# "launch" (how gpu-check launches the forward call: "eager", or "cuda-graph": captured once and replayed,
+# on CUDA only, since short sequences are launch-bound there); "fla_layer" (on CUDA, time fla's own layer
+# class, the paper's call, instead of sercore's module for the five fla mechanisms); "variants": extra rows
+# {mechanism: {implementation label: options}} timed beside the main one.
+# Every path is chosen by the mixers' one switch, `mode` (sercore.attention.modes(name) lists the values).
 PROTOCOLS = {
-    "paper": {"dtype": "float32", "softmax": {"mode": "naive"}},
-    "tuned": {"dtype": "bfloat16", "softmax": {"mode": "auto"}},
+    "paper": {"dtype": "float32", "launch": "eager", "fla_layer": True,
+              "softmax": {"mode": "naive"},
+              # the published Key-Sparse Transformer code materialises the B*H*T*S weights
+              "keysparse": {"mode": "reference"}},
+    "tuned": {"dtype": "bfloat16", "launch": "cuda-graph", "fla_layer": False,
+              "softmax": {"mode": "auto"},  # SDPA on CUDA
+              "keysparse": {"mode": "memory-linear"},
+              "variants": {"keysparse": {"triton": {"mode": "fused"}}}},
 }
+PROTOCOL_SETTINGS = ("dtype", "launch", "fla_layer", "variants")  # the keys of a protocol that are not mechanisms
+
+
+def protocol_options(protocol: str, name: str) -> dict:
+    """Constructor options of mechanism `name` under `protocol` (PROTOCOLS)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    return dict(PROTOCOLS[protocol].get(name, {}))
 
 
 def token_counter(model_dir=None):
@@ -110,9 +142,14 @@ def resolve_text_tokens(text_tokens: int | None = None, corpus=None, count=None)
     return DEFAULT_TEXT_TOKENS, "DEFAULT_TEXT_TOKENS, no corpus given"
 
 
-def _time_call(fn, device: torch.device, repeats: int) -> float:
-    """Median milliseconds of fn() over `repeats` calls, after one warm-up call."""
-    fn()
+def timings(fn, device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """Milliseconds of each of `repeats` calls of fn(), after `warmup` untimed calls (the first call of a new
+    shape compiles and autotunes fla's kernels; it must not be timed). CUDA: events around each call; CPU:
+    perf_counter."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -126,19 +163,92 @@ def _time_call(fn, device: torch.device, repeats: int) -> float:
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def band(times: list[float]) -> dict:
+    """median_ms, p20_ms, p80_ms of a list of milliseconds (linear interpolation between order statistics)."""
+    import numpy as np
+
+    if not times:
+        return {"median_ms": math.nan, "p20_ms": math.nan, "p80_ms": math.nan}
+    p20, median, p80 = np.percentile(np.asarray(times, dtype=float), [20, 50, 80])
+    return {"median_ms": float(median), "p20_ms": float(p20), "p80_ms": float(p80)}
+
+
+def _time_call(fn, device: torch.device, repeats: int) -> float:
+    """Median milliseconds of fn() over `repeats` calls, after one warm-up call."""
+    return statistics.median(timings(fn, device, repeats))
+
+
+def cpu_peak_mb(fn, timeout: float = 120.0) -> float:
+    """Peak resident memory (MB) that one call of fn() adds on the CPU, measured in a forked child so the
+    parent's heap and timings are untouched: the child fixes glibc's mmap threshold at 128 KiB (mallopt
+    M_MMAP_THRESHOLD, so every large tensor is its own mapping, returned at free instead of cached), runs one
+    torch thread, calls fn() once untimed (a forked child faults in the code and file pages it touches, which
+    are not the call's memory), returns the free heap pages inherited from the parent to the OS (malloc_trim:
+    a large request is served from free heap memory before any mmap), resets the kernel's high-water mark (writing 5 to /proc/self/clear_refs sets
+    VmHWM to VmRSS), calls fn() again and reports VmHWM minus VmRSS before that call. NaN where fork, glibc or that
+    /proc file is missing, or when the child does not answer within `timeout` seconds."""
+    import ctypes
+    import os
+    import re
+    import select
+
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
+        return math.nan
+
+    def status(field):
+        with open("/proc/self/status") as handle:
+            return int(re.search(rf"{field}:\s+(\d+) kB", handle.read()).group(1)) / 1024
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, answer, exit without running the parent's cleanup
+        answer = "nan"
+        try:
+            os.close(read)
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD (malloc.h)
+            torch.set_num_threads(1)
+            fn()
+            libc.malloc_trim(0)  # free heap pages back to the OS: reusing them must fault them in again
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            before = status("VmRSS")
+            fn()
+            answer = repr(max(status("VmHWM") - before, 0.0))
+        finally:
+            os.write(write, answer.encode())
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], timeout)
+        answer = os.read(read, 64).decode() if ready else ""
+    finally:
+        os.close(read)
+        if not answer:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    try:
+        return float(answer)
+    except ValueError:
+        return math.nan
 
 
 def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtype,
-            repeats: int = 10, batch: int = 1, seed: int = 0) -> dict:
-    """Latency (ms, median) and peak extra memory (GB, CUDA only) of call(x) on x [batch, length, dim], with
-    no padding mask (the paper's protocol: `call` gets x alone)."""
+            repeats: int = 10, batch: int = 1, seed: int = 0, warmup: int = 1) -> dict:
+    """Latency (ms: median, and the 20-80 % band p20_ms..p80_ms) and peak extra memory (GB; CUDA: peak
+    allocated above the entry; CPU: resident high-water mark above the entry, cpu_peak_mb) of call(x) on
+    x [batch, length, dim], with no padding mask (the paper's protocol: `call` gets x alone)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(batch, length, dim, generator=generator).to(device=device, dtype=dtype)
-    row = {"length": length, "ms": math.nan, "peak_gb": math.nan, "error": ""}
+    row = {"length": length, "ms": math.nan, "p20_ms": math.nan, "p80_ms": math.nan, "peak_gb": math.nan,
+           "error": ""}
     try:
         with torch.no_grad():
-            row["ms"] = _time_call(lambda: call(x), device, repeats)
+            timed = band(timings(lambda: call(x), device, repeats, warmup=warmup))
+            row.update(ms=timed["median_ms"], p20_ms=timed["p20_ms"], p80_ms=timed["p80_ms"])
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -146,6 +256,8 @@ def measure(call, length: int, dim: int, device: torch.device, dtype: torch.dtyp
                 call(x)
                 torch.cuda.synchronize()
                 row["peak_gb"] = (torch.cuda.max_memory_allocated() - entry) / 1e9
+            else:
+                row["peak_gb"] = cpu_peak_mb(lambda: call(x)) / 1e3
     except torch.OutOfMemoryError as error:  # recorded, not a crash: the sweep continues
         row["error"] = f"OOM: {str(error).splitlines()[0]}"
     finally:
@@ -195,14 +307,17 @@ def _implementations(name: str, mixer, dim: int, heads: int, options: dict, devi
 def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), lengths=None, dim: int = 1024,
               heads: int = 4, protocol: str = "paper", device: str | None = None, repeats: int = 20,
               options: dict | None = None, progress: bool = True, text_tokens: int | None = None, corpus=None,
-              mask: str = "none"):
+              mask: str = "none", warmup: int = 1, time_cap_ms: float | None = None):
     """Sweep mechanisms x lengths; returns a pandas DataFrame (one row per mechanism, implementation and
     length) whose `attrs["notes"]` say what could not be timed here.
 
     `lengths` (speech frames) overrides `seconds` (audio seconds at 50 frames/s); every sequence is those
     frames plus `text_tokens` (see resolve_text_tokens; `corpus` gives the median). `options` maps a
     mechanism name to extra constructor options (e.g. {"retnet": {"bidirectional": True}}). `mask` (MASKS):
-    "none", or "model" for the public model's calls (an all-ones mask for GSA only)."""
+    "none", or "model" for the public model's calls (an all-ones mask for GSA only). `warmup` untimed calls
+    precede the `repeats` timed ones at every length. `time_cap_ms`: once a mechanism's median passes it, its
+    longer lengths are rows with error "skipped: ..." (so a CPU sweep can reach each quadratic mechanism's
+    limit without spending minutes past it)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -220,15 +335,23 @@ def benchmark(mechanisms=SEQUENCE_MECHANISMS, seconds=(10, 50, 100, 200, 400), l
     rows, notes = [], [f"each sequence: speech frames + {tokens} text tokens ({tokens_from}); mask={mask}"]
     bar = tqdm(total=len(mechanisms) * len(frames), disable=bar_disabled(progress), desc=f"bench ({device.type})")
     for name in mechanisms:
-        kwargs = {**PROTOCOLS[protocol].get(name, {}), **(options or {}).get(name, {})}
+        kwargs = {**protocol_options(protocol, name), **(options or {}).get(name, {})}
         torch.manual_seed(0)
         mixer = build(name, dim, heads, **kwargs).to(device=device, dtype=dtype).eval()
         masked = mask == "model" and name in MODEL_MASKED
         implementations = _implementations(name, mixer, dim, heads, kwargs, device, dtype, notes, masked)
+        capped = {}
         for speech in frames:
             bar.set_postfix(mechanism=name, frames=speech)
             for implementation, call in implementations:
-                row = measure(call, speech + tokens, dim, device, dtype, repeats=repeats)
+                if implementation in capped:
+                    row = {"length": speech + tokens, "ms": math.nan, "p20_ms": math.nan, "p80_ms": math.nan,
+                           "peak_gb": math.nan, "error": capped[implementation]}
+                else:
+                    row = measure(call, speech + tokens, dim, device, dtype, repeats=repeats, warmup=warmup)
+                    if time_cap_ms is not None and row["ms"] > time_cap_ms:
+                        capped[implementation] = (f"skipped: {row['ms']:.0f} ms at {speech / FRAMES_PER_SECOND:g} s "
+                                                  f"passed the time cap of {time_cap_ms:g} ms")
                 rows.append({"mechanism": name, "implementation": implementation,
                              "seconds": speech / FRAMES_PER_SECOND, "speech_frames": speech, "text_tokens": tokens,
                              **row, "mask": "all-ones" if masked else "none", "dtype": str(dtype).replace("torch.", ""),
@@ -254,12 +377,14 @@ def save(table, out_dir: str | Path, parameters: dict) -> Path:
 def _main(args) -> int:
     parameters = {"mechanisms": args.mechanisms, "seconds": args.seconds, "lengths": args.lengths, "dim": args.dim,
                   "heads": args.heads, "protocol": args.protocol, "device": args.device, "repeats": args.repeats,
-                  "text_tokens": args.text_tokens, "corpus": args.corpus, "mask": args.mask}
+                  "text_tokens": args.text_tokens, "corpus": args.corpus, "mask": args.mask, "warmup": args.warmup,
+                  "time_cap_ms": args.time_cap_ms}
     if args.threads:
         torch.set_num_threads(args.threads)
         parameters["threads"] = args.threads
     table = benchmark(args.mechanisms, args.seconds, args.lengths, args.dim, args.heads, args.protocol, args.device,
-                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus, mask=args.mask)
+                      args.repeats, text_tokens=args.text_tokens, corpus=args.corpus, mask=args.mask,
+                      warmup=args.warmup, time_cap_ms=args.time_cap_ms)
     print(table.pivot(index="length", columns=["mechanism", "implementation"], values="ms").round(2).to_string())
     print("\n".join(table.attrs["notes"]))
     if args.out:
@@ -285,6 +410,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each length's timed ones")
+    parser.add_argument("--time-cap-ms", type=float, help="stop a mechanism's sweep once its median passes this")
     parser.add_argument("--out", help="folder for bench.csv + bench.json")
     parser.set_defaults(func=_main)
 
@@ -300,3 +427,30 @@ def load(out_dir: str | Path):
         return None
     meta = json.loads((out_dir / "bench.json").read_text()) if (out_dir / "bench.json").is_file() else {}
     return pd.read_csv(out_dir / "bench.csv"), meta
+
+
+GPU_RESULTS = "efficiency.csv"  # the file sercore.gpucheck writes under its --out folder (book/gpu)
+
+
+def load_gpu_results(directory: str | Path = "book/gpu"):
+    """The GPU efficiency table written by `python -m sercore gpu-check` (sercore.gpucheck's schema: one row
+    per mechanism, implementation, protocol, direction and length), as a pandas DataFrame whose
+    attrs["provenance"] holds provenance.json and attrs["label"] says what measured it: "GPU (<name>)", or
+    "CPU rehearsal ..." for a folder written by --rehearse; None when the folder holds no efficiency.csv."""
+    import json
+
+    import pandas as pd
+
+    directory = Path(directory)
+    if not (directory / GPU_RESULTS).is_file():
+        return None
+    text = ("error", "note", "launch", "mechanism", "implementation", "protocol", "direction", "dtype", "device")
+    table = pd.read_csv(directory / GPU_RESULTS, dtype={column: str for column in text})
+    for column in text:
+        if column in table:
+            table[column] = table[column].fillna("")
+    provenance_file = directory / "provenance.json"
+    table.attrs["provenance"] = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    gpu = table.attrs["provenance"].get("gpu", {}).get("gpu")
+    table.attrs["label"] = f"GPU ({gpu})" if gpu else "CPU rehearsal of the GPU check (not GPU results)"
+    return table

@@ -9,6 +9,10 @@ a message, sercore's own error classes) end as one line on stderr, "python -m se
 the exception's, newlines collapsed. `--debug` (before or after the command) or SERCORE_DEBUG=1 shows the
 traceback instead. Any other exception is a bug and keeps its traceback; so does a KeyError whose argument
 is a bare key rather than a sentence (a failed lookup such as KeyError('label'), not a message).
+
+A command module whose import fails for want of a third-party package (the GPU machine has no soundfile or
+papermill, and needs only `gpu-check` and `bench`) is left out, named in `--help`'s closing lines; asking for
+a command that is not there then fails in one line naming the missing packages.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ COMMAND_MODULES = [
     "sercore.features.cli",
     "sercore.train.cli",
     "sercore.predict",
+    "sercore.gpucheck",
 ]
 
 EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
@@ -46,12 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    parser.unavailable = {}
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is None or error.name.split(".")[0] == "sercore":
+                raise  # a bug in sercore, not a missing dependency
+            parser.unavailable[name] = error.name
+            continue
+        module.register(subparsers)
+    if parser.unavailable:
+        parser.epilog = "not available here: " + "; ".join(
+            f"{module} (needs {package})" for module, package in parser.unavailable.items())
     # --debug after the command too; SUPPRESS keeps a command's parser from resetting one given before it.
     for command in subparsers.choices.values():
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def _commands(parser) -> set[str]:
+    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices}
 
 
 def _own_errors() -> tuple[type, ...]:
@@ -80,6 +101,12 @@ def user_error_message(error: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if parser.unavailable and command is not None and command not in _commands(parser):
+        print(f"{parser.prog}: error: no command {command!r} here; left out for missing packages: "
+              f"{parser.epilog.split(': ', 1)[1]}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -58,6 +58,43 @@ def latency_memory(table, path=None, title: str = ""):
     return _save(fig, path)
 
 
+def efficiency_band(table, path=None, title: str = "", reference=()):
+    """Median latency with its 20-80 % band, and peak memory where measured, vs audio seconds (log-log), one
+    line per mechanism and implementation. Reads bench.benchmark's table (ms, peak_gb) or the GPU check's
+    efficiency.csv (median_ms, peak_mem_mb). `reference`: dicts {mechanism, seconds, quantity, value} (e.g.
+    bench.PAPER_FIGURES) drawn as open black markers labelled "paper"."""
+    table = table.copy()
+    if "median_ms" not in table:
+        table = table.rename(columns={"ms": "median_ms"})
+    if "peak_gb" not in table and "peak_mem_mb" in table:
+        table["peak_gb"] = table["peak_mem_mb"] / 1e3
+    has_memory = table["peak_gb"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_memory else 1, figsize=(11 if has_memory else 6, 4), squeeze=False)
+    for (name, implementation), rows in table.groupby(["mechanism", "implementation"], sort=False):
+        rows = rows.sort_values("seconds")
+        line, = axes[0, 0].plot(rows["seconds"], rows["median_ms"], marker="o", ms=3, label=implementation)
+        if "p20_ms" in rows:
+            axes[0, 0].fill_between(rows["seconds"], rows["p20_ms"], rows["p80_ms"], color=line.get_color(),
+                                    alpha=0.2, lw=0)
+        if has_memory:
+            axes[0, 1].plot(rows["seconds"], rows["peak_gb"], marker="o", ms=3, color=line.get_color())
+    for mark in reference:
+        column = 0 if mark["quantity"] == "median_ms" else 1
+        if column < axes.shape[1]:
+            axes[0, column].scatter([mark["seconds"]], [mark["value"]], facecolors="none", edgecolors="black", s=40)
+            axes[0, column].annotate(f"paper {mark['mechanism']}", (mark["seconds"], mark["value"]), fontsize=7,
+                                     xytext=(4, 4), textcoords="offset points")
+    axes[0, 0].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)",
+                   ylabel="latency (ms: median, 20-80 % band)")
+    if has_memory:
+        axes[0, 1].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="peak memory (GB)")
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def confusion(matrix, labels, path=None, title: str = ""):
     """A confusion matrix, rows normalised to recall."""
     matrix = np.asarray(matrix, dtype=float)
