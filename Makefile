@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.sercore-installed
 
-.PHONY: venv test book corpus clean-book check-browser
+.PHONY: venv test book corpus clean-book check-browser lab
 
 venv: $(STAMP)
 
@@ -29,6 +29,12 @@ corpus: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m sercore book --profile $(PROFILE)
+
+# JupyterLab on notebooks/ with the venv registered as the kernel "sercore" (inside the venv, --sys-prefix, so
+# nothing is written to the user's own Jupyter folders); the pages' relative defaults resolve from notebooks/.
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name sercore --display-name "Python (sercore)"
+	cd notebooks && $(abspath $(PY)) -m jupyter lab --MappingKernelManager.default_kernel_name=sercore
 
 # Open the built book in headless Chromium: broken images, 404 links, tracebacks, raw LaTeX; screenshots.
 check-browser: $(STAMP)
