@@ -204,4 +204,4 @@ def headline_table(runs_root) -> pd.DataFrame:
                          "corpus": "; ".join(corpora)})
     columns = ["page", "study", "variant", "status", "metric", "split", "seeds", "value", "interval", "low", "high",
                "profile", "corpus"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    return pd.DataFrame(rows).reindex(columns=columns).astype({"seeds": "Int64"})

@@ -134,8 +134,8 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     qc, kc, vc, gc = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, C)) for x in (qh, kh, vh, gh))   # [B, H, n, C, *]
     bc = F.pad(bh, (0, pad)).unflatten(2, (-1, C))[..., None]
     G = gc.cumsum(3)
-    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:
-        return kda_chunked_loop(q, k, v, g, beta, scale, chunk_size)
+    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:  # the loop at 16: its [C, C, K] tensors cost more as C grows
+        return kda_chunked_loop(q, k, v, g, beta, scale, min(chunk_size, 16))
     up, down = G.exp(), (-G).exp()
     q_up, k_up, k_down = qc * up, kc * up, kc * down
     Aqk = (q_up @ k_down.transpose(-1, -2)).tril()                              # i <= t
