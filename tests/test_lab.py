@@ -79,6 +79,6 @@ def test_make_lab_registers_the_kernel_and_opens_notebooks():
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     register = next(i for i, line in enumerate(lines) if "-m ipykernel install --sys-prefix --name sercore" in line)
-    lab = next(i for i, line in enumerate(lines) if "-m jupyter lab" in line)
+    lab = next(i for i, line in enumerate(lines) if "-m jupyterlab " in line)
     assert register < lab and lines[lab].startswith("cd notebooks && ")
     assert "default_kernel_name=sercore" in lines[lab]
