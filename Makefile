@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.sercore-installed
 
-.PHONY: venv test book corpus clean-book check-browser
+.PHONY: venv test book corpus clean-book check-browser lab
 
 venv: $(STAMP)
 
@@ -29,6 +29,14 @@ corpus: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m sercore book --profile $(PROFILE)
+
+# JupyterLab on notebooks/ with the venv registered as the kernel "sercore" (inside the venv, --sys-prefix, so
+# nothing is written to the user's own Jupyter folders); the pages' relative defaults resolve from notebooks/.
+# JupyterLab refuses to run as root unless told (containers, CI machines); LAB_OPTIONS adds any other option.
+LAB_OPTIONS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name sercore --display-name "Python (sercore)"
+	cd notebooks && $(abspath $(PY)) -m jupyterlab --MappingKernelManager.default_kernel_name=sercore $(LAB_OPTIONS)
 
 # Open the built book in headless Chromium: broken images, 404 links, tracebacks, raw LaTeX; screenshots.
 check-browser: $(STAMP)

@@ -17,18 +17,21 @@ def _save(fig, path):
 
 
 def attention_grid(matrices: dict, head: int = 0, ncols: int = 4, path=None):
-    """One heatmap per mechanism: its equivalent T x T matrix for one head (rows: queries, columns: keys)."""
+    """One heatmap per mechanism: its equivalent T x T matrix for one head (rows: queries, columns: keys),
+    each with its own colour bar (the mechanisms' scales differ by orders of magnitude); a signed matrix gets
+    a diverging map centred on 0, a non-negative one a sequential map from 0."""
     names = list(matrices)
     nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         a = np.asarray(matrices[name])[head]
         limit = np.abs(a).max() or 1.0
         signed = a.min() < -1e-12 * limit
-        ax.imshow(a, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else 0, vmax=limit)
+        image = ax.imshow(a, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else 0, vmax=limit)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label("A[t, s]", fontsize=8)
         ax.set_title(f"{name} (head {head})", fontsize=10)
-        ax.set_xlabel("key s")
-        ax.set_ylabel("query t")
+        ax.set_xlabel("key position s (token)")
+        ax.set_ylabel("query position t (token)")
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     fig.tight_layout()
@@ -100,7 +103,8 @@ def confusion(matrix, labels, path=None, title: str = ""):
     matrix = np.asarray(matrix, dtype=float)
     recall = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label("share of the true class (recall)")
     ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
            xlabel="predicted", ylabel="true", title=title)
     for (i, j), value in np.ndenumerate(recall):
@@ -172,27 +176,37 @@ def prosody(summary, path=None):
 
 
 def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
-    """log-Mel spectrograms of `per_class` random utterances of each class (sercore.features.log_mel). A file
-    that cannot be read gets a panel saying why instead of a spectrogram."""
+    """log-Mel spectrograms of `per_class` random utterances of each class (sercore.features.log_mel at its
+    defaults: 10 ms hop), on one colour scale for all panels (the 1st-99.9th percentile of their values) so
+    that loudness compares across classes. A file that cannot be read gets a panel saying why instead."""
     from sercore.data import AudioError, read_audio
     from sercore.features import log_mel
 
+    hop_s = 0.010  # log_mel's default hop
     chosen = table.groupby("label", sort=True).sample(per_class, random_state=seed)
     ncols = 4
     nrows = -(-len(chosen) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), squeeze=False)
-    for ax, row in zip(axes.flat, chosen.itertuples(index=False)):
+    spectrograms = {}
+    for row in chosen.itertuples(index=False):
         try:
-            spectrogram = log_mel(read_audio(row.path))
+            spectrograms[row.utt_id] = np.asarray(log_mel(read_audio(row.path)))
         except AudioError as error:
-            ax.text(0.5, 0.5, f"{row.utt_id}\n{error.reason}", ha="center", va="center", fontsize=8,
+            spectrograms[row.utt_id] = error
+    values = np.concatenate([x.ravel() for x in spectrograms.values() if isinstance(x, np.ndarray)] or [np.zeros(1)])
+    low, high = np.percentile(values, [1, 99.9])
+    for ax, row in zip(axes.flat, chosen.itertuples(index=False)):
+        spectrogram = spectrograms[row.utt_id]
+        if isinstance(spectrogram, AudioError):  # the panel says why
+            ax.text(0.5, 0.5, f"{row.utt_id}\n{spectrogram.reason}", ha="center", va="center", fontsize=8,
                     transform=ax.transAxes)
             ax.axis("off")
             continue
-        ax.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, spectrogram.shape[0] / 100, 0, spectrogram.shape[1]))
+        image = ax.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high,
+                          extent=(0, spectrogram.shape[0] * hop_s, 0, spectrogram.shape[1]))
+        fig.colorbar(image, ax=ax, pad=0.02).set_label("ln mel power", fontsize=7)
         ax.set_title(f"{row.label} · {row.speaker} · {row.utt_id}", fontsize=8)
-        ax.set(xlabel="seconds", ylabel="mel band")
+        ax.set(xlabel="time (s)", ylabel="mel band (0 = lowest)")
     for ax in axes.flat[len(chosen):]:
         ax.axis("off")
     fig.tight_layout()

@@ -4,6 +4,7 @@
                             variants={"softmax": {"mechanism": "softmax"}, "kda": {"mechanism": "kda"}})
     results.metrics_table(runs, "macro_f1")
     results.seed_summary(runs, "balanced_accuracy")   # mean over seeds, spread, bootstrap interval
+    results.headline_table("runs/default")            # every study's headline number (the summary page)
 
 Each run is sercore.train.train_run, so a finished run with unchanged parameters is read back instead of
 trained again, and an interrupted grid resumes where it stopped. run_grid(..., workers=N) trains the runs in
@@ -207,3 +208,66 @@ def seed_summary(runs: list[dict], metric: str = "macro_f1", splits=None, n_boot
                          "min": float(values.min()), "max": float(values.max()),
                          "ci95_low": float(low), "ci95_high": float(high)})
     return pd.DataFrame(rows)
+
+
+# The studies' pages as the summary reads them, in the book's order: (page, folder under runs/<profile>/,
+# study, the page's headline metric). The split is the first "Test..." split of each run (else its last).
+HEADLINES = (
+    ("accuracy", "accuracy", "fusion", "macro_f1"),
+    ("keysparse", "keysparse", "ks-transformer", "balanced_accuracy"),
+    ("area", "area", "area-cnn", "balanced_accuracy"),
+    ("multitask", "multitask", "multitask", "balanced_accuracy"),
+    ("dimensional", "dimensional", "dimensional", "ccc_mean"),
+)
+
+
+def _headline_split(splits: dict) -> str:
+    tests = [name for name in splits if name.startswith("Test")]
+    return tests[0] if tests else list(splits)[-1]
+
+
+def headline_table(runs_root) -> pd.DataFrame:
+    """Every study's headline number from the finished runs under runs_root (e.g. runs/default), one row per
+    (page, variant): the metric on the first test split, averaged over the variant's seeds, with its spread.
+
+    A variant's seeds are the folders `<variant>-seed<N>` of run_grid (metrics.json with finished: true,
+    searched recursively, so sub-grids such as keysparse's are found). One seed: the interval is that run's
+    95 % bootstrap interval; several: the lowest and highest seed (no interval of the mean is claimed here,
+    see seed_summary). A page with no finished run is one row with status "not run". The corpus column is
+    the corpus folder's name and its kind (the generated demonstration corpus is said to be one), never a
+    machine path."""
+    import json
+
+    root = Path(runs_root)
+    rows = []
+    for page, folder, study, metric in HEADLINES:
+        by_variant: dict[str, list[dict]] = {}
+        for path in sorted((root / folder).rglob("metrics.json")) if (root / folder).is_dir() else []:
+            try:
+                run = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{path}: not a readable metrics.json ({error})") from None
+            if not run.get("finished"):
+                continue
+            name = path.parent.relative_to(root / folder).as_posix()
+            variant = name.rsplit("-seed", 1)[0] if "-seed" in name else name
+            by_variant.setdefault(variant, []).append(run)
+        if not by_variant:
+            rows.append({"page": page, "study": study, "variant": "", "status": "not run", "metric": metric})
+            continue
+        for variant, runs in by_variant.items():
+            split = _headline_split(runs[0]["splits"])
+            missing = [r for r in runs if metric not in r["splits"].get(split, {})]
+            if missing:
+                raise ValueError(f"{root / folder}: run {variant!r} has no {metric} on {split}")
+            values = [r["splits"][split][metric]["value"] for r in runs]
+            low, high = runs[0]["splits"][split][metric]["ci95"] if len(runs) == 1 else (min(values), max(values))
+            corpora = sorted({f"{Path(r.get('corpus', '?')).name} ({r.get('corpus_kind', 'unknown')})" for r in runs})
+            rows.append({"page": page, "study": study, "variant": variant, "status": "finished", "metric": metric,
+                         "split": split, "seeds": len(runs), "value": float(np.mean(values)),
+                         "interval": "95% CI" if len(runs) == 1 else "seed range", "low": float(low),
+                         "high": float(high), "profile": ", ".join(sorted({str(r.get("profile")) for r in runs})),
+                         "corpus": "; ".join(corpora)})
+    columns = ["page", "study", "variant", "status", "metric", "split", "seeds", "value", "interval", "low", "high",
+               "profile", "corpus"]
+    return pd.DataFrame(rows).reindex(columns=columns).astype({"seeds": "Int64"})

@@ -20,9 +20,12 @@ Three formulations of the core, on [B, T, H, K] / [B, T, HV, V] tensors:
   * `kda_chunked`: the CPU path, the chunked WY/UT-transform form. Inside a chunk of C tokens the updates
     W solve the unit lower-triangular system (I + L) W = Diag(beta) (V - (exp(G) * K) S_0) with
     L[t, i] = beta_t k_t^T Diag(exp(G_t - G_i)) k_i (i < t), G the in-chunk cumulative log decay; then
-    o = scale ((exp(G) * Q) S_0 + tril(Q Diag-decay K^T) W) and the state moves to the chunk end. The
-    pairwise decays exp(G_t - G_i) are materialised per chunk ([C, C, K], exponents <= 0) so nothing
-    overflows however strong the decay (fla splits into sub-chunks for the same reason).
+    o = scale ((exp(G) * Q) S_0 + tril(Q Diag-decay K^T) W) and the state moves to the chunk end.
+    `kda_chunked_loop` is that, one chunk at a time, with the pairwise decays exp(G_t - G_i) materialised
+    ([C, C, K], exponents <= 0) so nothing overflows however strong the decay (fla splits into sub-chunks for
+    the same reason): the specification. `kda_chunked`, what the layer runs, factorises them as
+    exp(G_t) exp(-G_i) (matrix products, all chunks at once) and hands a call whose decays would overflow
+    that to `kda_chunked_loop`.
   * `kda_recurrent`: token by token, fla's naive recurrence (the test oracle).
   * `kda_attention`: the T x T matrix A above by propagating every column beta_s k_s through M_{s+1}, M_{s+2}, ...
 On CUDA the fused path calls fla's `chunk_kda` (`fused_recurrent_kda` for T <= 64 without gradients in
@@ -109,8 +112,54 @@ def _pair_decay(G: torch.Tensor, strict: bool) -> torch.Tensor:
     return torch.where(keep, diff, torch.full((), -math.inf, dtype=G.dtype, device=G.device)).exp()
 
 
+# Largest total log decay of one chunk (any channel) for which the factorised form is used: exp of +-this
+# stays a normal number in the compute dtype (float32 overflows past exp(88), float64 past exp(709)).
+FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
+
+
 def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
-    """Chunked (WY / UT transform) KDA, same shapes as `kda_recurrent`."""
+    """`kda_chunked_loop`'s sums with the pairwise decays factorised, exp(G_t - G_i) = exp(G_t) exp(-G_i),
+    so Aqk and L are matrix products instead of [C, C, K] tensors, and everything that does not read the
+    state is computed for all chunks at once ([B, H, n, C, ...]); the Python loop over chunks keeps only the
+    state products. exp(-G_i) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT
+    (decays strong enough to overflow), the call runs `kda_chunked_loop`, whose exponents are all <= 0.
+    Same shapes as `kda_recurrent`; both forms give the same numbers up to rounding (tests/test_attention_kda.py)."""
+    dt = compute_dtype(v)
+    qh, kh, gh, bh = _prepare(q, k, g, beta, dt)
+    vh = v.transpose(1, 2).to(dt)
+    B, H, T, K = qh.shape
+    C = chunk_size
+    # zero padding to whole chunks: g = 0, beta = 0, k = 0 leave the state as it is
+    pad = (-T) % C
+    qc, kc, vc, gc = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, C)) for x in (qh, kh, vh, gh))   # [B, H, n, C, *]
+    bc = F.pad(bh, (0, pad)).unflatten(2, (-1, C))[..., None]
+    G = gc.cumsum(3)
+    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:  # the loop at 16: its [C, C, K] tensors cost more as C grows
+        return kda_chunked_loop(q, k, v, g, beta, scale, min(chunk_size, 16))
+    up, down = G.exp(), (-G).exp()
+    q_up, k_up, k_down = qc * up, kc * up, kc * down
+    Aqk = (q_up @ k_down.transpose(-1, -2)).tril()                              # i <= t
+    L = bc * (k_up @ k_down.transpose(-1, -2)).tril(-1)                          # i < t
+    eye = torch.eye(C, dtype=dt, device=q.device)
+    # W = (I + L)^-1 Diag(beta) (V - (exp(G) k) S_0): the UT transform, as one triangular solve per chunk
+    U, Wk = torch.linalg.solve_triangular(eye + L, torch.cat((bc * vc, bc * k_up), dim=-1), upper=False,
+                                          unitriangular=True).split([vc.shape[-1], K], dim=-1)
+    end_decay = G[:, :, :, -1, :, None].exp()                                    # [B, H, n, K, 1]
+    k_to_end = ((G[:, :, :, -1:] - G).exp() * kc).transpose(-1, -2)              # [B, H, n, K, C]
+    S = qh.new_zeros(B, H, K, vh.shape[-1])
+    states, updates = [], []
+    for U_j, Wk_j, d_j, k_j in zip(U.unbind(2), Wk.unbind(2), end_decay.unbind(2), k_to_end.unbind(2)):
+        W = U_j - Wk_j @ S
+        states.append(S)
+        updates.append(W)
+        S = S * d_j + k_j @ W
+    o = scale * (q_up @ torch.stack(states, dim=2) + Aqk @ torch.stack(updates, dim=2))
+    return o.flatten(2, 3)[:, :, :T].transpose(1, 2)
+
+
+def kda_chunked_loop(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
+    """Chunked (WY / UT transform) KDA one chunk at a time, as the module docstring reads it: the
+    specification `kda_chunked` is tested against. Same shapes as `kda_recurrent`."""
     dt = compute_dtype(v)
     q, k, g, beta = _prepare(q, k, g, beta, dt)
     v = v.transpose(1, 2).to(dt)

@@ -11,10 +11,12 @@ so attention_matrix gives A[t, s] = K^-1/2 sum_d q_t[d] exp(k_s[d] - z_t[d]) and
 o = A v before the norm/gate/o_proj (forward_from_matrix applies them).
 
 `mode` (base.SequenceMixer): "fused" runs fla.ops.lightnet.chunk_lightnet (fla imported there only);
-"reference" is our chunkwise form, in which every exponent is <= 0 (stable for any key size); "auto" picks
-fused on CUDA. forward_recurrent is the state update above, the test oracle. Constructor arguments, defaults
-and parameter names are fla's LightNetAttention's (state_dicts load both ways), except `mode`, which picks
-our path.
+"reference" is our chunkwise form, `lightnet_parallel`: chunked linear attention with the weights factorised
+at each chunk's start (matrix products), which hands a call whose keys would overflow that factorisation to
+`lightnet_parallel_loop`, the plain one-chunk-at-a-time form in which every exponent is <= 0 (stable for any
+key size; the specification the fast form is tested against); "auto" picks fused on CUDA. forward_recurrent
+is the state update above, the test oracle. Constructor arguments, defaults and parameter names are fla's
+LightNetAttention's (state_dicts load both ways), except `mode`, which picks our path.
 
 fla 0.6.0 details we reproduce, and differences from the paper:
   * the output RMSNorm runs with eps = 1e-6: fla's forward calls its fused norm-gate-linear function
@@ -36,15 +38,16 @@ FLA_OUTPUT_NORM_EPS = 1e-6  # what fla 0.6.0's LightNetAttention.forward really 
 
 
 def _normalised_scores(q: torch.Tensor, k: torch.Tensor, z: torch.Tensor, row0: int, col0: int) -> torch.Tensor:
-    """A block [B, H, R, C]: sum_d q_t[d] exp(k_s[d] - z_t[d]) for rows t = row0.., cols s = col0.., s <= t.
+    """A block [..., R, C]: sum_d q_t[d] exp(k_s[d] - z_t[d]) for rows t = row0.., cols s = col0.., s <= t.
 
-    q, z [B, H, R, K] and k [B, H, C, K]. Masked before the exp, so no exponent exceeds 0."""
-    t = torch.arange(row0, row0 + q.shape[2], device=q.device)
-    s = torch.arange(col0, col0 + k.shape[2], device=q.device)
+    q, z [..., R, K] and k [..., C, K] (leading dims B, H and optionally chunks). Masked before the exp,
+    so no exponent exceeds 0."""
+    t = torch.arange(row0, row0 + q.shape[-2], device=q.device)
+    s = torch.arange(col0, col0 + k.shape[-2], device=q.device)
     causal = (s[None, :] <= t[:, None])[..., None]                      # [R, C, 1]
-    logits = k[:, :, None, :, :] - z[:, :, :, None, :]                  # [B, H, R, C, K]
+    logits = k[..., None, :, :] - z[..., :, None, :]                    # [..., R, C, K]
     w = torch.exp(torch.where(causal, logits, torch.tensor(float("-inf"), dtype=logits.dtype, device=q.device)))
-    return torch.einsum("bhrk,bhrck->bhrc", q, w)
+    return torch.einsum("...rk,...rck->...rc", q, w)
 
 
 def lightnet_matrix(q: torch.Tensor, k: torch.Tensor, block: int = 64) -> torch.Tensor:
@@ -56,8 +59,53 @@ def lightnet_matrix(q: torch.Tensor, k: torch.Tensor, block: int = 64) -> torch.
     return torch.cat(rows, dim=2) * q.shape[-1] ** -0.5
 
 
-def lightnet_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
-    """Chunkwise LightNet: q, k [B, T, H, K], v [B, T, H, V] -> o [B, T, H, V] (v's dtype).
+# Largest growth of z inside one chunk for which the factorised form is used: exp of +-this stays a normal
+# number in the compute dtype (float32 overflows past exp(88), float64 past exp(709)); beyond it, the loop.
+FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+def lightnet_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+    """`lightnet_parallel_loop`'s sums with the pairwise weights factorised at each chunk's start, so the
+    intra-chunk scores are one matrix product instead of a [C, C, K] tensor of exponentials.
+
+    With z_p = z before the chunk (z_0 for the first), exp(k_s - z_t) = exp(k_s - z_p) exp(z_p - z_t), so
+    o_t = K^-1/2 q'_t (S + sum_{s in chunk, s<=t} k'_s v_s^T) with q' = q exp(z_p - z) and k' = exp(k - z_p):
+    chunked linear attention, S the state normalised at z_p. The first factor exceeds 1 by at most
+    exp(z_end - z_p), the growth of the running logsumexp over the chunk; when that passes FACTOR_LIMIT (a key
+    dwarfing everything before it), the call runs `lightnet_parallel_loop` instead, whose exponents are all
+    <= 0. Both compute the same numbers up to rounding (tests/test_attention_lightnet.py)."""
+    dt = compute_dtype(q)
+    B, T, H, K = q.shape
+    C = chunk_size
+    q2, k2, v2 = (x.to(dt).transpose(1, 2) for x in (q, k, v))
+    z = torch.logcumsumexp(k2, dim=2)
+    # pad to whole chunks at the end: causality keeps the padded tokens out of every real output; k and z
+    # repeat the last token so that the padded rows stay finite (their gradients would be NaN otherwise)
+    pad = (-T) % C
+    qc, vc = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, C)) for x in (q2, v2))             # [B, H, n, C, *]
+    kc, zc = (F.pad(x, (0, 0, 0, pad), mode="replicate").unflatten(2, (-1, C)) for x in (k2, z))
+    n = qc.shape[2]
+    z_prev = torch.cat((z[:, :, :1], z[:, :, C - 1::C][:, :, :n - 1]), dim=2)[..., None, :]  # [B, H, n, 1, K]
+    if (zc[..., -1:, :] - z_prev).max() > FACTOR_LIMIT[dt]:
+        return lightnet_parallel_loop(q, k, v, chunk_size=16)
+    qf, kf = qc * torch.exp(z_prev - zc), torch.exp(kc - z_prev)
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    o = (qf @ kf.transpose(-1, -2)).masked_fill(~causal, 0) @ vc                                # intra-chunk
+    if n > 1:
+        # S_{j+1} = exp(z_p,j - z_p,j+1) (S_j + k'_j^T v_j): the scan over chunks, on views of batched tensors
+        add = kf[:, :, :n - 1].transpose(-1, -2) @ vc[:, :, :n - 1]                             # [B, H, n-1, K, V]
+        decay = torch.exp(z_prev[:, :, :n - 1] - z_prev[:, :, 1:]).transpose(-1, -2)            # [B, H, n-1, K, 1]
+        states = [torch.zeros_like(add[:, :, 0])]
+        for d, u in zip(decay.unbind(2), add.unbind(2)):
+            states.append(d * (states[-1] + u))
+        o = o + qf @ torch.stack(states, dim=2)
+    o = o.flatten(2, 3)[:, :, :T] * K ** -0.5
+    return o.transpose(1, 2).to(v.dtype)
+
+
+def lightnet_parallel_loop(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
+    """Chunkwise LightNet one chunk at a time, every exponent <= 0: the specification `lightnet_parallel` is
+    tested against, and what it runs when its factorised form would leave the float range. q, k [B, T, H, K], v [B, T, H, V] -> o [B, T, H, V] (v's dtype).
 
     The carried state is normalised, S = sum_{s<c0} exp(k_s - z_{c0-1}) v_s^T (weights sum to 1 per
     channel), so it stays bounded however large the keys are."""
@@ -106,7 +154,7 @@ class LightNetAttention(PackedCausalMixer):
     mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunkwise form) or "fused" (fla's
     chunk_lightnet; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent is the token-by-token oracle."""
 
-    chunk_size = 16  # the CPU chunkwise form materialises [chunk, chunk, K] weights per head: small is faster
+    chunk_size = 32  # the CPU chunk (benchmarks/reference_paths.py: 32 and 64 time alike, both beat 16)
 
     def __init__(self, mode: str = "auto", hidden_size: int = 1024, num_heads: int | None = None,
                  expand_ratio: int | None = 128, use_short_conv: bool = False, conv_size: int = 4,

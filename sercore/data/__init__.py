@@ -15,10 +15,11 @@ from sercore.data.manifest import load_manifest
 from sercore.data.msp_podcast import load_msp_podcast
 from sercore.data.prosody import CLASS_NAMES, CLASSES
 from sercore.data.report import LoadReport
-from sercore.data.summary import prosody_summary
+from sercore.data.summary import listening_samples, prosody_summary
 from sercore.data.synth import LAYOUTS, VARIANTS, generate_corpus
 from sercore.data.table import COLUMNS
 
 __all__ = ["AudioError", "CLASSES", "CLASS_NAMES", "COLUMNS", "LAYOUTS", "LoadReport", "VARIANTS",
            "detect_layout", "ensure_corpus", "generate_corpus", "inspect_audio", "is_generated", "load_corpus",
-           "load_iemocap", "load_manifest", "load_msp_podcast", "load_segments", "prosody_summary", "read_audio"]
+           "listening_samples", "load_iemocap", "load_manifest", "load_msp_podcast", "load_segments", "prosody_summary",
+           "read_audio"]

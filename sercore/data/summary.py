@@ -3,12 +3,17 @@
 `prosody_summary(table)` tracks F0 with a plain normalised-autocorrelation pitch tracker and measures a
 speaking-rate proxy (seconds per transcript word), so one can see whether a corpus's classes differ the
 way their prosody profiles say (sercore.data.prosody): anger and happiness above sadness in pitch,
-sadness slower than happiness, and so on.
+sadness slower than happiness, and so on. `listening_samples(table, corpus)` is the check by ear: audio
+players for a few utterances per class, embedded in the page (generated corpus only).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,3 +87,59 @@ def prosody_summary(table: pd.DataFrame, max_per_class: int | None = None) -> pd
         warnings.warn(f"prosody_summary: {len(skipped)} utterance(s) left out, audio unreadable "
                       f"(e.g. {skipped[0]})", stacklevel=2)
     return summary
+
+
+@dataclass
+class Listening:
+    """Audio players for a few utterances per class (`listening_samples`); shows itself as HTML in a notebook.
+
+    rows: the chosen utterances (label, utt_id, speaker, split, transcript, bytes); embedded_bytes: the audio
+    embedded in the page (before base64, which adds a third); note: why nothing was embedded, if so."""
+
+    rows: pd.DataFrame
+    embedded_bytes: int
+    note: str = ""
+    _players: list = field(default_factory=list, repr=False)
+
+    def _repr_html_(self) -> str:
+        if self.note:
+            return f"<p>{html.escape(self.note)}</p>"
+        cells = "".join(f"<tr><td><b>{html.escape(str(r.label))}</b></td><td>{player}</td>"
+                        f"<td><code>{html.escape(str(r.utt_id))}</code> · {html.escape(str(r.speaker))}</td>"
+                        f"<td>{html.escape(str(r.transcript or ''))}</td></tr>"
+                        for r, player in zip(self.rows.itertuples(index=False), self._players))
+        return f"<table><tr><th>class</th><th>listen</th><th>utterance · speaker</th><th>transcript</th></tr>{cells}</table>"
+
+
+AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+
+
+def listening_samples(table: pd.DataFrame, corpus, per_class: int = 2, seed: int = 0,
+                      split: str = "Train") -> Listening:
+    """`per_class` random `split` utterances of each class (seeded), as audio players with the file's bytes
+    embedded (base64 data URIs), so the page plays them offline.
+
+    Only for the generated demonstration corpus (sercore.data.is_generated(corpus)): a licensed corpus's audio
+    is not copied into a page that may be published; it gets a note instead. To keep the page small the
+    draw is among the utterances no larger than their class's median file size; an unreadable file is left
+    out of the draw."""
+    from sercore.data.ensure import is_generated
+
+    if not is_generated(corpus):
+        return Listening(pd.DataFrame(), 0, note="Audio players are shown for the generated demonstration corpus "
+                                                 "only: a licensed corpus's audio is not embedded in the page.")
+    pool = table[table["split"] == split].copy()
+    pool["bytes"] = [Path(p).stat().st_size if Path(p).is_file() else -1 for p in pool["path"]]
+    pool = pool[(pool["bytes"] > 0) & (pool["bytes"] <= pool.groupby("label")["bytes"].transform("median"))]
+    pool = pool.sort_values("utt_id")
+    chosen = pd.concat([group.sample(min(per_class, len(group)), random_state=seed)
+                        for _, group in pool.groupby("label", sort=True)] or [pool])
+    players, total = [], 0
+    for row in chosen.itertuples(index=False):
+        data = Path(row.path).read_bytes()
+        kind = AUDIO_TYPES.get(Path(row.path).suffix.lower(), "audio/wav")
+        players.append(f'<audio controls preload="none" src="data:{kind};base64,'
+                       f'{base64.b64encode(data).decode("ascii")}"></audio>')
+        total += len(data)
+    rows = chosen[["label", "utt_id", "speaker", "split", "transcript", "bytes"]].reset_index(drop=True)
+    return Listening(rows, total, _players=players)

@@ -1,0 +1,90 @@
+"""The fast CPU forms of LightNet and KDA (factorised, batched over chunks) against their one-chunk-at-a-time
+specifications, and the overflow guard that hands extreme inputs back to the specification."""
+
+import pytest
+import torch
+
+from sercore.attention import kda, lightnet
+
+F64 = torch.float64
+
+
+def lightnet_inputs(B, T, H, K, V, key_scale=1.0, dtype=F64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.silu(torch.randn(B, T, H, K, dtype=dtype, generator=gen))
+    k = key_scale * torch.randn(B, T, H, K, dtype=dtype, generator=gen)
+    return q, k, torch.randn(B, T, H, V, dtype=dtype, generator=gen)
+
+
+def kda_inputs(B, T, H, K, V, decay=1.0, dtype=F64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, dtype=dtype, generator=gen), dim=-1)
+    q, k = unit(B, T, H, K), unit(B, T, H, K)
+    v = torch.randn(B, T, H, V, dtype=dtype, generator=gen)
+    g = -decay * torch.rand(B, T, H, K, dtype=dtype, generator=gen)
+    return q, k, v, g, torch.rand(B, T, H, dtype=dtype, generator=gen)
+
+
+def value_and_grads(fn, inputs):
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    out = fn(*leaves)
+    weights = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(9))
+    return [out.detach(), *torch.autograd.grad((out * weights).sum(), leaves)]
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+# (B, T, chunk): T below, at and across chunk boundaries, with padding in the last chunk
+SHAPES = [(2, 37, 16), (1, 64, 32), (2, 50, 8), (1, 5, 64), (1, 33, 1)]
+
+
+@pytest.mark.parametrize("B,T,C", SHAPES)
+def test_lightnet_fast_form_equals_the_loop(B, T, C):
+    inputs = lightnet_inputs(B, T, 3, 8, 5, key_scale=3.0)
+    fast = value_and_grads(lambda *x: lightnet.lightnet_parallel(*x, C), inputs)
+    spec = value_and_grads(lambda *x: lightnet.lightnet_parallel_loop(*x, C), inputs)
+    for name, a, b in zip(["o", "q", "k", "v"], fast, spec):
+        assert rel(a, b) < 1e-12, name
+
+
+@pytest.mark.parametrize("B,T,C", SHAPES)
+def test_kda_fast_form_equals_the_loop(B, T, C):
+    inputs = kda_inputs(B, T, 2, 8, 6, decay=2.0)
+    fast = value_and_grads(lambda *x: kda.kda_chunked(*x, 0.35, C), inputs)
+    spec = value_and_grads(lambda *x: kda.kda_chunked_loop(*x, 0.35, C), inputs)
+    for name, a, b in zip(["o", "q", "k", "v", "g", "beta"], fast, spec):
+        assert rel(a, b) < 1e-12, name
+
+
+def test_lightnet_guard_hands_huge_keys_to_the_loop(monkeypatch):
+    """Keys of scale 60 make the running logsumexp jump by more than 60 inside a chunk: exp(k - z_p) would
+    overflow float32, so the fast form must give the loop's numbers, which stay finite."""
+    q, k, v = lightnet_inputs(1, 48, 2, 16, 8, key_scale=60.0, dtype=torch.float32, seed=4)
+    guarded = lightnet.lightnet_parallel(q, k, v, 32)
+    assert torch.isfinite(guarded).all()
+    assert torch.equal(guarded, lightnet.lightnet_parallel_loop(q, k, v, 16))
+    monkeypatch.setitem(lightnet.FACTOR_LIMIT, torch.float32, float("inf"))
+    assert not torch.isfinite(lightnet.lightnet_parallel(q, k, v, 32)).all(), "the guard protects nothing here"
+
+
+def test_kda_guard_hands_strong_decay_to_the_loop(monkeypatch):
+    """Decays of up to e^-60 per step make exp(-G) overflow float32 within a chunk."""
+    inputs = kda_inputs(1, 48, 2, 8, 8, decay=60.0, dtype=torch.float32, seed=3)
+    guarded = kda.kda_chunked(*inputs, 0.35, 32)
+    assert torch.isfinite(guarded).all()
+    assert torch.equal(guarded, kda.kda_chunked_loop(*inputs, 0.35, 16))
+    monkeypatch.setitem(kda.FACTOR_LIMIT, torch.float32, float("inf"))
+    assert not torch.isfinite(kda.kda_chunked(*inputs, 0.35, 32)).all(), "the guard protects nothing here"
+
+
+def test_fast_forms_stay_fast_on_ordinary_inputs(monkeypatch):
+    """Ordinary inputs (unit keys, the layers' initial decays) must not fall back to the slow loop."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to the loop")
+
+    monkeypatch.setattr(lightnet, "lightnet_parallel_loop", refuse)
+    monkeypatch.setattr(kda, "kda_chunked_loop", refuse)
+    lightnet.lightnet_parallel(*lightnet_inputs(2, 100, 2, 16, 8, dtype=torch.float32), 32)
+    kda.kda_chunked(*kda_inputs(2, 100, 2, 16, 8, decay=0.5, dtype=torch.float32), 0.25, 16)
