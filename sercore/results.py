@@ -4,6 +4,11 @@
                             variants={"softmax": {"mechanism": "softmax"}, "kda": {"mechanism": "kda"}})
     results.metrics_table(runs, "macro_f1")
     results.seed_summary(runs, "balanced_accuracy")   # mean over seeds, spread, bootstrap interval
+    results.compare(summary, {"kda": ("kda", "kda-bidir")}, labels=("causal", "bidirectional"))
+
+Seeds of a page's grid come from one place, the profile's `results.seeds` (profile_seeds). A sentence that
+ranks two variants needs at least MIN_SEEDS seeds each and 95 % intervals that do not overlap; compare()
+writes that reading per pair, so a page never ranks on less.
 
 Each run is sercore.train.train_run, so a finished run with unchanged parameters is read back instead of
 trained again, and an interrupted grid resumes where it stopped.
@@ -17,6 +22,17 @@ import numpy as np
 import pandas as pd
 
 PAPER_MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+MIN_SEEDS = 3  # seeds per variant before a page may rank two variants
+
+
+def profile_seeds(profile: str) -> list[int]:
+    """The seeds every results page of `profile` trains (the profile's results.seeds)."""
+    from sercore.profiles import section
+
+    seeds = section(profile, "results").get("seeds")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"profile {profile!r}: results.seeds must be a non-empty list of integers, got {seeds!r}")
+    return list(seeds)
 
 
 def run_grid(study: str, corpus, out_root, profile: str = "default", variants: dict | None = None,
@@ -141,3 +157,37 @@ def seed_summary(runs: list[dict], metric: str = "macro_f1", splits=None, n_boot
                          "min": float(values.min()), "max": float(values.max()),
                          "ci95_low": float(low), "ci95_high": float(high)})
     return pd.DataFrame(rows)
+
+
+def reading(a: dict, b: dict, names=("a", "b"), min_seeds: int = MIN_SEEDS) -> str:
+    """What two seed_summary rows allow one to say: which is higher when both have at least `min_seeds`
+    seeds and their 95 % intervals do not overlap; otherwise why no ranking is made."""
+    seeds = min(int(a["n_seeds"]), int(b["n_seeds"]))
+    if seeds < min_seeds:
+        return f"{'single' if seeds == 1 else seeds}-seed observation, no ranking"
+    if a["ci95_low"] > b["ci95_high"]:
+        return f"{names[0]} higher ({seeds} seeds, intervals apart)"
+    if b["ci95_low"] > a["ci95_high"]:
+        return f"{names[1]} higher ({seeds} seeds, intervals apart)"
+    return f"intervals overlap ({seeds} seeds), no ranking"
+
+
+def compare(summary: pd.DataFrame, pairs: dict, split: str = "Test1", labels=("a", "b")) -> pd.DataFrame:
+    """One row per pair name: the two variants' mean with 95 % interval on `split` (from seed_summary), the
+    difference second minus first, and reading(). pairs maps a name to (first variant, second variant)."""
+    part = summary[summary["split"] == split].set_index("variant")
+    rows = []
+    for name, (first, second) in pairs.items():
+        missing = [v for v in (first, second) if v not in part.index]
+        if missing:
+            raise ValueError(f"compare: no {split} summary for {missing} (variants: {sorted(part.index)})")
+        a, b = part.loc[first], part.loc[second]
+        row = {"name": name}
+        for label, entry in zip(labels, (a, b)):
+            row[label] = entry["mean"]
+            row[f"{label} 95% CI"] = f"[{entry['ci95_low']:.3f}, {entry['ci95_high']:.3f}]"
+        row[f"{labels[1]} - {labels[0]}"] = b["mean"] - a["mean"]
+        row["seeds"] = int(min(a["n_seeds"], b["n_seeds"]))
+        row["reading"] = reading(a, b, labels)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("name")
