@@ -155,6 +155,8 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     against its peak memory, one point per mechanism, from sercore.tradeoff.join. `source` says which machine
     and length measured the cost; it goes under the x axes. A panel whose cost was not measured (NaN, e.g.
     memory on the CPU) says so instead of plotting nothing."""
+    import pandas as pd
+
     split = table.attrs.get("split", "Test1")
     panels = (("median_ms", "latency of one mixer call (ms, median)", ("p20_ms", "p80_ms")),
               ("peak_mem_mb", "peak memory of one mixer call (MB)", None))
@@ -178,7 +180,9 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
         for name, xi, yi in zip(table.index[shown], x[shown], y[shown]):
             ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set(xscale="log", xlabel=label)
-        left_out = [str(name) for name in table.index[~shown]]
+        errors = table["error"].fillna("").astype(str) if "error" in table else pd.Series("", index=table.index)
+        left_out = [f"{name} ({errors[name].split(':')[0]})" if errors[name] else str(name)
+                    for name in table.index[~shown]]
         if left_out:
             ax.text(0.02, 0.02, f"not measured: {', '.join(left_out)}", fontsize=7, transform=ax.transAxes)
     seeds = sorted(set(table["n_seeds"].astype(int)))

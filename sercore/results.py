@@ -25,11 +25,13 @@ PAPER_MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
 MIN_SEEDS = 3  # seeds per variant before a page may rank two variants
 
 
-def profile_seeds(profile: str) -> list[int]:
-    """The seeds every results page of `profile` trains (the profile's results.seeds)."""
+def profile_seeds(profile: str, study: str | None = None) -> list[int]:
+    """The seeds a results page of `profile` trains: the profile's results.seeds, or results.by_study[study]
+    where a study too heavy for the profile's budget trains fewer."""
     from sercore.profiles import section
 
-    seeds = section(profile, "results").get("seeds")
+    cfg = section(profile, "results")
+    seeds = (cfg.get("by_study") or {}).get(study, cfg.get("seeds"))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"profile {profile!r}: results.seeds must be a non-empty list of integers, got {seeds!r}")
     return list(seeds)
@@ -64,6 +66,21 @@ def metrics_table(runs: list[dict], metric: str = "macro_f1", splits=None) -> pd
             row[f"{split} 95% CI"] = f"[{low:.3f}, {high:.3f}]"
         row["wall time (s)"] = round(run["wall_time_s"], 1)
         rows.append(row)
+    return pd.DataFrame(rows).set_index(["variant", "seed"])
+
+
+def budget_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: the training it got (epochs, steps per epoch, steps taken, a step cap if any, the
+    training items an epoch holds) and its VTLP copies and warp, so a page shows that compared runs had the
+    same passes over their data."""
+    rows = []
+    for run in runs:
+        train, training = run["provenance"]["parameters"]["train"], run["training"]
+        rows.append({"variant": run.get("variant", run.get("mechanism")), "seed": run["provenance"]["seed"],
+                     "epochs": train["epochs"], "max_steps": train["max_steps"],
+                     "steps per epoch": training["steps_per_epoch"], "steps": training["steps"],
+                     "training items": run["data"].get("train_items"), "VTLP copies": train["vtlp_copies"],
+                     "VTLP warp": train["vtlp_warp"] if train["vtlp_copies"] else "-"})
     return pd.DataFrame(rows).set_index(["variant", "seed"])
 
 
@@ -157,6 +174,41 @@ def seed_summary(runs: list[dict], metric: str = "macro_f1", splits=None, n_boot
                          "min": float(values.min()), "max": float(values.max()),
                          "ci95_low": float(low), "ci95_high": float(high)})
     return pd.DataFrame(rows)
+
+
+def direction_variants(mechanisms) -> tuple[dict, dict]:
+    """The grid with every mechanism's direction flipped, and the (causal, bidirectional) variant pairs.
+
+    The paper ran softmax attention bidirectionally and the five fla-style mixers causally (sercore.fidelity,
+    fusion mechanism_options). A mixer with a `causal` option is bidirectional by default and is flipped with
+    causal=True; one with a `bidirectional` option is causal by default and flipped with bidirectional=True.
+    Returns ({flipped variant name: train_run overrides}, {mechanism: (causal variant, bidirectional variant)}),
+    where the unflipped variant is named by the mechanism, as in the paper grid."""
+    import inspect
+
+    from sercore.attention import mechanism_class
+
+    flipped, pairs = {}, {}
+    for name in mechanisms:
+        options = inspect.signature(mechanism_class(name)).parameters
+        if "causal" in options:
+            flipped[f"{name}-causal"] = {"mechanism": name, "model.mechanism_options": {"causal": True}}
+            pairs[name] = (f"{name}-causal", name)
+        elif "bidirectional" in options:
+            flipped[f"{name}-bidirectional"] = {"mechanism": name, "model.mechanism_options": {"bidirectional": True}}
+            pairs[name] = (name, f"{name}-bidirectional")
+        else:
+            raise ValueError(f"{name}: its module has neither a causal nor a bidirectional option to flip")
+    return flipped, pairs
+
+
+def caption(runs: list[dict]) -> str:
+    """A figure's caption line: the corpus (labelled when generated), the profile and the seeds of `runs`."""
+    kinds = sorted({run.get("corpus_kind", "unknown") for run in runs})
+    profiles = sorted({str(run.get("profile", "?")) for run in runs})
+    seeds = sorted({run["provenance"]["seed"] for run in runs})
+    return (f"{' + '.join(kinds)}; profile {', '.join(profiles)}; "
+            f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})")
 
 
 def reading(a: dict, b: dict, names=("a", "b"), min_seeds: int = MIN_SEEDS) -> str:

@@ -132,3 +132,14 @@ def test_compare_reads_seeds_and_intervals():
 def test_profile_seeds_one_place():
     assert results.profile_seeds("smoke") == [0]
     assert len(results.profile_seeds("default")) >= results.MIN_SEEDS
+
+
+def test_direction_variants_flip_each_mechanism_once():
+    flipped, pairs = results.direction_variants(MECHANISMS)
+    assert flipped["softmax-causal"] == {"mechanism": "softmax", "model.mechanism_options": {"causal": True}}
+    assert flipped["kda-bidirectional"] == {"mechanism": "kda", "model.mechanism_options": {"bidirectional": True}}
+    assert len(flipped) == len(MECHANISMS)
+    assert pairs["softmax"] == ("softmax-causal", "softmax")        # the paper's softmax is the bidirectional one
+    assert pairs["retnet"] == ("retnet", "retnet-bidirectional")     # the paper's linear mixers are causal
+    with pytest.raises(ValueError, match="area: its module has neither"):
+        results.direction_variants(["area"])
