@@ -4,9 +4,12 @@
                             variants={"softmax": {"mechanism": "softmax"}, "kda": {"mechanism": "kda"}})
     results.metrics_table(runs, "macro_f1")
     results.seed_summary(runs, "balanced_accuracy")   # mean over seeds, spread, bootstrap interval
-    results.compare(summary, {"kda": ("kda", "kda-bidir")}, labels=("causal", "bidirectional"))
+    flipped, pairs = results.direction_variants(["softmax", "kda"])   # each mixer in the other direction
+    results.compare(summary, pairs, labels=("causal", "bidirectional"))
+    results.budget_table(runs)                         # epochs, steps, VTLP copies and warp per run
 
-Seeds of a page's grid come from one place, the profile's `results.seeds` (profile_seeds). A sentence that
+Seeds of a page's grid come from one place, the profile's `results` section (profile_seeds: `seeds`, or
+`by_study.<study>` for a study the profile's budget trains on fewer). A sentence that
 ranks two variants needs at least MIN_SEEDS seeds each and 95 % intervals that do not overlap; compare()
 writes that reading per pair, so a page never ranks on less.
 
