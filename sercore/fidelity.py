@@ -260,8 +260,9 @@ AREA: list[Deviation] = [
         paper="3 x 3 areas with VTLP for the headline; sercore takes the epoch count from the code",
         code=f"{_AREA_CODE} area_train.py: Epochs = 100 (Adam 1e-4, batch 32)",
         default=100,
-        note="The CPU profiles train far shorter (default: 300 steps at most).",
-        profiles={"smoke": 30, "default": 8}),
+        note="The CPU profiles train far shorter: 2 epochs (default), 3 (smoke). An epoch count, never a step "
+             "cap, so runs with k VTLP copies (k + 1 times the steps per epoch) see each segment as often.",
+        profiles={"smoke": 3, "default": 2}),
     Deviation(
         "area-cnn", "train.by_study.area-cnn.vtlp_copies",
         paper="headline (WA 79.34 %, UA 77.54 %) with 3x3 areas and VTLP; a sweep shows more VTLP copies "

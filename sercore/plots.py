@@ -248,3 +248,46 @@ def sparsity_curve(runs: list[dict], keep_rates, metric: str = "balanced_accurac
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str = ""):
+    """The main paper's trade-off: `metric` (mean over seeds, 95 % interval) against the mixer's latency and
+    against its peak memory, one point per mechanism, from sercore.tradeoff.join. `source` says which machine
+    and length measured the cost; it goes under the x axes. A panel whose cost was not measured (NaN, e.g.
+    memory on the CPU) says so instead of plotting nothing."""
+    import pandas as pd
+
+    split = table.attrs.get("split", "Test1")
+    panels = (("median_ms", "latency of one mixer call (ms, median)", ("p20_ms", "p80_ms")),
+              ("peak_mem_mb", "peak memory of one mixer call (MB)", None))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    y = table["mean"].to_numpy(dtype=float)
+    yerr = np.vstack([y - table["ci95_low"].to_numpy(dtype=float), table["ci95_high"].to_numpy(dtype=float) - y])
+    for ax, (column, label, spread) in zip(axes, panels):
+        x = table[column].to_numpy(dtype=float)
+        shown = np.isfinite(x)
+        if not shown.any():
+            device = table.attrs.get("device", "this device")
+            ax.text(0.5, 0.5, f"{label.split(' of ')[0]}: not measured on {device}", ha="center", va="center",
+                    fontsize=9, transform=ax.transAxes)
+            ax.set(xticks=[], xlabel=label)
+            continue
+        xerr = None
+        if spread and table[list(spread)].notna().all(axis=None):
+            xerr = np.vstack([x - table[spread[0]].to_numpy(dtype=float), table[spread[1]].to_numpy(dtype=float) - x])
+            xerr = xerr[:, shown]
+        ax.errorbar(x[shown], y[shown], yerr=yerr[:, shown], xerr=xerr, fmt="o", capsize=3)
+        for name, xi, yi in zip(table.index[shown], x[shown], y[shown]):
+            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set(xscale="log", xlabel=label)
+        errors = table["error"].fillna("").astype(str) if "error" in table else pd.Series("", index=table.index)
+        left_out = [f"{name} ({errors[name].split(':')[0]})" if errors[name] else str(name)
+                    for name in table.index[~shown]]
+        if left_out:
+            ax.text(0.02, 0.02, f"not measured: {', '.join(left_out)}", fontsize=7, transform=ax.transAxes)
+    seeds = sorted(set(table["n_seeds"].astype(int)))
+    axes[0].set_ylabel(f"{split} {metric} (mean of {'/'.join(map(str, seeds))} seed(s), 95 % CI)")
+    fig.suptitle(title or "accuracy against cost of the mixer", fontsize=10)
+    fig.text(0.5, -0.02, f"cost measured on: {source}", ha="center", fontsize=8, wrap=True)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -5,6 +5,14 @@
     results.metrics_table(runs, "macro_f1")
     results.seed_summary(runs, "balanced_accuracy")   # mean over seeds, spread, bootstrap interval
     results.headline_table("runs/default")            # every study's headline number (the summary page)
+    flipped, pairs = results.direction_variants(["softmax", "kda"])   # each mixer in the other direction
+    results.compare(summary, pairs, labels=("causal", "bidirectional"))
+    results.budget_table(runs)                         # epochs, steps, VTLP copies and warp per run
+
+Seeds of a page's grid come from one place, the profile's `results` section (profile_seeds: `seeds`, or
+`by_study.<study>` for a study the profile's budget trains on fewer). A sentence that
+ranks two variants needs at least MIN_SEEDS seeds each and 95 % intervals that do not overlap; compare()
+writes that reading per pair, so a page never ranks on less.
 
 Each run is sercore.train.train_run, so a finished run with unchanged parameters is read back instead of
 trained again, and an interrupted grid resumes where it stopped. run_grid(..., workers=N) trains the runs in
@@ -25,6 +33,19 @@ import pandas as pd
 
 from sercore.attention import PAPER_NAMES as PAPER_MECHANISMS  # the one list of them is sercore.attention's
 WORKERS_VARIABLE = "SERCORE_GRID_WORKERS"
+MIN_SEEDS = 3  # seeds per variant before a page may rank two variants
+
+
+def profile_seeds(profile: str, study: str | None = None) -> list[int]:
+    """The seeds a results page of `profile` trains: the profile's results.seeds, or results.by_study[study]
+    where a study too heavy for the profile's budget trains fewer."""
+    from sercore.profiles import section
+
+    cfg = section(profile, "results")
+    seeds = (cfg.get("by_study") or {}).get(study, cfg.get("seeds"))
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"profile {profile!r}: results.seeds must be a non-empty list of integers, got {seeds!r}")
+    return list(seeds)
 
 
 def run_grid(study: str, corpus, out_root, profile: str = "default", variants: dict | None = None,
@@ -89,6 +110,21 @@ def metrics_table(runs: list[dict], metric: str = "macro_f1", splits=None) -> pd
             row[f"{split} 95% CI"] = f"[{low:.3f}, {high:.3f}]"
         row["wall time (s)"] = round(run["wall_time_s"], 1)
         rows.append(row)
+    return pd.DataFrame(rows).set_index(["variant", "seed"])
+
+
+def budget_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: the training it got (epochs, steps per epoch, steps taken, a step cap if any, the
+    training items an epoch holds) and its VTLP copies and warp, so a page shows that compared runs had the
+    same passes over their data."""
+    rows = []
+    for run in runs:
+        train, training = run["provenance"]["parameters"]["train"], run["training"]
+        rows.append({"variant": run.get("variant", run.get("mechanism")), "seed": run["provenance"]["seed"],
+                     "epochs": train["epochs"], "max_steps": train["max_steps"],
+                     "steps per epoch": training["steps_per_epoch"], "steps": training["steps"],
+                     "training items": run["data"].get("train_items"), "VTLP copies": train["vtlp_copies"],
+                     "VTLP warp": train["vtlp_warp"] if train["vtlp_copies"] else "-"})
     return pd.DataFrame(rows).set_index(["variant", "seed"])
 
 
@@ -271,3 +307,72 @@ def headline_table(runs_root) -> pd.DataFrame:
     columns = ["page", "study", "variant", "status", "metric", "split", "seeds", "value", "interval", "low", "high",
                "profile", "corpus"]
     return pd.DataFrame(rows).reindex(columns=columns).astype({"seeds": "Int64"})
+
+
+def direction_variants(mechanisms) -> tuple[dict, dict]:
+    """The grid with every mechanism's direction flipped, and the (causal, bidirectional) variant pairs.
+
+    The paper ran softmax attention bidirectionally and the five fla-style mixers causally (sercore.fidelity,
+    fusion mechanism_options). A mixer with a `causal` option is bidirectional by default and is flipped with
+    causal=True; one with a `bidirectional` option is causal by default and flipped with bidirectional=True.
+    Returns ({flipped variant name: train_run overrides}, {mechanism: (causal variant, bidirectional variant)}),
+    where the unflipped variant is named by the mechanism, as in the paper grid."""
+    import inspect
+
+    from sercore.attention import mechanism_class
+
+    flipped, pairs = {}, {}
+    for name in mechanisms:
+        options = inspect.signature(mechanism_class(name)).parameters
+        if "causal" in options:
+            flipped[f"{name}-causal"] = {"mechanism": name, "model.mechanism_options": {"causal": True}}
+            pairs[name] = (f"{name}-causal", name)
+        elif "bidirectional" in options:
+            flipped[f"{name}-bidirectional"] = {"mechanism": name, "model.mechanism_options": {"bidirectional": True}}
+            pairs[name] = (name, f"{name}-bidirectional")
+        else:
+            raise ValueError(f"{name}: its module has neither a causal nor a bidirectional option to flip")
+    return flipped, pairs
+
+
+def caption(runs: list[dict]) -> str:
+    """A figure's caption line: the corpus (labelled when generated), the profile and the seeds of `runs`."""
+    kinds = sorted({run.get("corpus_kind", "unknown") for run in runs})
+    profiles = sorted({str(run.get("profile", "?")) for run in runs})
+    seeds = sorted({run["provenance"]["seed"] for run in runs})
+    return (f"{' + '.join(kinds)}; profile {', '.join(profiles)}; "
+            f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})")
+
+
+def reading(a: dict, b: dict, names=("a", "b"), min_seeds: int = MIN_SEEDS) -> str:
+    """What two seed_summary rows allow one to say: which is higher when both have at least `min_seeds`
+    seeds and their 95 % intervals do not overlap; otherwise why no ranking is made."""
+    seeds = min(int(a["n_seeds"]), int(b["n_seeds"]))
+    if seeds < min_seeds:
+        return f"{'single' if seeds == 1 else seeds}-seed observation, no ranking"
+    if a["ci95_low"] > b["ci95_high"]:
+        return f"{names[0]} higher ({seeds} seeds, intervals apart)"
+    if b["ci95_low"] > a["ci95_high"]:
+        return f"{names[1]} higher ({seeds} seeds, intervals apart)"
+    return f"intervals overlap ({seeds} seeds), no ranking"
+
+
+def compare(summary: pd.DataFrame, pairs: dict, split: str = "Test1", labels=("a", "b")) -> pd.DataFrame:
+    """One row per pair name: the two variants' mean with 95 % interval on `split` (from seed_summary), the
+    difference second minus first, and reading(). pairs maps a name to (first variant, second variant)."""
+    part = summary[summary["split"] == split].set_index("variant")
+    rows = []
+    for name, (first, second) in pairs.items():
+        missing = [v for v in (first, second) if v not in part.index]
+        if missing:
+            raise ValueError(f"compare: no {split} summary for {missing} (variants: {sorted(part.index)})")
+        a, b = part.loc[first], part.loc[second]
+        row = {"name": name}
+        for label, entry in zip(labels, (a, b)):
+            row[label] = entry["mean"]
+            row[f"{label} 95% CI"] = f"[{entry['ci95_low']:.3f}, {entry['ci95_high']:.3f}]"
+        row[f"{labels[1]} - {labels[0]}"] = b["mean"] - a["mean"]
+        row["seeds"] = int(min(a["n_seeds"], b["n_seeds"]))
+        row["reading"] = reading(a, b, labels)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("name")
