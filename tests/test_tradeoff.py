@@ -80,21 +80,20 @@ def test_join_and_figure_from_gpu_table(tmp_path):
 
 def test_gpu_absent_measures_here_and_says_so(tmp_path):
     """No GPU table: sercore.bench times the mixers on this CPU at the profile's longest bench length (smoke: 2 s),
-    the source says so, and the memory panel says it was not measured."""
+    the source says so; memory is sercore.bench's CPU peak (a forked child's high-water mark)."""
     cost = tradeoff.efficiency(["softmax", "retnet"], gpu_dir=tmp_path, profile="smoke", loader=lambda d: None)
     assert cost.attrs["device"] == "cpu"
     assert cost.attrs["seconds"] == 2.0 and set(cost["seconds"]) == {2.0}
     assert "this machine (CPU)" in cost.attrs["source"] and "2 s of audio" in cost.attrs["source"]
     assert "not the paper's 400 s" in cost.attrs["source"]
     assert cost.attrs["gpu_absent"] == f"no GPU results in {tmp_path}"
-    assert (cost["median_ms"] > 0).all() and cost["peak_mem_mb"].isna().all()
+    assert (cost["median_ms"] > 0).all() and (cost["peak_mem_mb"] >= 0).all()
     assert list(cost.columns) == list(tradeoff.EFFICIENCY_COLUMNS)
     table = tradeoff.join(summary(n_seeds=1)[lambda s: s["variant"].isin(["softmax", "retnet"])], cost)
     fig = plots.tradeoff(table, cost.attrs["source"])
     latency, memory = fig.axes
     assert latency.lines[0].get_xydata().shape == (2, 2)
-    assert not memory.lines
-    assert any("not measured on cpu" in t.get_text() for t in memory.texts)
+    assert memory.lines[0].get_xydata().shape == (2, 2)
 
 
 def test_gpu_table_without_the_length_falls_back_with_reason(tmp_path):
