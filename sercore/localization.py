@@ -3,6 +3,8 @@
     att = localization.attention_over_time(model, batch)        # per-frame weights of a trained model
     localization.localization_score(att.frames(0, "pooling"), att.frame_rate, (1.2, 2.7), 4.4)
     localization.score_run("runs/default/keysparse/keep 0.3-seed0", corpus)   # a run's Test1 utterances
+    localization.localization_summary(runs, corpus, parameter="keep_rate")    # over seeds, with intervals
+    plots.attention_heatmaps(localization.heatmap_items(run_dir, corpus, n=3))  # spectrogram, attention, mask
 
 attention_over_time reads, by forward hooks on the model's own modules (the forward pass and its numbers
 are unchanged), for every speech frame:
@@ -29,6 +31,7 @@ t / frame_rate seconds, and the frames of the utterance are those before `durati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,9 @@ import torch
 from sercore.attention.base import SequenceMixer
 from sercore.attention.keysparse import KeySparseAttention
 from sercore.models.pooling import AttentionPooling
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -267,3 +273,69 @@ def score_run(run_dir, corpus, split: str = "Test1", which=None, batch_size: int
     return {"run": str(run_dir), "split": split, "n": len(per_utterance), "scores": scores,
             "per_utterance": per_utterance}
 
+
+
+def localization_summary(runs: list[dict], corpus, split: str = "Test1", n_boot: int = 1000, seed: int = 0,
+                         parameter: str | None = None) -> "pd.DataFrame":
+    """One row per (variant, attention): the localization score over the variant's seeds, as
+    results.seed_summary reports a metric: mean of the seed means, sd (ddof 1), min and max across seeds,
+    and a 95 % percentile-bootstrap interval of the seed mean, resampling utterances (the same draw for every
+    seed). runs: as results.run_grid returns them; parameter: a model option to add as a column (e.g.
+    "keep_rate")."""
+    import pandas as pd
+
+    by_variant: dict = {}
+    for run in runs:
+        by_variant.setdefault(run.get("variant", run.get("mechanism")), []).append(run)
+    rows = []
+    for variant, members in by_variant.items():
+        scored = [score_run(run["out_dir"], corpus, split, n_boot=n_boot, seed=seed) for run in members]
+        tables = [s["per_utterance"].sort_values("utt_id").reset_index(drop=True) for s in scored]
+        for name in scored[0]["scores"]:
+            matrix = np.stack([t[name].to_numpy() for t in tables])  # seeds x utterances
+            per_seed = matrix.mean(axis=1)
+            _, low, high = bootstrap_mean(matrix.mean(axis=0), n_boot, seed)
+            row = {"variant": variant, "attention": name, "split": split, "n_seeds": len(members),
+                   "n": matrix.shape[1], "mean": float(per_seed.mean()),
+                   "sd": float(per_seed.std(ddof=1)) if len(members) > 1 else np.nan,
+                   "min": float(per_seed.min()), "max": float(per_seed.max()), "ci95_low": low, "ci95_high": high}
+            if parameter is not None:
+                row[parameter] = members[0]["provenance"]["parameters"]["model"].get(parameter)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def heatmap_items(run_dir, corpus, utt_ids=None, n: int = 3, split: str = "Test1", which=None) -> list[dict]:
+    """What plots.attention_heatmaps draws for a few `split` utterances of a finished run (the first `n`
+    of the split in utt_id order unless utt_ids is given): per utterance its log-Mel spectrogram, segment,
+    duration, label, the model's prediction, and the attention over its frames (`which`: default_attention,
+    and the kept-key mask of a key-sparse layer, heads x frames)."""
+    from sercore.data import load_segments
+
+    model, data, rows, _ = load_trained(run_dir, corpus, split)
+    segments = load_segments(corpus).set_index("utt_id")
+    wanted = sorted(data.utt_id[rows])[:n] if utt_ids is None else list(utt_ids)
+    position = {u: i for i, u in enumerate(data.utt_id)}
+    missing = [u for u in wanted if u not in position]
+    if missing:
+        raise ValueError(f"{corpus}: {split} has no utterance {missing[0]}")
+    chosen = [position[u] for u in wanted]
+    batch = attention_batch(data, chosen)
+    att = attention_over_time(model, batch, data.frames_per_second)
+    with torch.no_grad():
+        predicted = model(batch)["logits"].argmax(-1).tolist()
+    name = which or default_attention(model)
+    items = []
+    for i, r in enumerate(chosen):
+        seg = segments.loc[data.utt_id[r]]
+        n_frames = int(att.mask[i].sum())
+        item = {"utt_id": data.utt_id[r], "label": data.label_name[r], "predicted": data.classes[predicted[i]],
+                "spectrogram": np.asarray(data.speech[r], dtype=np.float32), "frame_rate": data.frames_per_second,
+                "segment": (float(seg.seg_start), float(seg.seg_end)), "duration": float(seg.duration),
+                "attention": att.frames(i, name), "attention_name": name,
+                "score": localization_score(att.frames(i, name), data.frames_per_second,
+                                            (seg.seg_start, seg.seg_end), seg.duration)}
+        if name in att.kept:
+            item["kept"] = att.kept[name][i, :, :n_frames]
+        items.append(item)
+    return items

@@ -141,3 +141,18 @@ def seed_summary(runs: list[dict], metric: str = "macro_f1", splits=None, n_boot
                          "min": float(values.min()), "max": float(values.max()),
                          "ci95_low": float(low), "ci95_high": float(high)})
     return pd.DataFrame(rows)
+
+
+def sweep_summary(runs: list[dict], metric: str = "balanced_accuracy", parameter: str = "keep_rate",
+                  splits=None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """seed_summary with the swept model option of each variant as a column (e.g. keep_rate), in sweep order:
+    the table a curve such as plots.sparsity_curves draws."""
+    values = {}
+    for run in runs:
+        variant = run.get("variant", run.get("mechanism"))
+        value = run["provenance"]["parameters"]["model"].get(parameter)
+        if values.setdefault(variant, value) != value:
+            raise ValueError(f"sweep_summary: runs of variant {variant!r} differ in {parameter}")
+    table = seed_summary(runs, metric, splits=splits, n_boot=n_boot, seed=seed)
+    table.insert(1, parameter, table["variant"].map(values))
+    return table.sort_values([parameter, "split"], kind="stable").reset_index(drop=True)

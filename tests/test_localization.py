@@ -150,3 +150,49 @@ def test_localized_utterances_fit_the_fixed_input_and_are_deterministic(tmp_path
     segments = load_segments(a)
     assert (segments.seg_end <= 4.6).all() and (segments.duration < 4.6).all()
     assert segments.seg_start.nunique() == len(segments)  # positions drawn per utterance
+
+
+def _keep_run(tmp_path, rate, seed, labels, preds):
+    import pandas as pd
+
+    out = tmp_path / f"keep {rate}-seed{seed}"
+    out.mkdir()
+    ids = [f"u{i:03d}" for i in range(len(labels))]
+    pd.DataFrame({"utt_id": ids, "split": "Test1", "label": labels, "pred": preds}).to_csv(out / "predictions.csv",
+                                                                                         index=False)
+    return {"variant": f"keep {rate}", "out_dir": str(out),
+            "provenance": {"seed": seed, "parameters": {"model": {"keep_rate": rate}}}}
+
+
+def test_sweep_summary_orders_by_keep_rate_and_the_figures_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sercore import plots, results
+
+    labels = list("ABCD" * 10)
+    runs = [_keep_run(tmp_path, rate, s, labels, labels if rate == 1.0 else ["A"] * 40)
+            for rate in (1.0, 0.3) for s in range(3)]
+    table = results.sweep_summary(runs, "balanced_accuracy", n_boot=50)
+    assert table["keep_rate"].tolist() == [0.3, 1.0]
+    assert table["mean"].tolist() == [pytest.approx(0.25), 1.0]
+    path = tmp_path / "curve.png"
+    plots.sparsity_curves({"localized": table, "standard": table}, splits=["Test1"], chance=0.25, path=path)
+    assert path.stat().st_size > 0
+    scores = table.assign(attention="final0")
+    plots.localization_beside_metric(table, scores, chance=0.25, path=tmp_path / "side.png")
+    item = {"utt_id": "u", "label": "A", "predicted": "A", "spectrogram": np.zeros((120, 8), np.float32),
+            "frame_rate": FPS, "segment": (0.3, 0.7), "duration": 1.2, "attention": np.ones(120),
+            "attention_name": "final0", "score": 1.0, "kept": np.ones((2, 120), bool)}
+    plots.attention_heatmaps([item, item], path=tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").stat().st_size > 0
+
+
+def test_sweep_summary_refuses_a_variant_whose_runs_differ(tmp_path):
+    from sercore import results
+
+    a = _keep_run(tmp_path, 0.3, 0, list("AB"), list("AB"))
+    b = _keep_run(tmp_path, 0.5, 1, list("AB"), list("AB"))
+    b["variant"] = a["variant"]
+    with pytest.raises(ValueError, match="differ in keep_rate"):
+        results.sweep_summary([a, b])
