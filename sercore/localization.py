@@ -113,8 +113,9 @@ def attention_over_time(model, batch: dict, frame_rate: float = float("nan")) ->
     """Run `model` (put in eval mode: no dropout) on `batch` and return the attention over its speech frames.
 
     batch: a trainer batch (speech [B, T, F] and its speech_mask, text and text_mask when the model reads
-    text), e.g. from attention_batch; frame_rate (frames per second) is recorded for the scores. The hooks only read the mixers' inputs; the matrices are computed
-    from them afterwards (materialised: meant for utterances of seconds, not minutes)."""
+    text), e.g. from attention_batch; frame_rate (frames per second) is recorded for the scores. The hooks
+    only read the mixers' inputs; the matrices are computed from them afterwards (materialised: meant for
+    utterances of seconds, not minutes)."""
     model.eval()
     mixers = _speech_mixers(model)
     calls: dict[str, tuple] = {}
@@ -191,6 +192,7 @@ def load_trained(run_dir, corpus, split: str = "Test1", cache_dir=None):
     from sercore.features.cache import cache_dir_or_default
     from sercore.predict import CHECKPOINT, _run_record
     from sercore.profiles import section
+    from sercore.train import distributed
     from sercore.train.datasets import Utterances
     from sercore.train.run import model_spec, spec_features, spec_model
     from sercore.train.settings import TrainSettings
@@ -207,7 +209,7 @@ def load_trained(run_dir, corpus, split: str = "Test1", cache_dir=None):
     spec = model_spec(parameters["study"], parameters.get("mechanism"), parameters["model"], features_cfg)
     cache = cache_dir_or_default(cache_dir, None if cache_dir else
                                  (section(parameters["profile"], "features") or {}).get("cache_dir"))
-    table, speech, text, _ = spec_features(spec, table, features_cfg, cache, {}, None, False)
+    table, speech, text, _ = spec_features(spec, table, features_cfg, cache, {}, distributed.World(), False)
     data = Utterances.from_table(table, speech, text, frames_per_second=spec.fps, classes=metrics["classes"])
     model = spec_model(spec, data, settings)
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
@@ -339,3 +341,43 @@ def heatmap_items(run_dir, corpus, utt_ids=None, n: int = 3, split: str = "Test1
             item["kept"] = att.kept[name][i, :, :n_frames]
         items.append(item)
     return items
+
+
+def _interval(row) -> str:
+    return f"{row['mean']:.3f} [{row['ci95_low']:.3f}, {row['ci95_high']:.3f}] ({int(row['n_seeds'])} seed(s))"
+
+
+def _separated(a, b) -> bool:
+    """Both with >= 3 seeds and non-overlapping intervals: the book's rule for ranking two variants."""
+    return min(a["n_seeds"], b["n_seeds"]) >= 3 and (a["ci95_low"] > b["ci95_high"] or b["ci95_low"] > a["ci95_high"])
+
+
+def findings(curve, scores=None, chance: float | None = None, split: str = "Test1", x: str = "keep_rate",
+             dense: float = 1.0) -> list[str]:
+    """Sentences that say what a sweep's numbers support, derived from them (nothing is claimed that the
+    intervals do not carry). curve: results.sweep_summary frame; scores: localization_summary frame (with
+    the x column); dense: the x value that keeps every key, the reference a sparser setting is ranked
+    against."""
+    part = curve[curve["split"] == split].set_index(x)
+    best_x = part["mean"].idxmax()
+    best = part.loc[best_x]
+    out = [f"Best {split} point: {x} {best_x}, mean {_interval(best)}."]
+    if chance is not None:
+        above = best["ci95_low"] > 2 * chance
+        out.append(f"Its interval lies {'above' if above else 'not above'} twice chance ({2 * chance:.3f}).")
+    if dense in part.index and best_x != dense:
+        ref = part.loc[dense]
+        if _separated(best, ref):
+            out.append(f"{x} {best_x} beats {x} {dense} ({_interval(ref)}): intervals do not overlap.")
+        else:
+            out.append(f"{x} {best_x} is not distinguishable from {x} {dense} ({_interval(ref)}): intervals "
+                       "overlap or there are fewer than 3 seeds, so the curve ranks no setting.")
+    if scores is not None and len(scores):
+        for name, rows in scores.groupby("attention", sort=False):
+            above = [r[x] for _, r in rows.iterrows() if r["ci95_low"] > 1]
+            below = [r[x] for _, r in rows.iterrows() if r["ci95_high"] < 1]
+            neither = [r[x] for _, r in rows.iterrows() if r["ci95_low"] <= 1 <= r["ci95_high"]]
+            out.append(f"Localization ({name}): interval above 1 (more attention on the emotional phrase than its "
+                       f"length gives it) at {x} {above or 'none'}; below 1 at {below or 'none'}; including 1 "
+                       f"at {neither or 'none'}.")
+    return out
