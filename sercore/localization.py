@@ -360,6 +360,7 @@ def findings(curve, scores=None, chance: float | None = None, split: str = "Test
     against."""
     part = curve[curve["split"] == split].set_index(x)
     best_x = part["mean"].idxmax()
+    best_x = best_x.item() if hasattr(best_x, "item") else best_x
     best = part.loc[best_x]
     out = [f"Best {split} point: {x} {best_x}, mean {_interval(best)}."]
     if chance is not None:
@@ -374,9 +375,10 @@ def findings(curve, scores=None, chance: float | None = None, split: str = "Test
                        "overlap or there are fewer than 3 seeds, so the curve ranks no setting.")
     if scores is not None and len(scores):
         for name, rows in scores.groupby("attention", sort=False):
-            above = [r[x] for _, r in rows.iterrows() if r["ci95_low"] > 1]
-            below = [r[x] for _, r in rows.iterrows() if r["ci95_high"] < 1]
-            neither = [r[x] for _, r in rows.iterrows() if r["ci95_low"] <= 1 <= r["ci95_high"]]
+            values = rows[x].tolist()  # plain Python values: they are printed
+            above = [v for v, low in zip(values, rows["ci95_low"]) if low > 1]
+            below = [v for v, high in zip(values, rows["ci95_high"]) if high < 1]
+            neither = [v for v in values if v not in above and v not in below]
             out.append(f"Localization ({name}): interval above 1 (more attention on the emotional phrase than its "
                        f"length gives it) at {x} {above or 'none'}; below 1 at {below or 'none'}; including 1 "
                        f"at {neither or 'none'}.")

@@ -196,3 +196,27 @@ def test_sweep_summary_refuses_a_variant_whose_runs_differ(tmp_path):
     b["variant"] = a["variant"]
     with pytest.raises(ValueError, match="differ in keep_rate"):
         results.sweep_summary([a, b])
+
+
+def test_findings_rank_only_with_three_seeds_and_separate_intervals():
+    import pandas as pd
+
+    from sercore.localization import findings
+
+    def curve(n_seeds, low_sparse):
+        return pd.DataFrame([
+            {"keep_rate": 0.3, "split": "Test1", "mean": 0.40, "ci95_low": low_sparse, "ci95_high": 0.45,
+             "n_seeds": n_seeds},
+            {"keep_rate": 1.0, "split": "Test1", "mean": 0.30, "ci95_low": 0.26, "ci95_high": 0.33,
+             "n_seeds": n_seeds}])
+
+    separated = findings(curve(3, 0.35), chance=0.125)
+    assert "keep_rate 0.3" in separated[0] and "lies above twice chance" in separated[1]
+    assert "beats keep_rate 1.0" in separated[2]
+    assert "not distinguishable" in findings(curve(2, 0.35), chance=0.125)[2]  # two seeds: no ranking
+    assert "not distinguishable" in findings(curve(3, 0.32), chance=0.125)[2]  # overlapping intervals
+    assert "not above twice chance" in findings(curve(3, 0.24), chance=0.125)[1]
+    scores = pd.DataFrame([{"attention": "final0", "keep_rate": 0.3, "ci95_low": 1.1, "ci95_high": 1.4},
+                           {"attention": "final0", "keep_rate": 1.0, "ci95_low": 0.9, "ci95_high": 1.05}])
+    line = findings(curve(3, 0.35), scores)[-1]
+    assert "above 1 (more attention" in line and "at keep_rate [0.3]" in line and "including 1 at [1.0]" in line
