@@ -147,9 +147,9 @@ KEYSPARSE: list[Deviation] = [
         note="460 frames are 4.6 s of wav2vec 1.0 and of sercore's log-Mel (100 frames/s), 9.2 s of a 50 frames/s "
              "SSL model. None: L is the batch's padded length, so k and an utterance's output depend on its "
              "batch (batch-independent again only with padding='masked' and ks_options k_from='real', "
-             "padded_queries_vote=False). On sercore's generated `localized` corpus (about 6-9 s: the emotional "
-             "phrase follows two neutral sentences in about a third of the utterances) the first 4.6 s miss "
-             "some phrases, as the code's cut would."),
+             "padded_queries_vote=False). sercore's generated `localized` corpus is made to fit this input: its "
+             "files are 4.2-4.55 s (sercore.data.synth.LOCALIZED_SECONDS), so the first 4.6 s hold every "
+             "emotional phrase."),
     Deviation(
         "ks-transformer", "model.ks-transformer.max_tokens",
         paper="not described in the text",

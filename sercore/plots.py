@@ -289,5 +289,98 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     axes[0].set_ylabel(f"{split} {metric} (mean of {'/'.join(map(str, seeds))} seed(s), 95 % CI)")
     fig.suptitle(title or "accuracy against cost of the mixer", fontsize=10)
     fig.text(0.5, -0.02, f"cost measured on: {source}", ha="center", fontsize=8, wrap=True)
+
+
+def _interval_line(ax, part, x, label, color=None):
+    """Seed mean with its bootstrap interval (error bars) and the range across seeds (shaded band)."""
+    part = part.sort_values(x)
+    mean = part["mean"].to_numpy()
+    line = ax.errorbar(part[x], mean, yerr=[mean - part["ci95_low"], part["ci95_high"] - mean], marker="o",
+                       capsize=3, label=label, color=color)
+    ax.fill_between(part[x], part["min"], part["max"], alpha=0.15, color=line[0].get_color(), linewidth=0)
+
+
+def sparsity_curves(tables: dict, splits=("Development", "Test1", "Test2"), metric_label: str = "UA",
+                    chance: float | None = None, x: str = "keep_rate", path=None, title: str = ""):
+    """The top-k sparsity curve of several corpora on one figure: one panel per split, one line per table
+    (label -> results.sweep_summary(...) frame: x, split, mean, min, max, ci95_low, ci95_high). Bars: 95 %
+    bootstrap interval of the seed mean; band: min-max across seeds; dotted: chance and twice chance."""
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.4), squeeze=False, sharey=True)
+    for ax, split in zip(axes.flat, splits):
+        for label, table in tables.items():
+            part = table[table["split"] == split]
+            if len(part):
+                _interval_line(ax, part, x, label)
+        if chance is not None:
+            ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+            ax.axhline(2 * chance, color="grey", linestyle="--", linewidth=1, label="2 x chance")
+        ax.set(title=split, xlabel=f"{x} (share of keys kept)")
+    axes[0, 0].set_ylabel(metric_label)
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def localization_beside_metric(metric_table, scores_table, metric_label: str = "UA", split: str = "Test1",
+                               chance: float | None = None, x: str = "keep_rate", path=None, title: str = ""):
+    """Left: the metric against x (results.sweep_summary frame); right: the localization score against x
+    (localization.localization_summary frame, one line per attention read), 1 = no preference."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    _interval_line(axes[0], metric_table[metric_table["split"] == split], x, split)
+    if chance is not None:
+        axes[0].axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+    axes[0].set(xlabel=x, ylabel=metric_label, title=f"{metric_label}, {split}")
+    for name, part in scores_table.groupby("attention", sort=False):
+        _interval_line(axes[1], part, x, name)
+    axes[1].axhline(1.0, color="black", linestyle=":", linewidth=1, label="no preference")
+    axes[1].set(xlabel=x, ylabel="attention share / segment share", title=f"localization score, {split}")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def attention_heatmaps(items: list[dict], path=None, title: str = ""):
+    """One column per utterance (localization.heatmap_items): its log-Mel spectrogram with the emotional
+    segment shaded, the model's attention over time below, and the kept-key mask (heads x frames) where the
+    attention read is a key-sparse layer."""
+    has_kept = any("kept" in item for item in items)
+    nrows = 3 if has_kept else 2
+    fig, axes = plt.subplots(nrows, len(items), figsize=(4.2 * len(items), 1.9 * nrows + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1.2, 0.8][:nrows]})
+    for j, item in enumerate(items):
+        rate, spectrogram = item["frame_rate"], item["spectrogram"]
+        seconds = spectrogram.shape[0] / rate
+        top = axes[0, j]
+        top.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0,
+                                                                                        spectrogram.shape[1]))
+        top.axvspan(*item["segment"], color="cyan", alpha=0.25, label="emotional phrase")
+        top.set(title=f"{item['utt_id']} · {item['label']} (predicted {item['predicted']})", ylabel="mel band")
+        top.title.set_fontsize(8)
+        weights = np.asarray(item["attention"])
+        times = np.arange(weights.size) / rate
+        middle = axes[1, j]
+        middle.plot(times, weights, color="tab:blue", linewidth=1)
+        middle.axvspan(*item["segment"], color="cyan", alpha=0.25)
+        middle.set(ylabel=item["attention_name"], xlim=(0, seconds))
+        middle.text(0.01, 0.95, f"score {item['score']:.2f}", transform=middle.transAxes, va="top", fontsize=8)
+        if has_kept:
+            bottom = axes[2, j]
+            if "kept" in item:
+                kept = np.asarray(item["kept"], dtype=float)
+                bottom.imshow(kept, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
+                              extent=(0, kept.shape[1] / rate, kept.shape[0] - 0.5, -0.5))
+                bottom.axvspan(*item["segment"], color="cyan", alpha=0.25)
+                bottom.set(ylabel="head (kept keys)", xlim=(0, seconds))
+            else:
+                bottom.axis("off")
+        axes[-1, j].set_xlabel("seconds")
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

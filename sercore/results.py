@@ -376,3 +376,18 @@ def compare(summary: pd.DataFrame, pairs: dict, split: str = "Test1", labels=("a
         row["reading"] = reading(a, b, labels)
         rows.append(row)
     return pd.DataFrame(rows).set_index("name")
+
+
+def sweep_summary(runs: list[dict], metric: str = "balanced_accuracy", parameter: str = "keep_rate",
+                  splits=None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """seed_summary with the swept model option of each variant as a column (e.g. keep_rate), in sweep order:
+    the table a curve such as plots.sparsity_curves draws."""
+    values = {}
+    for run in runs:
+        variant = run.get("variant", run.get("mechanism"))
+        value = run["provenance"]["parameters"]["model"].get(parameter)
+        if values.setdefault(variant, value) != value:
+            raise ValueError(f"sweep_summary: runs of variant {variant!r} differ in {parameter}")
+    table = seed_summary(runs, metric, splits=splits, n_boot=n_boot, seed=seed)
+    table.insert(1, parameter, table["variant"].map(values))
+    return table.sort_values([parameter, "split"], kind="stable").reset_index(drop=True)

@@ -221,6 +221,15 @@ class KeySparseAttention(SequenceMixer):
                                          self.padded_queries_vote)[1]
         return weights * query_mask[:, None, :, None] if self.zero_padded_queries else weights
 
+    def kept_keys(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                  context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The keys forward keeps, [B, H, S] bool: importance (column sum of the softmax weights over the
+        voting queries) at least the k-th largest (sercore.localization draws and scores it)."""
+        q, k, _, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
+        weights = _scores(q * q.shape[-1] ** -0.5, k, _padding(key_mask)).softmax(dim=-1)
+        voters = weights if self.padded_queries_vote else weights * query_mask[:, None, :, None]
+        return top_k_keys(voters.sum(dim=-2), counts)
+
     def forward_from_matrix(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Rebuild the self-attention forward(x, mask) from A = attention_matrix(x, mask) (dropout off)."""
         mask = check_mask(x, mask)

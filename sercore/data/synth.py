@@ -13,9 +13,15 @@ balanced classes and the same eight speakers. IEMOCAP layout: sercore.data.iemoc
 
 Variants:
     standard   one sentence per utterance (about 2-4 s).
-    localized  neutral speech (two neutral sentences, 5-7 s) with one short emotional phrase (mostly 1-2 s)
-               placed before, between or after them; the label is the phrase's class and its start/end
-               (seconds) go to segments.csv at the corpus root: the case key-sparse attention targets.
+    localized  one short emotional phrase (mostly 1-2 s, never cut) inside neutral speech, the whole file
+               LOCALIZED_SECONDS long (4.2-4.55 s, drawn per utterance), so all of it lies inside the
+               key-sparse model's fixed input of the first 460 log-Mel frames (4.6 s at 100 frames/s,
+               sercore.models.ks_transformer). The phrase's position is drawn uniformly per utterance: the
+               room left beside it is split at a random point, the part before it filled with the end of one
+               neutral sentence, the part after with the beginning of another (each cut with a 10 ms fade;
+               silence where a sentence is too short). The label is the phrase's class and its start/end
+               (seconds) go to segments.csv at the corpus root: the case key-sparse attention targets. The
+               transcript names the sentences of which some part is heard, in full.
     long-form  sentences of one class and one speaker joined until a target length (long_form_lengths_s,
                10 s up to 400 s), cut at exactly that length (the transcript lists every sentence begun,
                the last one possibly cut); all in Test1, for length experiments on models trained on a
@@ -63,6 +69,11 @@ LAYOUTS = ("msp-podcast", "iemocap")
 DESCRIPTION = ("generated demonstration corpus: synthetic speech (espeak-ng) with acted-emotion prosody "
                "profiles; a working demonstration, not real emotional speech")
 
+# Localized variant: length of the whole file, drawn uniformly per utterance. At most 4.55 s so that even
+# the log-Mel frame centred on the last sample (frame 456 at a 10 ms hop) is inside the ks-transformer's
+# 460-frame input; at least 4.2 s so that the phrase is a small part of each file (a quarter to a half).
+LOCALIZED_SECONDS = (4.2, 4.55)
+
 DEFAULTS = {"n_utterances": 200, "long_form_lengths_s": [10, 30, 60], "long_form_per_length": 2,
             "test2_fraction": msp_layout.TEST2_FRACTION, "test2_snr_db": msp_layout.TEST2_SNR_DB}
 
@@ -81,6 +92,8 @@ class Utterance:
     lead_silence: float
     segment_piece: int | None = None
     target_seconds: float | None = None
+    fit_seconds: float | None = None  # localized: the file's length
+    segment_position: float | None = None  # localized: share of the room beside the phrase that precedes it
     snr_db: float | None = None
     utt_id: str = ""
     path: str = ""
@@ -143,12 +156,13 @@ def _pieces(variant: str, label: str, speaker: Speaker, rng: np.random.Generator
     if variant == "standard":
         return (Piece(_sentence(label, rng), speaker.voice, prosody(label), pause()),), None
     if variant == "localized":
-        before = int(rng.integers(3))  # 0, 1 or 2 neutral sentences before the phrase: position varies
+        # neutral sentence (its end is heard), the phrase, neutral sentence (its beginning is heard): the
+        # renderer cuts the two to fit (sercore.data.render, Job.fit_seconds)
         neutral = [Piece(NEUTRAL[rng.integers(len(NEUTRAL))], speaker.voice, prosody("N"), pause(0.2, 0.4))
                    for _ in range(2)]
         phrase = Piece(_sentence(label, rng, EMOTIONAL_PHRASES, NEUTRAL_PHRASES), speaker.voice,
                        prosody(label), pause(0.2, 0.4))
-        return tuple(neutral[:before] + [phrase] + neutral[before:]), before
+        return (neutral[0], phrase, neutral[1]), 1
     # long-form: plan more sentences than needed (a lower bound on each sentence's length); rendering
     # stops at the target.
     pieces, planned = [], 0.0
@@ -167,10 +181,14 @@ def plan(n: int, variant: str, layout: str, seed: int, config: dict) -> list[Utt
     for index, (label, code, speaker, group, snr_db, target) in enumerate(slots):
         rng = np.random.default_rng([seed, 0, index])  # per utterance: the plan of one file never depends on others
         pieces, segment_piece = _pieces(variant, label, speaker, rng, target)
+        avd, lead = draw_avd(label, rng), float(round(rng.uniform(0.1, 0.3), 3))
+        fit = position = None
+        if variant == "localized":  # drawn last: the other variants' draws are unchanged
+            fit, position = float(round(rng.uniform(*LOCALIZED_SECONDS), 3)), float(round(rng.random(), 4))
         utterances.append(Utterance(index=index, label=label, code=code, speaker=speaker, group=group,
-                                    avd=draw_avd(label, rng), pieces=pieces,
-                                    lead_silence=float(round(rng.uniform(0.1, 0.3), 3)),
-                                    segment_piece=segment_piece, target_seconds=target, snr_db=snr_db))
+                                    avd=avd, pieces=pieces, lead_silence=lead, segment_piece=segment_piece,
+                                    target_seconds=target, fit_seconds=fit, segment_position=position,
+                                    snr_db=snr_db))
     return utterances
 
 
@@ -342,11 +360,13 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
     writer = msp_layout if layout == "msp-podcast" else iemocap_layout
     writer.assign_paths(utterances, out_dir)
     jobs = [Job(index=u.index, path=u.path, pieces=u.pieces, lead_silence=u.lead_silence, seed=seed,
-                segment_piece=u.segment_piece, target_seconds=u.target_seconds, snr_db=u.snr_db)
+                segment_piece=u.segment_piece, target_seconds=u.target_seconds, fit_seconds=u.fit_seconds,
+                segment_position=u.segment_position, snr_db=u.snr_db)
             for u in utterances]
     for u, rendered in zip(utterances, _render_all(jobs, workers or os.cpu_count() or 1, progress)):
         u.duration, u.segment = rendered.duration, rendered.segment
-        u.transcript = " ".join(piece.text for piece in u.pieces[:rendered.pieces_used])
+        heard = rendered.heard if rendered.heard is not None else range(rendered.pieces_used)
+        u.transcript = " ".join(u.pieces[i].text for i in heard)
     written = writer.write_metadata(utterances, out_dir)
     if variant == "localized":
         atomic_write_text(out_dir / "segments.csv", _segments_csv(utterances))
@@ -356,6 +376,7 @@ def generate_corpus(out_dir, profile: str = "smoke", variant: str = "standard", 
                   "layout": layout, "n_utterances": n_utterances, "config": config,
                   "class_profiles": {c: asdict(p) for c, p in PROFILES.items()}, "jitter": asdict(JITTER),
                   "avd_prototypes": AVD_PROTOTYPES, "avd_noise": AVD_NOISE, "emotional_share": EMOTIONAL_SHARE,
+                  **({"localized_seconds": list(LOCALIZED_SECONDS)} if variant == "localized" else {}),
                   **writer.PARAMETERS,
                   "speakers": [asdict(s) for s in writer.SPEAKERS]}
     atomic_write_json(out_dir / "corpus.json", {

@@ -1,0 +1,222 @@
+"""sercore.localization: attention over time of a model, the localization score, and the localized corpus
+that it is scored against (every phrase inside the key-sparse model's fixed 4.6 s input)."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from sercore.data import generate_corpus, load_segments
+from sercore.localization import attention_over_time, default_attention, localization_score
+from sercore.models import build_model
+
+FPS = 100.0
+
+
+def _fusion(mechanism="softmax", **options):
+    torch.manual_seed(0)
+    return build_model("fusion", speech="logmel", speech_dim=8, text=False, mechanism=mechanism, width=16,
+                       heads=2, head_blocks=1, **options).eval()
+
+
+def _batch(lengths, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    speech = torch.zeros(len(lengths), t, dim)
+    mask = torch.zeros(len(lengths), t, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        speech[i, :n] = torch.randn(n, dim, generator=g)
+        mask[i, :n] = True
+    return {"speech": speech, "speech_mask": mask}
+
+
+def test_uniform_weights_score_exactly_one():
+    assert localization_score(np.ones(440), FPS, (1.2, 2.9), 4.4) == 1.0
+    # frames after the duration (padding) are not part of the utterance
+    assert localization_score(np.r_[np.ones(440), np.full(20, 7.0)], FPS, (1.2, 2.9), 4.4) == 1.0
+
+
+def test_weights_on_the_segment_score_above_one_and_off_it_below():
+    w = np.zeros(400)
+    w[150:250] = 1.0  # the segment 1.5-2.5 s: a quarter of the frames, all the mass
+    assert localization_score(w, FPS, (1.5, 2.5), 4.0) == pytest.approx(4.0)
+    assert localization_score(1.0 - w, FPS, (1.5, 2.5), 4.0) == 0.0
+
+
+def test_a_segment_without_frames_or_weights_without_mass_is_refused():
+    with pytest.raises(ValueError, match="no frame"):
+        localization_score(np.ones(100), FPS, (2.0, 3.0), 1.0)
+    with pytest.raises(ValueError, match="no mass"):
+        localization_score(np.zeros(100), FPS, (0.2, 0.5), 1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        localization_score(-np.ones(100), FPS, (0.2, 0.5), 1.0)
+
+
+def test_pooling_forced_onto_the_segment_scores_above_one():
+    model = _fusion()
+    segment = (0.2, 0.4)  # frames 20..39 of 60
+
+    def onto_segment(x, mask):
+        scores = torch.full(mask.shape, -30.0)
+        scores[:, 20:40] = 0.0
+        return scores.masked_fill(~mask, float("-inf")).softmax(1)
+
+    model.pooling.weights = onto_segment
+    att = attention_over_time(model, _batch([60]), FPS)
+    assert default_attention(model) == "pooling"
+    score = localization_score(att.frames(0, "pooling"), FPS, segment, 0.6)
+    assert score == pytest.approx(3.0, rel=1e-6)  # all the mass on a third of the frames
+    # the trained-model path is the same path: an untouched model's pooling is read, not made up
+    plain = attention_over_time(_fusion(), _batch([60]), FPS)
+    assert plain.frames(0, "pooling").sum() == pytest.approx(1.0)
+    assert localization_score(plain.frames(0, "pooling"), FPS, segment, 0.6) != pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("mechanism", ["softmax", "retnet", "gsa"])
+def test_shapes_with_padding_and_padding_changes_nothing(mechanism):
+    model = _fusion(mechanism)
+    batch = _batch([50, 30])
+    att = attention_over_time(model, batch, FPS)
+    assert att.mask.shape == (2, 50) and att.mask[1].sum() == 30
+    assert att.pooling.shape == (2, 50) and (att.pooling[1, 30:] == 0).all()
+    assert att.pooling.sum(1) == pytest.approx([1.0, 1.0])  # speech only: the pooling weights sum to 1
+    assert list(att.layers) == ["block0"] and att.layers["block0"].shape == (2, 2, 50)
+    assert (att.layers["block0"][1, :, 30:] == 0).all()
+    assert att.frames(1, "block0").shape == (30,)
+    # the short sample, padded in the batch, gets the weights it gets alone
+    alone = attention_over_time(model, {k: v[1:, :30] for k, v in batch.items()}, FPS)
+    np.testing.assert_allclose(att.pooling[1, :30], alone.pooling[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(att.layers["block0"][1, :, :30], alone.layers["block0"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_forward_pass_is_unchanged_by_the_hooks():
+    model = _fusion()
+    batch = _batch([40, 25])
+    before = model(batch)["logits"]
+    attention_over_time(model, batch, FPS)
+    assert torch.equal(model(batch)["logits"], before)
+    assert not model.pooling._forward_pre_hooks and not model.blocks[0].mixer._forward_pre_hooks
+
+
+def _ks(keep_rate=0.3, max_frames=50):
+    torch.manual_seed(0)
+    return build_model("ks-transformer", speech="logmel", speech_dim=8, text_dim=6, audio_width=16, text_width=16,
+                       audio_ffn=16, text_ffn=16, heads=2, encoder_layers=1, ccab_layers=1, final_layers=1,
+                       keep_rate=keep_rate, n_classes=4, max_frames=max_frames, max_tokens=5).eval()
+
+
+def _ks_batch(lengths, seed=0):
+    batch = _batch(lengths, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    batch["text"] = torch.randn(len(lengths), 5, 6, generator=g)
+    batch["text_mask"] = torch.ones(len(lengths), 5, dtype=torch.bool)
+    return batch
+
+
+def test_key_sparse_mask_rows_keep_k_keys_and_match_the_applied_weights():
+    model = _ks(keep_rate=0.3)
+    att = attention_over_time(model, _ks_batch([50, 50]), FPS)
+    sparse = ["ccab0.self0", "ccab0.text_from_audio0", "final0"]
+    assert sorted(att.kept) == sorted(sparse + ["encoder0"])
+    for name in sparse:
+        kept = att.kept[name]
+        assert kept.shape == (2, 2, 50)
+        assert (kept.sum(-1) == int(50 * 0.3)).all(), name  # k = int(L * keep_rate) per head and sample
+        # a key that is not kept receives no attention at all
+        assert (att.layers[name][~kept] == 0).all() and (att.layers[name][kept] > 0).all()
+    assert att.kept["encoder0"].all()  # the vanilla encoder: keep_rate 1, every key
+    assert default_attention(model) == "final0"
+    assert att.frames(0, "kept:final0").mean() == pytest.approx(0.3)
+
+
+def test_key_sparse_input_is_the_fixed_first_frames():
+    model = _ks(max_frames=50)
+    att = attention_over_time(model, _ks_batch([70, 35]), FPS)
+    assert att.mask.shape == (2, 50) and att.mask.sum(1).tolist() == [50, 35]
+    assert att.layers["final0"].shape == (2, 2, 50)
+    assert (att.kept["final0"][1, :, 35:] == 0).all()  # padding is never reported as a kept frame
+
+
+def _digests(root):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "Audios").iterdir())}
+
+
+def test_localized_utterances_fit_the_fixed_input_and_are_deterministic(tmp_path):
+    a = generate_corpus(tmp_path / "a", variant="localized", n_utterances=12, workers=1, progress=False)
+    b = generate_corpus(tmp_path / "b", variant="localized", n_utterances=12, workers=2, progress=False)
+    assert _digests(a) == _digests(b)
+    assert (a / "segments.csv").read_text() == (b / "segments.csv").read_text()
+    segments = load_segments(a)
+    assert (segments.seg_end <= 4.6).all() and (segments.duration < 4.6).all()
+    assert segments.seg_start.nunique() == len(segments)  # positions drawn per utterance
+
+
+def _keep_run(tmp_path, rate, seed, labels, preds):
+    import pandas as pd
+
+    out = tmp_path / f"keep {rate}-seed{seed}"
+    out.mkdir()
+    ids = [f"u{i:03d}" for i in range(len(labels))]
+    pd.DataFrame({"utt_id": ids, "split": "Test1", "label": labels, "pred": preds}).to_csv(out / "predictions.csv",
+                                                                                         index=False)
+    return {"variant": f"keep {rate}", "out_dir": str(out),
+            "provenance": {"seed": seed, "parameters": {"model": {"keep_rate": rate}}}}
+
+
+def test_sweep_summary_orders_by_keep_rate_and_the_figures_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sercore import plots, results
+
+    labels = list("ABCD" * 10)
+    runs = [_keep_run(tmp_path, rate, s, labels, labels if rate == 1.0 else ["A"] * 40)
+            for rate in (1.0, 0.3) for s in range(3)]
+    table = results.sweep_summary(runs, "balanced_accuracy", n_boot=50)
+    assert table["keep_rate"].tolist() == [0.3, 1.0]
+    assert table["mean"].tolist() == [pytest.approx(0.25), 1.0]
+    path = tmp_path / "curve.png"
+    plots.sparsity_curves({"localized": table, "standard": table}, splits=["Test1"], chance=0.25, path=path)
+    assert path.stat().st_size > 0
+    scores = table.assign(attention="final0")
+    plots.localization_beside_metric(table, scores, chance=0.25, path=tmp_path / "side.png")
+    item = {"utt_id": "u", "label": "A", "predicted": "A", "spectrogram": np.zeros((120, 8), np.float32),
+            "frame_rate": FPS, "segment": (0.3, 0.7), "duration": 1.2, "attention": np.ones(120),
+            "attention_name": "final0", "score": 1.0, "kept": np.ones((2, 120), bool)}
+    plots.attention_heatmaps([item, item], path=tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").stat().st_size > 0
+
+
+def test_sweep_summary_refuses_a_variant_whose_runs_differ(tmp_path):
+    from sercore import results
+
+    a = _keep_run(tmp_path, 0.3, 0, list("AB"), list("AB"))
+    b = _keep_run(tmp_path, 0.5, 1, list("AB"), list("AB"))
+    b["variant"] = a["variant"]
+    with pytest.raises(ValueError, match="differ in keep_rate"):
+        results.sweep_summary([a, b])
+
+
+def test_findings_rank_only_with_three_seeds_and_separate_intervals():
+    import pandas as pd
+
+    from sercore.localization import findings
+
+    def curve(n_seeds, low_sparse):
+        return pd.DataFrame([
+            {"keep_rate": 0.3, "split": "Test1", "mean": 0.40, "ci95_low": low_sparse, "ci95_high": 0.45,
+             "n_seeds": n_seeds},
+            {"keep_rate": 1.0, "split": "Test1", "mean": 0.30, "ci95_low": 0.26, "ci95_high": 0.33,
+             "n_seeds": n_seeds}])
+
+    separated = findings(curve(3, 0.35), chance=0.125)
+    assert "keep_rate 0.3" in separated[0] and "lies above twice chance" in separated[1]
+    assert "beats keep_rate 1.0" in separated[2]
+    assert "not distinguishable" in findings(curve(2, 0.35), chance=0.125)[2]  # two seeds: no ranking
+    assert "not distinguishable" in findings(curve(3, 0.32), chance=0.125)[2]  # overlapping intervals
+    assert "not above twice chance" in findings(curve(3, 0.24), chance=0.125)[1]
+    scores = pd.DataFrame([{"attention": "final0", "keep_rate": 0.3, "ci95_low": 1.1, "ci95_high": 1.4},
+                           {"attention": "final0", "keep_rate": 1.0, "ci95_low": 0.9, "ci95_high": 1.05}])
+    line = findings(curve(3, 0.35), scores)[-1]
+    assert "above 1 (more attention" in line and "at keep_rate [0.3]" in line and "including 1 at [1.0]" in line
