@@ -19,7 +19,7 @@ from sercore import book
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 # the parameters that name a file or folder; any other string parameter must not look like a path
-PATH_PARAMETERS = {"corpus", "out_root", "runs_root", "figures", "results_dir", "gpu_results"}
+PATH_PARAMETERS = {"corpus", "standard_corpus", "out_root", "runs_root", "figures", "results_dir", "gpu_results"}
 PAGES = sorted(NOTEBOOKS.glob("*.ipynb"))
 # defaults that differ from what the book passes, on purpose: (page, parameter) -> why
 BOOK_DIFFERS = {("efficiency", "corpus"): "None: the profile's text_tokens; it trains nothing, so there is no run to reuse"}

@@ -226,7 +226,7 @@ class KeySparseAttention(SequenceMixer):
         """The keys forward keeps, [B, H, S] bool: importance (column sum of the softmax weights over the
         voting queries) at least the k-th largest (sercore.localization draws and scores it)."""
         q, k, _, query_mask, key_mask, counts = self._prepare(x, mask, context, context_mask)
-        weights = _scores(q * q.shape[-1] ** -0.5, k, _padding(key_mask)).softmax(dim=-1)
+        weights = masked_scores(q * q.shape[-1] ** -0.5, k, key_padding(key_mask)).softmax(dim=-1)
         voters = weights if self.padded_queries_vote else weights * query_mask[:, None, :, None]
         return top_k_keys(voters.sum(dim=-2), counts)
 
