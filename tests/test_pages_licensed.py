@@ -179,12 +179,12 @@ PAGES = {  # page -> parameters besides profile and corpus; "{tmp}" is the test'
                     "figures": "{tmp}/figures", "train_options": TRAIN_OPTIONS},
     "multitask": {"out_root": "{tmp}/runs/multitask", "gender_weights": [1.0], "seeds": [0], "figures": "{tmp}/figures",
                   "train_options": TRAIN_OPTIONS},
-    "accuracy": {"out_root": "{tmp}/runs/accuracy", "mechanisms": ["softmax", "kda"], "figures": "{tmp}/figures",
-                 "train_options": TRAIN_OPTIONS},
+    "accuracy": {"out_root": "{tmp}/runs/accuracy", "mechanisms": ["softmax", "kda"], "seeds": [0],
+                 "compare_directions": False, "figures": "{tmp}/figures", "train_options": TRAIN_OPTIONS},
     "area": {"out_root": "{tmp}/runs/area", "area_sizes": [3], "vtlp_copies": [0, 1],
              "train_options": TRAIN_OPTIONS},
-    "keysparse": {"out_root": "{tmp}/runs/keysparse", "keep_rates": [0.5], "figures": "{tmp}/figures",
-                  "train_options": TRAIN_OPTIONS},
+    "keysparse": {"out_root": "{tmp}/runs/keysparse", "keep_rates": [0.5], "seeds": [0], "standard_corpus": None,
+                  "figures": "{tmp}/figures", "train_options": TRAIN_OPTIONS},
 }
 RESULTS_PAGES = ("dimensional", "multitask", "accuracy", "area", "keysparse")
 SKIPPED_SEGMENTS = "is not a generated localized corpus: it marks no emotional segment (segments.csv)"
