@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sercore.attention import PAPER_NAMES as PAPER_MECHANISMS  # the one list of them is sercore.attention's
+from sercore.attention import PAPER_NAMES as PAPER_MECHANISMS  # the one list of them is sercore.attention's  # noqa: F401
 WORKERS_VARIABLE = "SERCORE_GRID_WORKERS"
 MIN_SEEDS = 3  # seeds per variant before a page may rank two variants
 

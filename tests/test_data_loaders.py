@@ -314,7 +314,7 @@ def test_manifest_paths_defaults_and_bad_rows(tmp_path):
     assert any("columns ignored: extra" in note for note in report.notes)
     table, report = load_manifest(csv_path, classes={"happy", "sad"})
     assert "angry" not in set(table.label) and report.skipped["unknown class code"] == 0  # angry row was malformed
-    (tmp_path / "m2.csv").write_text(f"path,label,split\naudio/one.wav,calm,Test\naudio/two.wav,sad,Train\n")
+    (tmp_path / "m2.csv").write_text("path,label,split\naudio/one.wav,calm,Test\naudio/two.wav,sad,Train\n")
     table, report = load_manifest(tmp_path / "m2.csv", classes={"sad"})
     assert table.utt_id.tolist() == ["audio/two"] and report.skipped == {"unknown class code": 1}
 

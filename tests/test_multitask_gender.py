@@ -3,7 +3,6 @@ the checkpoint's head, and are scored on speakers seen in Train against unseen o
 Also the per-speaker spread of sercore.by_speaker.spread. Runs train a few steps on a tiny MSP-layout corpus
 built in tmp_path (tests/test_robustness.py's builder: Train-Test1 speakers 0-3, Test2 speakers 4-5)."""
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -88,7 +88,7 @@ def build_iemocap(root: Path) -> Path:
             level = IEMOCAP_CODES.index(code) if code in IEMOCAP_CODES else 0
             vad = (1.5 + 0.7 * level, 4.5 - 0.6 * level, 2.0 + 0.5 * (level % 3))
             lines += [f"[{start:.4f} - {start + SECONDS:.4f}]\t{utt}\t{code}\t[{vad[0]:.4f}, {vad[1]:.4f}, "
-                      f"{vad[2]:.4f}]", f"C-E1:\t{code.capitalize()};\t()", f"A-E1:\tval 3; act 3; dom  3;\t()", ""]
+                      f"{vad[2]:.4f}]", f"C-E1:\t{code.capitalize()};\t()", "A-E1:\tval 3; act 3; dom  3;\t()", ""]
             words.append(f"{utt} [{start:08.4f}-{start + SECONDS:08.4f}]: words of {code} [LAUGHTER]")
             _tone(base / "sentences" / "wav" / dialog / f"{utt}.wav", level + 3 * session)
         (base / "dialog" / "EmoEvaluation").mkdir(parents=True)
