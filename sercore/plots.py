@@ -289,6 +289,8 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     axes[0].set_ylabel(f"{split} {metric} (mean of {'/'.join(map(str, seeds))} seed(s), 95 % CI)")
     fig.suptitle(title or "accuracy against cost of the mixer", fontsize=10)
     fig.text(0.5, -0.02, f"cost measured on: {source}", ha="center", fontsize=8, wrap=True)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _interval_line(ax, part, x, label, color=None):

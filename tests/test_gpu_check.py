@@ -178,14 +178,15 @@ def test_at_the_tests_timeout_the_finished_tests_keep_their_rows_and_the_rest_ar
     (tmp_path / "test_steps.py").write_text(textwrap.dedent("""
         import time
         def test_first(): pass
-        def test_hangs(): time.sleep(60)
+        def test_hangs(): time.sleep(600)
         def test_after(): pass
     """))
-    rows = checks.run_tests(tmp_path, tmp_path / "junit.xml", timeout=8, per_test_cap=0, files=("test_steps.py",),
+    # 30 s: pytest's own start-up must fit before the timeout on a loaded two-core machine (8 s did not)
+    rows = checks.run_tests(tmp_path, tmp_path / "junit.xml", timeout=30, per_test_cap=0, files=("test_steps.py",),
                             marker="", env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     by_name = {row["test"].split("::")[-1]: row for row in rows}
     assert by_name["test_first"]["outcome"] == "passed"
-    assert by_name["test_after"]["outcome"] == "not run" and "timeout (8 s)" in by_name["test_after"]["message"]
+    assert by_name["test_after"]["outcome"] == "not run" and "timeout (30 s)" in by_name["test_after"]["message"]
     assert by_name["test_after"]["test"] == "test_steps::test_after"
     assert checks.junit_id("tests/test_x.py::Case::test_y[a-b]") == "tests.test_x.Case::test_y[a-b]"
 
