@@ -60,6 +60,10 @@ def junit_id(nodeid: str) -> str:
     return f"{classname}::{rest[-1]}" if rest else classname
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_tests(repo: Path, junit: Path, timeout: float, per_test_cap: float, env: dict, files=TEST_FILES,
               marker: str = "gpu or kernels") -> list[dict]:
     """pytest -m "gpu or kernels" on `files` with the per-test cap (sercore.gpucheck.timecap) and a whole-run
@@ -71,8 +75,10 @@ def run_tests(repo: Path, junit: Path, timeout: float, per_test_cap: float, env:
     command = [sys.executable, "-m", "pytest", "-q", "-p", "sercore.gpucheck.timecap", *(["-m", marker] if marker else []),
                f"--junitxml={junit}", "-o", "junit_family=xunit2", *present]
     env = {**env, "SERCORE_TEST_CAP_S": f"{per_test_cap:g}", "SERCORE_TEST_LOG": str(log)}
+    # The child must take SIGINT: a job started in the background of a non-interactive shell inherits it
+    # ignored, and Python then installs no KeyboardInterrupt handler, so pytest would write no junit xml.
     process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                               text=True, preexec_fn=_default_sigint)
     timed_out = False
     try:
         output, _ = process.communicate(timeout=max(timeout, 1))
