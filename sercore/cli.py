@@ -9,6 +9,9 @@ a message, sercore's own error classes) end as one line on stderr, "python -m se
 the exception's, newlines collapsed. `--debug` (before or after the command) or SERCORE_DEBUG=1 shows the
 traceback instead. Any other exception is a bug and keeps its traceback; so does a KeyError whose argument
 is a bare key rather than a sentence (a failed lookup such as KeyError('label'), not a message).
+Ctrl-C (KeyboardInterrupt) ends as "python -m sercore <command>: interrupted" and exit code 130, 128 + SIGINT
+as a shell reports it (an interruption carrying its own `exit_status`, e.g. sercore.book's SIGTERM, uses
+that); with --debug it keeps its traceback.
 
 A command module whose import fails for want of a third-party package (the GPU machine has no soundfile or
 papermill, and needs only `gpu-check` and `bench`) is left out, named in `--help`'s closing lines; asking for
@@ -114,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("SERCORE_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt as error:
+        if debug:
+            raise
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return getattr(error, "exit_status", 130)
     except (Exception, SystemExit) as error:
         message = None if debug else user_error_message(error)
         if message is None:

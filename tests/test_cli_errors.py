@@ -99,3 +99,39 @@ def test_in_process_user_error_returns_2(monkeypatch, capsys, tmp_path):
     assert cli.main(["corpus", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("python -m sercore corpus: error: corpus ")
+
+
+# A command that blocks until interrupted: `corpus` with its work replaced (register() calls it by name).
+BLOCKING = ("import sys, time\nimport sercore.data.cli\nfrom sercore import cli\n"
+            "def block(args):\n    print('ready', flush=True)\n    time.sleep(60)\n"
+            "sercore.data.cli._corpus = block\nsys.exit(cli.main(sys.argv[1:]))\n")
+
+
+def _interrupted(*args):
+    """Run the blocking command, press Ctrl-C (SIGINT) once it runs; (exit code, stderr)."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(WORKTREE), "OMP_NUM_THREADS": "1"}
+    env.pop("SERCORE_DEBUG", None)
+    # A child of a background job inherits SIGINT ignored, and Python then installs no KeyboardInterrupt.
+    child = subprocess.Popen([sys.executable, "-c", BLOCKING, *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert child.stdout.readline() == "ready\n"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    return child.returncode, err
+
+
+def test_ctrl_c_is_one_line_and_exit_130():
+    code, err = _interrupted("corpus", "anywhere")
+    assert code == 130 and err == "python -m sercore corpus: interrupted\n", err
+
+
+def test_ctrl_c_with_debug_keeps_its_traceback():
+    code, err = _interrupted("--debug", "corpus", "anywhere")
+    assert code != 130 and "Traceback" in err and err.strip().splitlines()[-1] == "KeyboardInterrupt", err
