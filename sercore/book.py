@@ -4,9 +4,12 @@
 
 book/runs.yaml lists the pages: which notebook, where its executed copy goes, its parameters ("{profile}",
 "{corpus}" and "{root}" are filled in; any other placeholder, or a timeout that is not a positive number, is
-refused naming the file) and optionally a per-cell `timeout` in seconds. A page is re-executed
+refused naming the file) and optionally a per-cell `timeout` in seconds, `after` (pages it runs after: their
+output is its input) and `reads` (glob patterns, placeholders filled as in parameters, of files outside the
+notebook that its result depends on, e.g. the studies' metrics.json for the summary page). A page is re-executed
 only when its inputs changed: the hash of (notebook, parameters, profile, the library source the page
-imports) is stored in the executed notebook's metadata and compared before running. The library source is
+imports, the content of the files its `reads` match) is stored in the executed notebook's metadata and
+compared before running. The library source is
 the import closure of the notebook's `import sercore...` / `from sercore... import` lines, read with `ast`
 (sercore.source_key, dispatch=True: every module a page's training runs could pick by name counts), so an
 edit to sercore/plots.py re-executes the pages that draw with it and none of the others; the runs inside a
@@ -15,13 +18,15 @@ re-executed page retrain only when their own code key changed (sercore.train.run
 Each page runs on its own: a cell error, a dead kernel or a cell timeout fails that page, and the driver goes
 on with the next one. papermill writes into a hidden temporary notebook beside the executed copy, which is
 renamed over it only once execution finished and the hash is stored, so a failed or interrupted page leaves
-its previous executed copy as it was (Ctrl-C stops the run after removing the temporary file). Jupyter Book
+its previous executed copy as it was (Ctrl-C, or SIGTERM while `book` runs, stops the run after removing the
+temporary file). The temporary's name carries the driver's pid; at start the driver removes the ones whose
+writer is no longer alive (a build killed outright) and leaves a live concurrent build's alone. Jupyter Book
 then builds with execution off, from the table of contents entries that can be served: a page is left out
 of the HTML when it failed in this run or when its executed copy is absent or stale (its stored hash is not
 that of the current inputs, e.g. a page not re-run under --only), so no half-executed or out-of-date page is
 built. The driver prints a table (page, status, seconds, reason), names the pages left out and why, ends
 with the time table (each page's seconds, the corpus / pages / HTML stages, the total) and exits non-zero
-when a page failed (130 when interrupted). --workers N trains each page's grid of runs in N one-thread
+when a page failed (130 when interrupted by Ctrl-C, 143 by SIGTERM). --workers N trains each page's grid of runs in N one-thread
 processes (sercore.results.run_grid); --timing builds a second time with nothing changed and prints the
 first (cold, from a fresh clone) and the warm figures with the phases of every run trained.
 
@@ -35,14 +40,18 @@ home folder as "~" (see _finish_copy).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
 import re
+import signal
 import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +68,15 @@ PLACEHOLDERS = ("profile", "corpus", "root")  # what "{...}" in a run's paramete
 # Statuses of a page in one driver run; the first two leave a servable executed copy behind.
 OK_STATUSES = ("executed", "unchanged")
 FAILED_STATUSES = ("failed", "missing")
+INTERRUPTED_CODES = (130, 143)  # exit codes of a run stopped by Ctrl-C, by SIGTERM (128 + the signal)
+TEMPORARY = re.compile(r"\.pid(\d+)\.[^.]+\.running\.ipynb$")  # .<page>.pid<pid>.<random>.running.ipynb
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during `book`: a KeyboardInterrupt, so it takes Ctrl-C's way out (temporary copy removed, the
+    kernel shut down by nbclient, the run stopped). sercore.cli exits with exit_status."""
+
+    exit_status = INTERRUPTED_CODES[1]
 
 
 def demo_corpus_path(profile: str) -> Path:
@@ -80,7 +98,34 @@ def load_runs(runs_file: Path = RUNS_FILE) -> list[dict]:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or timeout <= 0):
             raise ValueError(f"{runs_file}: run {run['name']!r} has timeout {timeout!r}; expected seconds > 0")
-    return runs
+        for key in ("after", "reads"):
+            if not isinstance(run.get(key, []), list) or not all(isinstance(v, str) for v in run.get(key, [])):
+                raise ValueError(f"{runs_file}: run {run['name']!r} has {key} {run[key]!r}; expected a list of strings")
+        unknown = sorted(_placeholders(run.get("reads", [])) - set(PLACEHOLDERS))
+        if unknown:
+            raise ValueError(f"{runs_file}: run {run['name']!r} uses {', '.join('{' + u + '}' for u in unknown)}"
+                             f" in its reads; the driver fills only {', '.join(PLACEHOLDERS)}")
+    return ordered(runs, runs_file)
+
+
+def ordered(runs: list[dict], source="runs") -> list[dict]:
+    """The runs in their listed order, except that a run comes after every page named in its `after`; an
+    unknown name or a cycle is refused naming `source`."""
+    names = [run["name"] for run in runs]
+    for run in runs:
+        unknown = sorted(set(run.get("after", [])) - set(names))
+        if unknown:
+            raise ValueError(f"{source}: run {run['name']!r} comes after {', '.join(unknown)}: no such page; "
+                             f"pages: {', '.join(names)}")
+    done, result, waiting = set(), [], list(runs)
+    while waiting:
+        ready = next((run for run in waiting if set(run.get("after", [])) <= done), None)
+        if ready is None:
+            raise ValueError(f"{source}: runs {', '.join(r['name'] for r in waiting)} wait on each other (after)")
+        waiting.remove(ready)
+        result.append(ready)
+        done.add(ready["name"])
+    return result
 
 
 def _placeholders(value) -> set[str]:
@@ -104,9 +149,10 @@ def _fill(value, names: dict):
     return value
 
 
-def inputs_hash(notebook: Path, parameters: dict, profile: str) -> str:
-    """What a page's result depends on: its notebook, parameters, profile and the library modules it imports
-    (page_modules)."""
+def inputs_hash(notebook: Path, parameters: dict, profile: str, read: str | None = None) -> str:
+    """What a page's result depends on: its notebook, parameters, profile, the library modules it imports
+    (page_modules) and, for a page with `reads`, the files it reads (read_key; None for the others, whose
+    hash stays what it was before `reads` existed)."""
     from sercore import source_key
 
     digest = hashlib.sha256()
@@ -114,6 +160,21 @@ def inputs_hash(notebook: Path, parameters: dict, profile: str) -> str:
     digest.update(json.dumps(parameters, sort_keys=True).encode())
     digest.update(json.dumps(load_profile(profile), sort_keys=True, default=str).encode())
     digest.update(source_key.source_key(page_modules(notebook), source_key.PACKAGE).encode())
+    if read is not None:
+        digest.update(read.encode())
+    return digest.hexdigest()
+
+
+def read_key(patterns: list[str], root: Path) -> str:
+    """A digest of the files matching `patterns` (filled globs; "**" spans folders; relative ones from `root`):
+    each one's repository-relative path and content, so adding, removing or rewriting one changes it."""
+    root = Path(os.path.abspath(root))
+    files = {Path(os.path.abspath(root / match)) for pattern in patterns
+             for match in glob.glob(pattern, root_dir=root, recursive=True)}
+    digest = hashlib.sha256()
+    for path in sorted(path for path in files if path.is_file()):
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        digest.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
     return digest.hexdigest()
 
 
@@ -251,7 +312,8 @@ def _plan(run: dict, root: Path, profile: str, names: dict) -> tuple[Path, Path,
     """(notebook, executed copy, parameters, current inputs hash or None when the notebook is missing)."""
     notebook, executed = root / run["notebook"], root / run["output"]
     parameters = _fill(run.get("parameters", {}), _page_names(names, root, executed.parent))
-    digest = inputs_hash(notebook, parameters, profile) if notebook.is_file() else None
+    read = read_key(_fill(run["reads"], names), root) if run.get("reads") else None
+    digest = inputs_hash(notebook, parameters, profile, read) if notebook.is_file() else None
     return notebook, executed, parameters, digest
 
 
@@ -291,6 +353,8 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
     unknown = sorted(set(only or []) - {run["name"] for run in runs})
     if unknown:
         raise ValueError(f"--only {' '.join(unknown)}: no such page; pages: {', '.join(r['name'] for r in runs)}")
+    runs = ordered(runs)
+    remove_stale_temporaries(runs, root)
     selected = [run for run in runs if not only or run["name"] in only]
     rows = []
     for index, run in enumerate(selected):
@@ -299,14 +363,48 @@ def execute_pages(runs: list[dict], root: Path, profile: str, names: dict | None
         rows.append(row)
         try:
             _execute_page(run, row, root, profile, names, force, run.get("timeout", timeout), kernel)
-        except KeyboardInterrupt:
-            # Ctrl-C stops the run; _execute_page already removed its temporary copy.
-            row.update(status="interrupted", reason="stopped by Ctrl-C")
+        except KeyboardInterrupt as stop:
+            # Ctrl-C or SIGTERM stops the run; _execute_page already removed its temporary copy.
+            cause = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+            row.update(status="interrupted", reason=f"stopped by {cause}",
+                       code=getattr(stop, "exit_status", INTERRUPTED_CODES[0]))
             rows.extend({"page": later["name"], "status": "not run", "seconds": None,
                          "reason": "the run was interrupted before this page", "output": root / later["output"],
                          "digest": None} for later in selected[index + 1:])
             break
     return rows
+
+
+def remove_stale_temporaries(runs: list[dict], root: Path) -> list[Path]:
+    """Remove the temporary copies (`.<page>.pid<N>.<random>.running.ipynb` beside the executed ones) whose
+    writer, process N, is gone: a build killed outright (SIGKILL, a lost machine) leaves them. A live
+    process's file, a concurrent build's, is kept, and so is one whose name carries no pid (a driver from
+    before pids were in the name: nothing tells whether it still runs). One line per file; the removed ones."""
+    removed = []
+    folders = sorted({(Path(root) / run["output"]).parent for run in runs})
+    for path in sorted(p for folder in folders if folder.is_dir() for p in folder.glob(".*.running.ipynb")):
+        shown = os.path.relpath(path, root)
+        match = TEMPORARY.search(path.name)
+        if match is None:
+            print(f"[book] kept {shown}: its name carries no writer pid (an older driver's); "
+                  "delete it by hand if no build is running", flush=True)
+        elif not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            print(f"[book] removed {shown}: left by a build that is gone (pid {match.group(1)})", flush=True)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
 
 
 def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, force: bool,
@@ -332,7 +430,8 @@ def _execute_page(run: dict, row: dict, root: Path, profile: str, names: dict, f
     try:
         executed.parent.mkdir(parents=True, exist_ok=True)
         # Same folder as the executed copy, so the final rename is atomic; hidden, and not in _toc.yml.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".running.ipynb",
+        # The pid tells a later run whether the writer is still alive (remove_stale_temporaries).
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{executed.stem}.pid{os.getpid()}.", suffix=".running.ipynb",
                                         dir=executed.parent)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -478,9 +577,10 @@ def _build_once(profile, only, force, build, strict, timeout, root, runs_file) -
     rows = run_notebooks(profile, only=only, force=force, runs_file=runs_file, timeout=timeout, root=root)
     seconds["pages"] = time.perf_counter() - started - seconds["corpus"]
     print("\n".join(summary_lines(rows)))
-    if any(row["status"] == "interrupted" for row in rows):
+    stopped = next((row for row in rows if row["status"] == "interrupted"), None)
+    if stopped is not None:
         print("[book] interrupted: no HTML built; finished pages were kept, the interrupted one left as before")
-        return 130, rows, seconds
+        return stopped["code"], rows, seconds
     failed = [row for row in rows if row["status"] in FAILED_STATUSES]
     code = 0
     if build:
@@ -537,10 +637,34 @@ def book(profile: str = "default", only=None, force: bool = False, build: bool =
 
     if workers is not None:
         os.environ[WORKERS_VARIABLE] = str(grid_workers(workers))  # the page kernels inherit it
+    with _sigterm_stops():
+        return _book(profile, only, force, build, strict, timeout, root, runs_file, timing)
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While `book` runs, SIGTERM raises Terminated (Ctrl-C's way out); the previous handler comes back after.
+    Python can set handlers only in the main thread: elsewhere SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        # None: a handler not set from Python, which cannot be put back; the default is the nearest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _book(profile, only, force, build, strict, timeout, root, runs_file, timing) -> int:
     since = time.time()
     code, rows, seconds = _build_once(profile, only, force, build, strict, timeout, root, runs_file)
     first = timing_lines("this build", rows, seconds)
-    if not timing or code == 130:
+    if not timing or code in INTERRUPTED_CODES:
         print("\n".join(first))
         return code
     print("[book] --timing: building again with nothing changed (the warm figure)")

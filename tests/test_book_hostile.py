@@ -113,6 +113,10 @@ def test_stale_or_unfinished_copy_is_not_served(tmp_path):
     ({"parameters": {"corpus": "{corpsu}"}}, r"runs.yaml: run 'p' uses \{corpsu\}.*fills only profile, corpus, root"),
     ({"timeout": "ten"}, r"runs.yaml: run 'p' has timeout 'ten'; expected seconds > 0"),
     ({"timeout": 0}, r"runs.yaml: run 'p' has timeout 0"),
+    ({"after": ["nope"]}, r"runs.yaml: run 'p' comes after nope: no such page; pages: p"),
+    ({"after": ["p"]}, r"runs.yaml: runs p wait on each other"),
+    ({"after": "p"}, r"runs.yaml: run 'p' has after 'p'; expected a list of strings"),
+    ({"reads": ["runs/{corpsu}/*.json"]}, r"runs.yaml: run 'p' uses \{corpsu\} in its reads"),
 ])
 def test_bad_run_entry_is_refused_naming_the_file(tmp_path, entry, message):
     runs = tmp_path / "runs.yaml"
@@ -215,3 +219,78 @@ def test_executed_copy_gets_the_mode_open_would(executed_book):
     root, _, _, _ = executed_book
     mode = stat.S_IMODE(os.stat(root / "executed" / "fine.ipynb").st_mode)
     assert mode == 0o666 & ~current_umask()
+
+
+def test_sigterm_stops_the_run_like_ctrl_c_and_restores_the_handler(tmp_path, monkeypatch, capsys):
+    """A build stopped by SIGTERM (a job scheduler, `kill`) removes its temporary copy as Ctrl-C does."""
+    import os
+    import signal
+    import time
+
+    import sercore.data
+
+    _tiny_book(tmp_path, {"first": "x = 1", "second": "x = 2"})
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "executed" / "first.ipynb").write_text(OLD_COPY)
+    monkeypatch.setattr(sercore.data, "generate_corpus", lambda *args, **kwargs: None)
+    monkeypatch.setattr(book, "_jupyter_book", lambda command, cwd: 0)
+    # Without the driver's handler this one swallows the signal (the page then fails below), not pytest's life.
+    swallow = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    outer = signal.getsignal(signal.SIGTERM)
+
+    def terminated(input_path, output_path, **kwargs):
+        with open(output_path, "w") as handle:
+            handle.write('{"cells": [')
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the page")
+
+    monkeypatch.setattr(papermill, "execute_notebook", terminated)
+    try:
+        code = book.book("smoke", root=tmp_path, runs_file=tmp_path / "runs.yaml")
+        assert signal.getsignal(signal.SIGTERM) is outer  # the handler is the driver's only while it runs
+    finally:
+        signal.signal(signal.SIGTERM, swallow)
+    out = capsys.readouterr().out
+    assert code == 143
+    assert any(line.split()[1:3] == ["first", "interrupted"] and "stopped by SIGTERM" in line for line in out.splitlines())
+    assert (tmp_path / "executed" / "first.ipynb").read_text() == OLD_COPY
+    assert not _temporaries(tmp_path) and not (tmp_path / "executed" / "second.ipynb").exists()
+
+
+def test_stale_temporaries_of_gone_builds_are_removed_and_live_ones_kept(tmp_path, monkeypatch, capsys):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = _tiny_book(tmp_path, {"page": "x = 1"})
+    folder = tmp_path / "executed"
+    folder.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    written = []
+
+    def execute(source, out, **kwargs):
+        written.append(Path(out).name)
+        shutil.copy(source, out)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    stale = folder / f".page.pid{gone.pid}.ab12cd34.running.ipynb"
+    running = folder / f".page.pid{live.pid}.ef56gh78.running.ipynb"  # a concurrent build's
+    older = folder / ".page.k2j3h4l5.running.ipynb"  # no pid: a driver from before pids were in the name
+    for path in (stale, running, older):
+        path.write_text('{"cells": [')
+    try:
+        rows = book.execute_pages(runs, tmp_path, "smoke", {"profile": "smoke"})
+    finally:
+        live.kill()
+        live.wait()
+    assert not stale.exists() and running.exists() and older.exists()
+    out = capsys.readouterr().out.splitlines()
+    assert f"[book] removed executed/{stale.name}: left by a build that is gone (pid {gone.pid})" in out
+    assert not any(running.name in line for line in out)
+    assert any(line.startswith(f"[book] kept executed/{older.name}: its name carries no writer pid") for line in out)
+    assert rows[0]["status"] == "executed"
+    assert book.TEMPORARY.search(written[0]).group(1) == str(os.getpid())  # its own temporary names its pid

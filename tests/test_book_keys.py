@@ -1,6 +1,7 @@
 """A book page re-executes when the library source it imports changed, and not for an edit elsewhere (issue
 12, "Caching that is never stale"). The package is copied into tmp_path and sercore.source_key.PACKAGE
-pointed at the copy; the tests edit the copy."""
+pointed at the copy; the tests edit the copy. A page with `reads` (the summary page) re-executes when a
+file it reads changed, and runs after the pages named in its `after`."""
 
 import json
 import shutil
@@ -101,3 +102,81 @@ def test_the_driver_re_executes_only_the_page_whose_imports_changed(package, tmp
     assert statuses() == {"drawn": "executed", "registry": "unchanged"}
     stored = json.loads((root / "executed" / "drawn.ipynb").read_text())["metadata"]["sercore"]["inputs_hash"]
     assert stored == book.inputs_hash(root / "notebooks" / "drawn.ipynb", {"profile": "smoke"}, "smoke")
+
+
+# ---------------------------------------------------------------- a page that reads other pages' results
+
+def _summary_book(root: Path, metrics: dict, order: list):
+    """A "study" page whose execution writes a run's metrics.json (metrics["value"]) and a "summary" page
+    that reads it, declared as book/runs.yaml declares the real summary page (listed first on purpose);
+    (runs, a stand-in for papermill.execute_notebook that records the order pages ran in)."""
+    runs = []
+    for name in ("summary", "study"):
+        _notebook(root / "notebooks" / f"{name}.ipynb", "x = 1")
+        runs.append({"name": name, "notebook": f"notebooks/{name}.ipynb", "output": f"executed/{name}.ipynb",
+                     "parameters": {"profile": "{profile}"}})
+    runs[0].update(after=["study"], reads=["{root}/runs/{profile}/**/metrics.json"])
+
+    def execute(source, out, **kwargs):
+        order.append(Path(source).stem)
+        if Path(source).stem == "study":
+            run = root / "runs" / "smoke" / "study" / "softmax-seed0"
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "metrics.json").write_text(json.dumps({"finished": True, "value": metrics["value"]}))
+        shutil.copy(source, out)
+
+    return runs, execute
+
+
+def test_the_summary_re_executes_when_a_metrics_file_it_reads_changed(tmp_path, monkeypatch):
+    import papermill
+
+    metrics, order = {"value": 0.5}, []
+    runs, execute = _summary_book(tmp_path, metrics, order)
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    names = {"profile": "smoke", "root": str(tmp_path)}
+
+    def statuses():
+        order.clear()
+        return {row["page"]: row["status"] for row in book.execute_pages(runs, tmp_path, "smoke", names)}
+
+    assert statuses() == {"study": "executed", "summary": "executed"} and order == ["study", "summary"]
+    assert statuses() == {"study": "unchanged", "summary": "unchanged"}
+    # the study page re-executes but its run is reused: the same metrics.json, so the summary is still current
+    _notebook(tmp_path / "notebooks" / "study.ipynb", "x = 2")
+    assert statuses() == {"study": "executed", "summary": "unchanged"}
+    # the study page retrains: the summary, run after it, sees the new number in the same build
+    metrics["value"] = 0.6
+    _notebook(tmp_path / "notebooks" / "study.ipynb", "x = 3")
+    assert statuses() == {"study": "executed", "summary": "executed"} and order == ["study", "summary"]
+    # a run retrained outside the book (python -m sercore train) leaves the summary stale until it re-executes
+    metrics_file = tmp_path / "runs" / "smoke" / "study" / "softmax-seed0" / "metrics.json"
+    metrics_file.write_text(json.dumps({"finished": True, "value": 0.7}))
+    left_out = book.left_out_pages(runs, tmp_path, "smoke", names, rows=[])
+    assert set(left_out) == {"executed/summary"} and "stale" in left_out["executed/summary"]
+    assert statuses() == {"study": "unchanged", "summary": "executed"}
+    assert book.left_out_pages(runs, tmp_path, "smoke", names, rows=[]) == {}
+
+
+def test_the_real_summary_reads_every_folder_headline_table_reads(tmp_path):
+    from sercore import results
+
+    runs = {run["name"]: run for run in book.load_runs()}
+    summary = runs["summary"]
+    headline_pages = [page for page, *_ in results.HEADLINES]
+    assert set(summary["after"]) == set(headline_pages)
+    order = [run["name"] for run in book.load_runs()]
+    assert all(order.index(page) < order.index("summary") for page in headline_pages)
+    names = {"profile": "smoke", "root": str(tmp_path)}
+    patterns = book._fill(summary["reads"], names)
+    seen = {book.read_key(patterns, tmp_path)}
+    for _, folder, _, _ in results.HEADLINES:
+        run = tmp_path / "runs" / "smoke" / folder / "sub" / "v-seed0"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text("{}")
+        seen.add(book.read_key(patterns, tmp_path))
+    assert len(seen) == len(results.HEADLINES) + 1  # each study's runs change the summary's key
+    (tmp_path / "runs" / "default" / "accuracy" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "default" / "accuracy" / "x" / "metrics.json").write_text("{}")
+    assert book.read_key(patterns, tmp_path) in seen  # another profile's runs do not
+
