@@ -10,7 +10,9 @@
     results.budget_table(runs)                         # epochs, steps, VTLP copies and warp per run
 
 Seeds of a page's grid come from one place, the profile's `results` section (profile_seeds: `seeds`, or
-`by_study.<study>` for a study the profile's budget trains on fewer). A sentence that
+`by_study.<study>` for a study whose page needs other seeds than the profile's budget gives the rest: fewer
+for a heavy one, more for a curve drawn with intervals); a page's own sweep values (e.g. keep_rates) are in
+the profile's `studies` section, without seeds. A sentence that
 ranks two variants needs at least MIN_SEEDS seeds each and 95 % intervals that do not overlap; compare()
 writes that reading per pair, so a page never ranks on less.
 
@@ -37,12 +39,19 @@ MIN_SEEDS = 3  # seeds per variant before a page may rank two variants
 
 
 def profile_seeds(profile: str, study: str | None = None) -> list[int]:
-    """The seeds a results page of `profile` trains: the profile's results.seeds, or results.by_study[study]
-    where a study too heavy for the profile's budget trains fewer."""
+    """The seeds a results page of `profile` trains for `study`: the profile's results.seeds, or
+    results.by_study[study] where that study's page needs others. A by_study key that is no study is refused
+    (a misspelt one would silently give results.seeds)."""
     from sercore.profiles import section
+    from sercore.studies import STUDIES
 
     cfg = section(profile, "results")
-    seeds = (cfg.get("by_study") or {}).get(study, cfg.get("seeds"))
+    by_study = cfg.get("by_study") or {}
+    unknown = sorted(set(by_study) - set(STUDIES))
+    if unknown:
+        raise ValueError(f"profile {profile!r}: results.by_study has {', '.join(unknown)}, which is no study; "
+                         f"studies: {', '.join(STUDIES)}")
+    seeds = by_study.get(study, cfg.get("seeds"))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"profile {profile!r}: results.seeds must be a non-empty list of integers, got {seeds!r}")
     return list(seeds)

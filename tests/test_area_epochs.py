@@ -48,3 +48,8 @@ def test_seeds_come_from_the_profile_with_a_per_study_override(tmp_path):
     (tmp_path / "none.yaml").write_text("train: {}\n")
     with pytest.raises(ValueError, match="results.seeds must be a non-empty list of integers, got None"):
         results.profile_seeds(str(tmp_path / "none.yaml"))
+    # a misspelt study would silently train results.seeds
+    (tmp_path / "typo.yaml").write_text("results:\n  seeds: [0]\n  by_study:\n    ks-tranformer: [0, 1]\n")
+    with pytest.raises(ValueError, match=r"typo.yaml'?: results.by_study has ks-tranformer, which is no study; "
+                                         r"studies: fusion, ks-transformer"):
+        results.profile_seeds(str(tmp_path / "typo.yaml"), "ks-transformer")

@@ -1,6 +1,7 @@
 """Each list of names lives in one place: the mechanisms in sercore.attention, the studies in sercore.studies.
 
-The command line's choices are read from the parsers it really builds, and must equal the library's lists."""
+The command line's choices are read from the parsers it really builds, and must equal the library's lists.
+The seeds a profile trains live in one place too: its results section (sercore.results.profile_seeds)."""
 
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from sercore import attention, bench, results, studies
 from sercore.cli import build_parser
+from sercore.profiles import PROFILES, load_profile, section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +66,27 @@ def test_the_name_lists_import_without_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_seeds_live_only_in_the_results_section(profile):
+    def seed_keys(value, where):
+        found = []
+        for key, item in (value.items() if isinstance(value, dict) else []):
+            found += [f"{where}.{key}"] if "seed" in str(key) else []
+            found += seed_keys(item, f"{where}.{key}")
+        return found
+
+    cfg = load_profile(profile)
+    assert seed_keys({k: v for k, v in cfg.items() if k != "results"}, profile) == []
+    for study in studies.STUDIES:  # every by_study key is a study (profile_seeds refuses others)
+        assert results.profile_seeds(profile, study)
+
+
+def test_the_keysparse_page_trains_the_seeds_it_trained_before_they_moved():
+    """smoke: three seeds for the key-sparse curve, one for its fusion heatmap runs; default: three for both."""
+    assert results.profile_seeds("smoke", "ks-transformer") == [0, 1, 2]
+    assert results.profile_seeds("smoke", "fusion") == [0]
+    assert results.profile_seeds("default", "ks-transformer") == results.profile_seeds("default", "fusion") == [0, 1, 2]
+    for profile in ("smoke", "default"):
+        assert set(section(profile, "studies")["keysparse"]) == {"keep_rates", "fusion_mechanisms"}
