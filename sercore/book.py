@@ -26,9 +26,9 @@ of the HTML when it failed in this run or when its executed copy is absent or st
 that of the current inputs, e.g. a page not re-run under --only), so no half-executed or out-of-date page is
 built. The driver prints a table (page, status, seconds, reason), names the pages left out and why, ends
 with the time table (each page's seconds, the corpus / pages / HTML stages, the total) and exits non-zero
-when a page failed (130 when interrupted by Ctrl-C, 143 by SIGTERM). --workers N trains each page's grid of runs in N one-thread
-processes (sercore.results.run_grid); --timing builds a second time with nothing changed and prints the
-first (cold, from a fresh clone) and the warm figures with the phases of every run trained.
+when a page failed (130 when interrupted by Ctrl-C, 143 by SIGTERM). --workers N trains each page's grid of
+runs in N one-thread processes (sercore.results.run_grid); --timing builds a second time with nothing changed
+and prints the first (cold, from a fresh clone) and the warm figures with the phases of every run trained.
 
 What is published shows no machine path. Path parameters inside the repository ("{corpus}", "{root}") are
 passed to papermill relative to the page's working directory (its executed copy's folder), so the inputs
@@ -661,6 +661,8 @@ def _sigterm_stops():
 
 
 def _book(profile, only, force, build, strict, timeout, root, runs_file, timing) -> int:
+    from sercore.results import grid_workers
+
     since = time.time()
     code, rows, seconds = _build_once(profile, only, force, build, strict, timeout, root, runs_file)
     first = timing_lines("this build", rows, seconds)

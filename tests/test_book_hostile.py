@@ -253,7 +253,8 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_restores_the_handler(tmp_path, mo
         signal.signal(signal.SIGTERM, swallow)
     out = capsys.readouterr().out
     assert code == 143
-    assert any(line.split()[1:3] == ["first", "interrupted"] and "stopped by SIGTERM" in line for line in out.splitlines())
+    assert any(line.split()[1:3] == ["first", "interrupted"] and "stopped by SIGTERM" in line
+               for line in out.splitlines())
     assert (tmp_path / "executed" / "first.ipynb").read_text() == OLD_COPY
     assert not _temporaries(tmp_path) and not (tmp_path / "executed" / "second.ipynb").exists()
 
