@@ -44,7 +44,7 @@ from torch import nn
 
 from sercore.data.audio import SAMPLE_RATE, AudioError, inspect_audio, read_audio
 from sercore.features.ssl import TOO_SHORT
-from sercore.train.datasets import Utterances, targets, text_batch
+from sercore.train.datasets import CropBase, Utterances, targets, text_batch
 
 MODES = ("online", "cached")
 
@@ -124,36 +124,23 @@ def _pad(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-class WaveCropItems:
-    """Training items = utterances; item i of epoch e is a waveform crop of row rows[i] (module docstring).
-    batch()["speech"] is [B, crop] normalised samples and "speech_mask" [B, crop]; OnlineSSLModel encodes them."""
+class WaveCropItems(CropBase):
+    """Training items = utterances; item i of epoch e is a waveform crop of `crop_samples` samples of row rows[i]
+    (module docstring). batch()["speech"] is [B, crop] normalised samples and "speech_mask" [B, crop];
+    OnlineSSLModel encodes them."""
 
     def __init__(self, data: Utterances, rows: Sequence[int], crop_samples: int, seed: int, encoder,
                  start: str = "random"):
-        if start not in ("random", "first"):
-            raise ValueError(f"WaveCropItems: start must be 'random' or 'first', got {start!r}")
-        self.data, self.rows, self.crop, self.seed = data, np.asarray(rows, dtype=np.int64), int(crop_samples), seed
-        self.encoder, self.start = encoder, start
+        super().__init__(data, rows, crop_samples, seed, start)
+        self.encoder = encoder
 
-    def __len__(self) -> int:
-        return len(self.rows)
+    def crop_row(self, row, epoch: int) -> np.ndarray:
+        wave = self.data.speech[row]
+        crop = wave[:self.crop] if self.start == "first" else crop_wave(wave, self.crop, self.rng(epoch, row))
+        return self.encoder.normalise(crop)
 
-    def item_labels(self) -> np.ndarray:
-        return self.data.label[self.rows]
-
-    def batch(self, items: Sequence[int], epoch: int) -> dict[str, torch.Tensor]:
-        rows = self.rows[np.asarray(items, dtype=np.int64)]
-        crops = []
-        for row in rows:
-            wave = self.data.speech[row]
-            if self.start == "first":
-                crop = wave[:self.crop]
-            else:
-                crop = crop_wave(wave, self.crop, np.random.default_rng([self.seed, epoch, int(row)]))
-            crops.append(self.encoder.normalise(crop))
-        speech, mask = _pad(crops)
-        return {"speech": speech, "speech_mask": mask, **text_batch(self.data, rows), **targets(self.data, rows),
-                "utt_index": torch.from_numpy(rows)}
+    def stack(self, crops: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return _pad(crops)
 
 
 class WaveEvalItems:
