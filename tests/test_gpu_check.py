@@ -4,7 +4,6 @@ work, junit parsing, the per-test cap, the autotune archive and the roofline ari
 
 import importlib.util
 import json
-import math
 import subprocess
 import sys
 import tarfile
@@ -243,7 +242,7 @@ def test_the_online_ssl_step_rehearses_a_tiny_config_and_no_estimate_takes_it_fo
     meta = run_check(out, rehearse=True, budget_s=600, steps=("ssl",), sizes=TINY, wheels_dir=tmp_path / "none",
                      triton_cache=tmp_path / "cache")
     ssl = json.loads((out / "provenance.json").read_text())["ssl"]
-    assert ssl == pytest.approx(meta["ssl"], nan_ok=True)
+    assert ssl == meta["ssl"]
     assert ssl["rehearsal"] is True and ssl["config"] == "tiny" and ssl["device"] == "cpu" and ssl["error"] == ""
     assert ssl["steps_timed"] == online_ssl.REHEARSAL["steps"] and ssl["batch"] == online_ssl.REHEARSAL["batch"]
     assert ssl["p20_s"] <= ssl["seconds_per_step"] <= ssl["p80_s"] and ssl["frozen_seconds_per_step"] > 0
@@ -251,7 +250,8 @@ def test_the_online_ssl_step_rehearses_a_tiny_config_and_no_estimate_takes_it_fo
     # the tiny config's sizes: only the layer weights (L + 1 = 3 of them) and the fusion model train
     assert 0 < ssl["trainable_parameters"] < ssl["ssl_parameters"] < 100_000
     assert meta["steps"]["ssl"] < 30, "the rehearsal must stay a tiny run"
-    assert math.isnan(ssl["max_memory_allocated_mb"]), "no CUDA allocator on the CPU"
+    assert ssl["max_memory_allocated_mb"] is None and ssl["weights_mb"] is None, "no CUDA allocator on the CPU"
+    assert "NaN" not in (out / "provenance.json").read_text(), "strict JSON: what was not measured is null"
     with pytest.raises(ValueError, match=r"provenance.json: the online-SSL result is a CPU rehearsal \(tiny"):
         online_ssl.load_ssl_result(out)
     with pytest.raises(ValueError, match="no such file"):
@@ -264,19 +264,23 @@ def test_the_online_ssl_step_is_skipped_when_its_share_is_spent():
     budget = study.Budget(600)
     skipped = online_ssl.run_ssl_step(budget, torch.device("cpu"), share_s=0)
     assert skipped["error"].startswith("skipped: time budget") and budget.skipped == ["ssl"]
-    assert skipped["steps_timed"] == 0 and math.isnan(skipped["seconds_per_step"])
+    assert skipped["steps_timed"] == 0 and skipped["seconds_per_step"] is None
 
 
 def test_a_gpu_ssl_result_loads_and_a_failed_one_does_not(tmp_path):
     from sercore.gpucheck import online_ssl
 
     measured = {"rehearsal": False, "device": "cuda", "config": "wavlm-large", "batch": 32, "steps_timed": 20,
-                "seconds_per_step": 0.05, "error": ""}
+                "crop_seconds": 3.0, "seconds_per_step": 0.05, "frozen_seconds_per_step": 0.03,
+                "max_memory_allocated_mb": 9000.0, "error": ""}
     (tmp_path / "provenance.json").write_text(json.dumps({"ssl": measured}))
     assert online_ssl.load_ssl_result(tmp_path) == measured
     (tmp_path / "provenance.json").write_text(json.dumps({"ssl": {**measured, "steps_timed": 0,
                                                                   "error": "OOM: CUDA out of memory"}}))
     with pytest.raises(ValueError, match="timed nothing: OOM"):
+        online_ssl.load_ssl_result(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"ssl": {**measured, "frozen_seconds_per_step": None}}))
+    with pytest.raises(ValueError, match="lacks frozen_seconds_per_step"):
         online_ssl.load_ssl_result(tmp_path)
     (tmp_path / "provenance.json").write_text(json.dumps({"gpu": {}}))
     with pytest.raises(ValueError, match="no online-SSL result"):

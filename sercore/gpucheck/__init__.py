@@ -47,9 +47,10 @@ Files under --out (at most 8, the number the device tool brings back):
                    precision (of the SSL forward), steps_timed, seconds_per_step (median of the whole training
                    step), p20_s, p80_s, frozen_seconds_per_step (the SSL forward alone, median),
                    crops_per_second (batch / seconds_per_step), max_memory_allocated_mb
-                   (torch.cuda.max_memory_allocated over the timed steps, MB = 1e6 bytes; NaN on the CPU),
+                   (torch.cuda.max_memory_allocated over the timed steps, MB = 1e6 bytes; null on the CPU),
                    weights_mb (allocated before them: weights, AdamW state, the batch), ssl_parameters,
-                   trainable_parameters, error (empty, "OOM: ...", "skipped: ..." or the exception)
+                   trainable_parameters, error (empty, "OOM: ...", "skipped: ..." or the exception); what was
+                   not measured is null
   autotune.tar.gz  Triton's cached autotuning results (*.autotune.json) for a rerun
 
 fla's autotuning: fla 0.6.0 decorates its kernels with triton.autotune(..., cache_results=FLA_CACHE_RESULTS)

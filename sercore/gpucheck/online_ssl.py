@@ -42,6 +42,7 @@ FUSION = {"wavlm-large": {}, "tiny": {"width": 16, "heads": 2, "head_width": 16,
 FULL = {"config": "wavlm-large", "batch": 32, "crop_seconds": 3.0, "text_tokens": 32, "warmup": 2, "steps": 20}
 REHEARSAL = {"config": "tiny", "batch": 4, "crop_seconds": 1.0, "text_tokens": 4, "warmup": 1, "steps": 2}
 SAMPLE_RATE = 16000
+MEASURED = ("seconds_per_step", "frozen_seconds_per_step", "max_memory_allocated_mb")  # what an estimate reads
 
 
 def frontend(config: str, device: torch.device, folder: Path, fusion: dict | None = None):
@@ -83,7 +84,8 @@ def run_ssl_step(budget, device: torch.device, sizes: dict | None = None, share_
                  reserve: float = 10.0) -> dict:
     """Time the online training step (module docstring) while `share_s` seconds of this step and the budget's
     `reserve` last; returns the result dict (provenance.json["ssl"]). An error, OOM included, is recorded in
-    "error" with NaN timings, never raised: the check's other steps still run."""
+    "error" with null timings, never raised: the check's other steps still run. What was not measured is None
+    (null in the JSON file, which NaN would make invalid)."""
     from sercore.bench import band, timings
 
     rehearsal = device.type != "cuda"
@@ -96,7 +98,7 @@ def run_ssl_step(budget, device: torch.device, sizes: dict | None = None, share_
               "weights_mb": math.nan, "ssl_parameters": 0, "trainable_parameters": 0, "error": ""}
     if left() <= 0:
         result["error"] = budget.skip("ssl")
-        return result
+        return _nulls(result)
     try:
         with tempfile.TemporaryDirectory() as folder:
             net, encoder = frontend(sizes["config"], device, Path(folder))
@@ -141,7 +143,11 @@ def run_ssl_step(budget, device: torch.device, sizes: dict | None = None, share_
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return result
+    return _nulls(result)
+
+
+def _nulls(result: dict) -> dict:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
 
 
 def load_ssl_result(directory) -> dict:
@@ -160,4 +166,7 @@ def load_ssl_result(directory) -> dict:
                          "not a GPU measurement")
     if result.get("error") or not result.get("steps_timed"):
         raise ValueError(f"{path}: the online-SSL step timed nothing: {result.get('error') or 'no steps'}")
+    missing = [k for k in MEASURED if not isinstance(result.get(k), (int, float))]
+    if missing:
+        raise ValueError(f"{path}: the online-SSL result lacks {', '.join(missing)}")
     return result
