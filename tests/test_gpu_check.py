@@ -37,7 +37,7 @@ def test_attention_bench_gpucheck_and_kernel_tests_import_without_audio_and_book
         for name in {BLOCKED!r}:
             sys.modules[name] = None  # import of it now fails, as on the GPU machine
         import sercore.attention, sercore.bench, sercore.gpucheck.study, sercore.gpucheck.checks
-        import sercore.gpucheck.roofline, sercore.gpucheck.timecap
+        import sercore.gpucheck.roofline, sercore.gpucheck.timecap, sercore.gpucheck.online_ssl, sercore.models.online
         for name in ("softmax", "retnet", "lightnet", "gsa", "fox", "kda", "keysparse"):
             sercore.attention.mechanism_class(name)
         sys.path.insert(0, "tests")
@@ -48,6 +48,10 @@ def test_attention_bench_gpucheck_and_kernel_tests_import_without_audio_and_book
         parser = build_parser()
         assert "gpu-check" in parser._subparsers._group_actions[0].choices, "gpu-check must stay available"
         print("unavailable", parser.unavailable)
+        import torch
+        from sercore.gpucheck.study import Budget
+        ssl = sercore.gpucheck.online_ssl.run_ssl_step(Budget(120), torch.device("cpu"))
+        assert ssl["error"] == "" and ssl["steps_timed"] > 0, ssl  # the online step needs no audio package
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
@@ -229,3 +233,55 @@ def test_protocols_are_the_one_dict_of_path_choices():
     assert study.implementations("paper", "kda", torch.device("cpu"))[0][2] is False, "no fla layer on the CPU"
     with pytest.raises(ValueError, match="unknown protocol"):
         bench.protocol_options("fast", "softmax")
+
+
+def test_the_online_ssl_step_rehearses_a_tiny_config_and_no_estimate_takes_it_for_a_gpu_result(tmp_path):
+    from sercore.gpucheck import online_ssl
+
+    out = tmp_path / "gpu"
+    meta = run_check(out, rehearse=True, budget_s=600, steps=("ssl",), sizes=TINY, wheels_dir=tmp_path / "none",
+                     triton_cache=tmp_path / "cache")
+    ssl = json.loads((out / "provenance.json").read_text())["ssl"]
+    assert ssl == meta["ssl"]
+    assert ssl["rehearsal"] is True and ssl["config"] == "tiny" and ssl["device"] == "cpu" and ssl["error"] == ""
+    assert ssl["steps_timed"] == online_ssl.REHEARSAL["steps"] and ssl["batch"] == online_ssl.REHEARSAL["batch"]
+    assert ssl["p20_s"] <= ssl["seconds_per_step"] <= ssl["p80_s"] and ssl["frozen_seconds_per_step"] > 0
+    assert ssl["crops_per_second"] == pytest.approx(ssl["batch"] / ssl["seconds_per_step"])
+    # the tiny config's sizes: only the layer weights (L + 1 = 3 of them) and the fusion model train
+    assert 0 < ssl["trainable_parameters"] < ssl["ssl_parameters"] < 100_000
+    assert meta["steps"]["ssl"] < 30, "the rehearsal must stay a tiny run"
+    assert ssl["max_memory_allocated_mb"] is None and ssl["weights_mb"] is None, "no CUDA allocator on the CPU"
+    assert "NaN" not in (out / "provenance.json").read_text(), "strict JSON: what was not measured is null"
+    with pytest.raises(ValueError, match=r"provenance.json: the online-SSL result is a CPU rehearsal \(tiny"):
+        online_ssl.load_ssl_result(out)
+    with pytest.raises(ValueError, match="no such file"):
+        online_ssl.load_ssl_result(tmp_path / "absent")
+
+
+def test_the_online_ssl_step_is_skipped_when_its_share_is_spent():
+    from sercore.gpucheck import online_ssl
+
+    budget = study.Budget(600)
+    skipped = online_ssl.run_ssl_step(budget, torch.device("cpu"), share_s=0)
+    assert skipped["error"].startswith("skipped: time budget") and budget.skipped == ["ssl"]
+    assert skipped["steps_timed"] == 0 and skipped["seconds_per_step"] is None
+
+
+def test_a_gpu_ssl_result_loads_and_a_failed_one_does_not(tmp_path):
+    from sercore.gpucheck import online_ssl
+
+    measured = {"rehearsal": False, "device": "cuda", "config": "wavlm-large", "batch": 32, "steps_timed": 20,
+                "crop_seconds": 3.0, "seconds_per_step": 0.05, "frozen_seconds_per_step": 0.03,
+                "max_memory_allocated_mb": 9000.0, "error": ""}
+    (tmp_path / "provenance.json").write_text(json.dumps({"ssl": measured}))
+    assert online_ssl.load_ssl_result(tmp_path) == measured
+    (tmp_path / "provenance.json").write_text(json.dumps({"ssl": {**measured, "steps_timed": 0,
+                                                                  "error": "OOM: CUDA out of memory"}}))
+    with pytest.raises(ValueError, match="timed nothing: OOM"):
+        online_ssl.load_ssl_result(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"ssl": {**measured, "frozen_seconds_per_step": None}}))
+    with pytest.raises(ValueError, match="lacks frozen_seconds_per_step"):
+        online_ssl.load_ssl_result(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"gpu": {}}))
+    with pytest.raises(ValueError, match="no online-SSL result"):
+        online_ssl.load_ssl_result(tmp_path)

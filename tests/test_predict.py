@@ -115,3 +115,23 @@ def test_predict_refusals_are_one_line(dimensional, corpus, tmp_path, capsys):
                  str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert "metrics.json not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_readmes_gpu_train_and_submission_commands_parse_and_name_the_profiles_settings():
+    import shlex
+    from pathlib import Path
+
+    from sercore.cli import build_parser
+    from sercore.profiles import load_profile
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("On a GPU (", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(c) for c in block.replace("\\\n", " ").strip().splitlines()]  # joined continuations
+    assert [c[3] for c in commands] == ["train", "predict"]
+    parser = build_parser()
+    train, submit = (parser.parse_args(c[3:]) for c in commands)
+    paper = load_profile(train.profile)
+    for assignment in train.set:
+        section, key = assignment.split("=", 1)[0].split(".")
+        assert key in paper[section], assignment
+    assert submit.run == train.out and submit.split == "Test3" and submit.corpus == train.corpus

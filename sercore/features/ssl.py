@@ -169,6 +169,13 @@ class SSLEncoder:
                 getattr(self._torch, self.precision))
         return self._model
 
+    def use_model(self, model) -> "SSLEncoder":
+        """Encode with an already built model instead of the folder's weights, e.g. WavLM-Large built from its
+        config alone with random weights (sercore.gpucheck.online_ssl, benchmarks/ssl_scale.py: nothing is
+        written or loaded); frozen and in eval mode as load_model leaves a loaded one, in this precision."""
+        self._model = model.eval().requires_grad_(False).to(self.device, getattr(self._torch, self.precision))
+        return self
+
     def frame_count(self, n_samples: int) -> int:
         """Frames the model's CNN produces from n_samples (what T will be without chunking)."""
         return int(self.frames(int(n_samples)))

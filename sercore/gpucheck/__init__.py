@@ -14,8 +14,11 @@ Sequence (each step's wall time goes to provenance.json):
   3. kernel errors: tests/kernel_errors.py's output and gradient errors -> kernel_errors.csv;
   4. Hopper guard (at most 10 % of the budget): whether any fused path reaches fla's gated chunk_bwd_dqkwg, which fla 0.6.0 refuses on
      Hopper with 3.4.0 <= triton < 3.7.1 (fla/ops/common/chunk_o.py) -> hopper_guard.csv;
-  5. the efficiency study (sercore.gpucheck.study) -> efficiency.csv, rewritten after every row;
-  6. autotune.tar.gz and provenance.json.
+  5. online SSL (at most --ssl-share, 8 %, of the budget; sercore.gpucheck.online_ssl): the main paper's
+     training step at its size, WavLM-Large from its config (random weights, bf16, inference_mode) on 32 crops
+     of 3 s plus the fusion model's forward, backward and AdamW step -> provenance["ssl"];
+  6. the efficiency study (sercore.gpucheck.study) -> efficiency.csv, rewritten after every row;
+  7. autotune.tar.gz and provenance.json.
 The budget (--budget, default 480 s of wall time from the command's start, the tests included; counted from
 this module's import) is checked
 before every shape; what it cuts is a row with error "skipped: ..." and a line of provenance["skipped"], and
@@ -38,7 +41,16 @@ Files under --out (at most 8, the number the device tool brings back):
   hopper_guard.csv mechanism, direction, calls_gated_chunk_bwd_dqkwg, guard_active, triton, hopper, status
   provenance.json  parameters, git_sha (SERCORE_GIT_SHA when the copy has no .git), versions (torch, triton,
                    fla...), device (GPU name, driver, CUDA), dtypes per protocol, ceilings, created, budget
-                   {seconds, used}, skipped, steps (wall seconds), autotune, wheels, files
+                   {seconds, used}, skipped, steps (wall seconds), autotune, wheels, files, and ssl (the
+                   online-SSL step, when run): rehearsal (true on the CPU: tiny config, not a GPU figure), device,
+                   config (wavlm-large | tiny), batch, crop_seconds, text_tokens, warmup, steps (asked),
+                   precision (of the SSL forward), steps_timed, seconds_per_step (median of the whole training
+                   step), p20_s, p80_s, frozen_seconds_per_step (the SSL forward alone, median),
+                   crops_per_second (batch / seconds_per_step), max_memory_allocated_mb
+                   (torch.cuda.max_memory_allocated over the timed steps, MB = 1e6 bytes; null on the CPU),
+                   weights_mb (allocated before them: weights, AdamW state, the batch), ssl_parameters,
+                   trainable_parameters, error (empty, "OOM: ...", "skipped: ..." or the exception); what was
+                   not measured is null
   autotune.tar.gz  Triton's cached autotuning results (*.autotune.json) for a rerun
 
 fla's autotuning: fla 0.6.0 decorates its kernels with triton.autotune(..., cache_results=FLA_CACHE_RESULTS)
@@ -76,6 +88,7 @@ FLA_WHEELS = ("flash-linear-attention==0.6.0", "fla-core==0.6.0")
 WHEEL_PLATFORM = ("--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
                   "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                   "--platform", "manylinux2014_x86_64")
+STEPS = ("tests", "errors", "guard", "ssl", "study")  # --steps: the default runs every one, in this order
 FILES = ("efficiency.csv", "tests.csv", "kernel_errors.csv", "hopper_guard.csv", "provenance.json",
          "autotune.tar.gz")
 REHEARSAL = {"dim": 64, "heads": 4, "seconds": (0.2, 0.5, 1, 2, 4, 8), "text_tokens": 8, "warmup": 1,
@@ -165,9 +178,9 @@ def write_table(path: Path, rows: list[dict], columns) -> None:
 
 def run_check(out: Path, rehearse: bool = False, budget_s: float = 480.0, device: str | None = None,
               tests_share: float = 0.35, errors_share: float = 0.10, guard_share: float = 0.10,
-              per_test_cap: float = 60.0,
+              ssl_share: float = 0.08, per_test_cap: float = 60.0,
               wheels_dir: Path = REPO / ".whl", triton_cache: Path = REPO / ".triton-cache",
-              steps=("tests", "errors", "guard", "study"), sizes: dict | None = None, clock=time.monotonic,
+              steps=STEPS, sizes: dict | None = None, clock=time.monotonic,
               start: float | None = None) -> dict:
     """Run the check, write every file under `out`, return the provenance dict. The budget counts from `start`
     (a reading of `clock`; the command passes IMPORTED, its own start), else from this call."""
@@ -195,13 +208,14 @@ def run_check(out: Path, rehearse: bool = False, budget_s: float = 480.0, device
     import torch
 
     from sercore.bench import PROTOCOLS
-    from sercore.gpucheck import checks, roofline, study
+    from sercore.gpucheck import checks, online_ssl, roofline, study
     from sercore.provenance import atomic_write_json, provenance
 
     sizes = sizes or (REHEARSAL if rehearse else FULL)
     torch_device = torch.device(device or ("cpu" if rehearse or not torch.cuda.is_available() else "cuda"))
     parameters = {"rehearse": rehearse, "budget_s": budget_s, "device": str(torch_device), "sizes": sizes,
                   "tests_share": tests_share, "errors_share": errors_share, "guard_share": guard_share,
+                  "ssl_share": ssl_share,
                   "per_test_cap_s": per_test_cap,
                   "steps": list(steps), "protocols": {p: {k: v for k, v in PROTOCOLS[p].items()}
                                                       for p in PROTOCOLS}}
@@ -255,6 +269,10 @@ def run_check(out: Path, rehearse: bool = False, budget_s: float = 480.0, device
         write_table(out / "hopper_guard.csv", guard_rows, checks.GUARD_COLUMNS)
         print(f"gpu-check: hopper guard {[(r['mechanism'], r['status']) for r in guard_rows]}", flush=True)
 
+    if "ssl" in steps:
+        record["ssl"] = step("ssl", lambda: online_ssl.run_ssl_step(
+            budget, torch_device, sizes.get("ssl"), share_s=ssl_share * budget_s))
+        print(f"gpu-check: online ssl {record['ssl']}", flush=True)
     rows: list[dict] = []
     save_rows = lambda current: write_table(out / "efficiency.csv", current, study.COLUMNS)  # noqa: E731
     save_rows(rows)
@@ -287,7 +305,7 @@ def _main(args) -> int:
         return 0
     out = Path(args.out or ("/tmp/sercore-gpu-rehearsal" if args.rehearse else "book/gpu"))
     run_check(out, rehearse=args.rehearse, budget_s=args.budget, device=args.device, tests_share=args.tests_share,
-              errors_share=args.errors_share, per_test_cap=args.per_test_cap, wheels_dir=Path(args.wheels_dir),
+              errors_share=args.errors_share, ssl_share=args.ssl_share, per_test_cap=args.per_test_cap, wheels_dir=Path(args.wheels_dir),
               triton_cache=Path(args.triton_cache), steps=tuple(args.steps), start=IMPORTED)
     return 0
 
@@ -303,9 +321,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available; cpu with --rehearse)")
     parser.add_argument("--tests-share", type=float, default=0.35, help="at most this share of the budget for tests")
     parser.add_argument("--errors-share", type=float, default=0.10, help="at most this share for kernel errors")
+    parser.add_argument("--ssl-share", type=float, default=0.08, help="at most this share for the online-SSL step")
     parser.add_argument("--per-test-cap", type=float, default=60.0, help="seconds per test")
-    parser.add_argument("--steps", nargs="+", default=["tests", "errors", "guard", "study"],
-                        choices=["tests", "errors", "guard", "study"])
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     parser.add_argument("--wheels-dir", default=str(REPO / ".whl"), help="wheels to install when fla is missing")
     parser.add_argument("--triton-cache", default=str(REPO / ".triton-cache"), help="TRITON_CACHE_DIR for the run")
     parser.add_argument("--wheels", metavar="DIR", help="only download the wheels to carry into DIR, then exit")

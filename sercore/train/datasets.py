@@ -53,6 +53,7 @@ from sercore.data.corpus import AVD_RANGES, CLASS_SETS, NON_CLASSES, corpus_fact
 
 AVD_COLUMNS = ("arousal", "valence", "dominance")
 GENDERS = {"Female": 0, "Male": 1}
+CROP_STARTS = ("random", "first")  # CropBase's start setting
 
 
 def class_list(labels: Sequence, classes: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -204,14 +205,16 @@ def segment_starts(n_frames: int, segment_frames: int, hop_frames: int, short: s
     return list(range(0, n_frames - segment_frames + 1, hop_frames))
 
 
-class CropItems:
-    """Training items = utterances; item i of epoch e is a crop of row rows[i]: a random one, repetition-padded
-    (start="random"), or its first crop_frames frames, zero-padded (start="first")."""
+class CropBase:
+    """The skeleton shared by the items that train on one crop per utterance and epoch: CropItems (feature
+    frames) and sercore.train.online.WaveCropItems (waveform samples). It holds the rows, the length, the item
+    labels, the start setting ("random" | "first"), the crop's generator and the batch dict; a subclass says
+    how one row is cut (`crop_row`, `crop` in its own units) and how the crops are stacked (`stack`)."""
 
-    def __init__(self, data: Utterances, rows: Sequence[int], crop_frames: int, seed: int, start: str = "random"):
-        if start not in ("random", "first"):
-            raise ValueError(f"CropItems: start must be 'random' or 'first', got {start!r}")
-        self.data, self.rows, self.crop_frames, self.seed = data, np.asarray(rows, dtype=np.int64), crop_frames, seed
+    def __init__(self, data: Utterances, rows: Sequence[int], crop: int, seed: int, start: str = "random"):
+        if start not in CROP_STARTS:
+            raise ValueError(f"{type(self).__name__}: start must be 'random' or 'first', got {start!r}")
+        self.data, self.rows, self.crop, self.seed = data, np.asarray(rows, dtype=np.int64), int(crop), seed
         self.start = start
 
     def __len__(self) -> int:
@@ -220,20 +223,42 @@ class CropItems:
     def item_labels(self) -> np.ndarray:
         return self.data.label[self.rows]
 
+    def rng(self, epoch: int, row) -> np.random.Generator:
+        """The generator of row's crop in `epoch`: a function of (seed, epoch, row) alone, so a resumed or
+        sharded run draws the same crops."""
+        return np.random.default_rng([self.seed, epoch, int(row)])
+
+    def crop_row(self, row, epoch: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def stack(self, crops: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_stack(crops)
+
     def batch(self, items: Sequence[int], epoch: int) -> dict[str, torch.Tensor]:
         rows = self.rows[np.asarray(items, dtype=np.int64)]
-        crops = []
-        for row in rows:
-            if self.start == "first":  # no repetition: pad_stack zero-pads the shorter ones and masks them
-                crops.append(take_frames(self.data.speech[row], 0, min(self.crop_frames, self.data.n_frames(row))))
-                continue
-            spare = self.data.n_frames(row) - self.crop_frames
-            rng = np.random.default_rng([self.seed, epoch, int(row)])
-            start = int(rng.integers(0, spare + 1)) if spare > 0 else 0
-            crops.append(take_frames(self.data.speech[row], start, self.crop_frames))
-        speech, mask = pad_stack(crops)
+        speech, mask = self.stack([self.crop_row(row, epoch) for row in rows])
         return {"speech": speech, "speech_mask": mask, **text_batch(self.data, rows), **targets(self.data, rows),
                 "utt_index": torch.from_numpy(rows)}
+
+
+class CropItems(CropBase):
+    """Training items = utterances; item i of epoch e is a crop of `crop_frames` frames of row rows[i]: a random
+    one, repetition-padded (start="random"), or its first crop_frames frames, zero-padded (start="first")."""
+
+    def __init__(self, data: Utterances, rows: Sequence[int], crop_frames: int, seed: int, start: str = "random"):
+        super().__init__(data, rows, crop_frames, seed, start)
+
+    @property
+    def crop_frames(self) -> int:
+        return self.crop
+
+    def crop_row(self, row, epoch: int) -> np.ndarray:
+        n_frames = self.data.n_frames(row)
+        if self.start == "first":  # no repetition: pad_stack zero-pads the shorter ones and masks them
+            return take_frames(self.data.speech[row], 0, min(self.crop, n_frames))
+        spare = n_frames - self.crop  # a shorter utterance starts at 0 and take_frames repeats it
+        start = int(self.rng(epoch, row).integers(0, spare + 1)) if spare > 0 else 0
+        return take_frames(self.data.speech[row], start, self.crop)
 
 
 class SegmentItems:

@@ -40,11 +40,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from sercore.data.audio import SAMPLE_RATE, AudioError, inspect_audio, read_audio
 from sercore.features.ssl import TOO_SHORT
-from sercore.train.datasets import Utterances, targets, text_batch
+from sercore.models.online import OnlineSSLModel  # noqa: F401 (its home outside sercore.train: see there)
+from sercore.train.datasets import CropBase, Utterances, targets, text_batch
 
 MODES = ("online", "cached")
 
@@ -124,36 +124,23 @@ def _pad(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-class WaveCropItems:
-    """Training items = utterances; item i of epoch e is a waveform crop of row rows[i] (module docstring).
-    batch()["speech"] is [B, crop] normalised samples and "speech_mask" [B, crop]; OnlineSSLModel encodes them."""
+class WaveCropItems(CropBase):
+    """Training items = utterances; item i of epoch e is a waveform crop of `crop_samples` samples of row rows[i]
+    (module docstring). batch()["speech"] is [B, crop] normalised samples and "speech_mask" [B, crop];
+    OnlineSSLModel encodes them."""
 
     def __init__(self, data: Utterances, rows: Sequence[int], crop_samples: int, seed: int, encoder,
                  start: str = "random"):
-        if start not in ("random", "first"):
-            raise ValueError(f"WaveCropItems: start must be 'random' or 'first', got {start!r}")
-        self.data, self.rows, self.crop, self.seed = data, np.asarray(rows, dtype=np.int64), int(crop_samples), seed
-        self.encoder, self.start = encoder, start
+        super().__init__(data, rows, crop_samples, seed, start)
+        self.encoder = encoder
 
-    def __len__(self) -> int:
-        return len(self.rows)
+    def crop_row(self, row, epoch: int) -> np.ndarray:
+        wave = self.data.speech[row]
+        crop = wave[:self.crop] if self.start == "first" else crop_wave(wave, self.crop, self.rng(epoch, row))
+        return self.encoder.normalise(crop)
 
-    def item_labels(self) -> np.ndarray:
-        return self.data.label[self.rows]
-
-    def batch(self, items: Sequence[int], epoch: int) -> dict[str, torch.Tensor]:
-        rows = self.rows[np.asarray(items, dtype=np.int64)]
-        crops = []
-        for row in rows:
-            wave = self.data.speech[row]
-            if self.start == "first":
-                crop = wave[:self.crop]
-            else:
-                crop = crop_wave(wave, self.crop, np.random.default_rng([self.seed, epoch, int(row)]))
-            crops.append(self.encoder.normalise(crop))
-        speech, mask = _pad(crops)
-        return {"speech": speech, "speech_mask": mask, **text_batch(self.data, rows), **targets(self.data, rows),
-                "utt_index": torch.from_numpy(rows)}
+    def stack(self, crops: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return _pad(crops)
 
 
 class WaveEvalItems:
@@ -187,48 +174,3 @@ class WaveEvalItems:
             speech, mask = _pad([self.encoder.normalise(self.data.speech[r]) for r in rows])
             yield {"speech": speech, "speech_mask": mask, **text_batch(self.data, rows),
                    **targets(self.data, rows), "utt_index": torch.tensor(positions, dtype=torch.int64)}
-
-
-class OnlineSSLModel(nn.Module):
-    """`model` fed by a frozen SSL encoder: forward(batch) encodes batch["speech"] (waves [B, N], mask [B, N])
-    into hidden states [B, S, T, D] (float32) and a frame mask [B, T], then calls model on them.
-
-    Moving the module (.to(device)) moves the encoder, in bf16 on CUDA and fp32 on the CPU.
-    The encoder's weights are not part of this module (not in parameters(), state_dict() or the optimizer;
-    load_model froze them): state_dict and load_state_dict are the inner model's, so a checkpoint of an
-    online run loads into the same model fed cached features, and the reverse."""
-
-    def __init__(self, model: nn.Module, encoder):
-        super().__init__()
-        self.model = model
-        self.encoder = encoder  # a plain object, not a submodule (see the class docstring)
-        self.inputs = model.inputs
-
-    def forward(self, batch: dict) -> dict:
-        lengths = batch["speech_mask"].sum(dim=1)
-        states, mask = self.encoder.states(batch["speech"], lengths)
-        # out of inference mode: a normal fp32 tensor autograd may save (an inference tensor cannot be)
-        states = states.to(torch.float32, copy=True)
-        return self.model({**batch, "speech": states, "speech_mask": mask.clone()})
-
-    def loss(self, batch: dict, outputs: dict, class_weights=None):
-        return self.model.loss(batch, outputs, class_weights=class_weights)
-
-    def state_dict(self, *args, **kwargs):
-        return self.model.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to(device) moves the encoder with the model: bf16 on CUDA, fp32 on the CPU (module docstring)
-        super()._apply(fn, *args, **kwargs)
-        probe = next(self.model.parameters(), None)
-        if probe is None:
-            return self
-        precision = "bfloat16" if probe.device.type == "cuda" else "float32"
-        if (str(probe.device), precision) != (str(self.encoder.device), self.encoder.precision):
-            self.encoder.device, self.encoder.precision = str(probe.device), precision
-            if self.encoder._model is not None:
-                self.encoder._model.to(probe.device, getattr(torch, self.encoder.precision))
-        return self
