@@ -64,6 +64,7 @@ SPEECH_KINDS = ("ssl", "logmel")
 PADDING = ("code", "masked")
 POSITIONS = ("code", "sinusoidal")
 ENCODER_ATTENTION = ("code", "softmax")
+CLASSIFIERS = ("code", "linear")
 CODE_TABLE_LENGTH = 2000  # positions in the code's tables (create_PositionalEncoding's max_seq_len)
 
 
@@ -202,11 +203,12 @@ class KSTransformer(nn.Module):
                  keep_rate: float = 0.5, ks_options: dict | None = None, dropout: float = 0.1,
                  classifier_dropout: float = 0.5, n_classes: int = 4, max_frames: int | None = 460,
                  max_tokens: int | None = 20, positions: str = "code", encoder_attention: str = "code",
-                 padding: str = "code", residual_twice: bool = True):
+                 padding: str = "code", residual_twice: bool = True, classifier: str = "code"):
         super().__init__()
         for name, value, choices in (("speech", speech, SPEECH_KINDS), ("padding", padding, PADDING),
                                      ("positions", positions, POSITIONS),
-                                     ("encoder_attention", encoder_attention, ENCODER_ATTENTION)):
+                                     ("encoder_attention", encoder_attention, ENCODER_ATTENTION),
+                                     ("classifier", classifier, CLASSIFIERS)):
             if value not in choices:
                 raise ValueError(f"ks-transformer: {name} must be one of {choices}, got {value!r}")
         _positive_or_none("max_frames", max_frames)
@@ -246,10 +248,13 @@ class KSTransformer(nn.Module):
         self.text_final = Stack("keysparse", final_layers, text_width, text_ffn, heads, dropout, None, ks,
                                 positions)
         joint = audio_width + text_width
-        self.classifier = nn.Sequential(
-            nn.Linear(joint, joint // 2), nn.ReLU(), nn.Dropout(classifier_dropout),
-            nn.Linear(joint // 2, joint // 4), nn.ReLU(), nn.Dropout(classifier_dropout),
-            nn.Linear(joint // 4, n_classes))
+        if classifier == "code":
+            self.classifier = nn.Sequential(
+                nn.Linear(joint, joint // 2), nn.ReLU(), nn.Dropout(classifier_dropout),
+                nn.Linear(joint // 2, joint // 4), nn.ReLU(), nn.Dropout(classifier_dropout),
+                nn.Linear(joint // 4, n_classes))
+        else:  # one layer on the pooled vector: the MLP's slow start lasts longer than a CPU run (fidelity)
+            self.classifier = nn.Sequential(nn.Dropout(classifier_dropout), nn.Linear(joint, n_classes))
 
     def _audio(self, batch):
         shape = "[B, L, T, F] SSL hidden states" if self.inputs["speech"] == "ssl" else "[B, T, F] log-Mel"
