@@ -90,3 +90,10 @@ def test_the_keysparse_page_trains_the_seeds_it_trained_before_they_moved():
     assert results.profile_seeds("default", "ks-transformer") == results.profile_seeds("default", "fusion") == [0, 1, 2]
     for profile in ("smoke", "default"):
         assert set(section(profile, "studies")["keysparse"]) == {"keep_rates", "fusion_mechanisms"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_multitask_and_dimensional_pages_train_the_seeds_they_hard_coded_before(profile):
+    """Their pages wrote seeds = [0, 1, 2] until the profile gave them (smoke: results.by_study)."""
+    assert results.profile_seeds(profile, "multitask") == [0, 1, 2]
+    assert results.profile_seeds(profile, "dimensional") == [0, 1, 2]
