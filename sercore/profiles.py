@@ -57,11 +57,15 @@ def parse_assignments(items) -> dict:
     return out
 
 
+def profile_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a profile given by name (smoke, default, paper) or by path."""
+    path = Path(name_or_path)
+    return PROFILE_DIR / f"{name_or_path}.yaml" if not path.suffix else path
+
+
 def load_profile(name_or_path: str | Path) -> dict:
     """A profile by name (smoke, default, paper) or by path to a YAML file of the same shape."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    path = profile_path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"profile {name_or_path!r} not found: expected {path} "
                                 f"(built-in profiles: {', '.join(PROFILES)})")

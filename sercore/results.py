@@ -12,7 +12,7 @@
 Seeds of a page's grid come from one place, the profile's `results` section (profile_seeds: `seeds`, or
 `by_study.<study>` for a study whose page needs other seeds than the profile's budget gives the rest: fewer
 for a heavy one, more for a curve drawn with intervals); a page's own sweep values (e.g. keep_rates) are in
-the profile's `studies` section, without seeds. A sentence that
+the profile's `studies` section (page_sweep, which checks them), without seeds. A sentence that
 ranks two variants needs at least MIN_SEEDS seeds each and 95 % intervals that do not overlap; compare()
 writes that reading per pair, so a page never ranks on less.
 
@@ -36,6 +36,8 @@ import pandas as pd
 from sercore.attention import PAPER_NAMES as PAPER_MECHANISMS  # the one list of them is sercore.attention's  # noqa: F401
 WORKERS_VARIABLE = "SERCORE_GRID_WORKERS"
 MIN_SEEDS = 3  # seeds per variant before a page may rank two variants
+# the pages whose sweep values a profile's `studies` section holds, and the keys each needs (page_sweep)
+PAGE_SWEEPS = {"keysparse": ("keep_rates", "fusion_mechanisms")}
 
 
 def profile_seeds(profile: str, study: str | None = None) -> list[int]:
@@ -55,6 +57,38 @@ def profile_seeds(profile: str, study: str | None = None) -> list[int]:
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"profile {profile!r}: results.seeds must be a non-empty list of integers, got {seeds!r}")
     return list(seeds)
+
+
+def page_sweep(profile: str, page: str) -> dict:
+    """A page's sweep values: the profile's studies.<page> section with the keys PAGE_SWEEPS names, checked
+    here so that a profile without them fails in one line naming its file, not with a KeyError inside the page.
+    keysparse: keep_rates (each in (0, 1]: the model keeps int(L * keep_rate) keys and k = 0 is refused) and
+    fusion_mechanisms (sequence mixers, trained on the localized corpus for the heatmaps)."""
+    from sercore.attention import SEQUENCE_NAMES
+    from sercore.profiles import profile_path, section
+
+    where = f"profile {profile!r} ({profile_path(profile)})"
+    if page not in PAGE_SWEEPS:
+        raise ValueError(f"no page {page!r} reads a studies section; pages: {', '.join(PAGE_SWEEPS)}")
+    sweep = section(profile, "studies").get(page)
+    if not isinstance(sweep, dict):
+        raise ValueError(f"{where}: no studies.{page} section; the {page} page needs "
+                         f"{', '.join(PAGE_SWEEPS[page])} there")
+    missing = [key for key in PAGE_SWEEPS[page] if not sweep.get(key)]
+    unknown = sorted(set(sweep) - set(PAGE_SWEEPS[page]))
+    if missing or unknown:
+        raise ValueError(f"{where}: studies.{page} " + "; ".join(
+            ([f"lacks (or has empty) {', '.join(missing)}"] if missing else [])
+            + ([f"has {', '.join(unknown)}, which the page does not read"] if unknown else [])))
+    if page == "keysparse":
+        rates = sweep["keep_rates"]
+        if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1 for r in rates):
+            raise ValueError(f"{where}: studies.keysparse.keep_rates must be numbers in (0, 1], got {rates!r}")
+        bad = [m for m in sweep["fusion_mechanisms"] if m not in SEQUENCE_NAMES]
+        if bad:
+            raise ValueError(f"{where}: studies.keysparse.fusion_mechanisms has {bad!r}; "
+                             f"mechanisms: {', '.join(SEQUENCE_NAMES)}")
+    return dict(sweep)
 
 
 def run_grid(study: str, corpus, out_root, profile: str = "default", variants: dict | None = None,

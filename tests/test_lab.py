@@ -7,6 +7,7 @@ profile) uses, so that a page opened after a build reads its finished runs inste
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import tomllib
@@ -50,6 +51,26 @@ def test_path_defaults_are_repository_relative_from_notebooks(notebook):
             f"{notebook.name}: {name}={value!r} is not a relative path"
         resolved = (NOTEBOOKS / value).resolve()
         assert resolved.is_relative_to(ROOT), f"{notebook.name}: {name}={value!r} leaves the repository ({resolved})"
+
+
+@pytest.mark.parametrize("notebook", PAGES, ids=[p.stem for p in PAGES])
+def test_no_page_hard_codes_the_seeds_it_trains(notebook):
+    """A page that trains takes its seeds from the profile (results.profile_seeds) for every study it trains,
+    unless papermill passes some: its `seeds` parameter defaults to None and no cell writes a seed list.
+    (data's `seed` is the corpus generator's, not a training seed.)"""
+    defaults = parameter_defaults(notebook)
+    cells = json.loads(notebook.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells
+                     if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", []))
+    trained = set(re.findall(r'run_grid\(\s*"([\w-]+)"', code))
+    if not trained:
+        assert "seeds" not in defaults, f"{notebook.name}: a seeds parameter but no training grid"
+        return
+    assert "seeds" in defaults and defaults["seeds"] is None, \
+        f"{notebook.name}: seeds defaults to {defaults.get('seeds')!r}, not None (the profile's)"
+    resolved = set(re.findall(r'profile_seeds\(profile, "([\w-]+)"\)', code))
+    assert trained <= resolved, f"{notebook.name}: trains {sorted(trained - resolved)} without the profile's seeds"
+    assert not re.search(r"seeds\s*=\s*[\[(\d]", code), f"{notebook.name}: a cell writes a literal seed list"
 
 
 @pytest.mark.parametrize("run", book.load_runs(), ids=lambda r: r["name"])

@@ -90,3 +90,42 @@ def test_the_keysparse_page_trains_the_seeds_it_trained_before_they_moved():
     assert results.profile_seeds("default", "ks-transformer") == results.profile_seeds("default", "fusion") == [0, 1, 2]
     for profile in ("smoke", "default"):
         assert set(section(profile, "studies")["keysparse"]) == {"keep_rates", "fusion_mechanisms"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_multitask_and_dimensional_pages_train_the_seeds_they_hard_coded_before(profile):
+    """Their pages wrote seeds = [0, 1, 2] until the profile gave them (smoke: results.by_study)."""
+    assert results.profile_seeds(profile, "multitask") == [0, 1, 2]
+    assert results.profile_seeds(profile, "dimensional") == [0, 1, 2]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_resolves_the_keysparse_pages_sweep(profile):
+    """notebooks/keysparse.ipynb reads results.page_sweep(profile, "keysparse") under every profile."""
+    sweep = results.page_sweep(profile, "keysparse")
+    assert set(sweep) == set(results.PAGE_SWEEPS["keysparse"])
+    rates = sweep["keep_rates"]
+    assert rates == sorted(set(rates)) and all(0 < r <= 1 for r in rates)
+    linear = set(sweep["fusion_mechanisms"]) & (set(attention.PAPER_NAMES) - {"softmax"})
+    assert "softmax" in sweep["fusion_mechanisms"] and len(linear) >= 2  # the heatmaps: softmax and two linear
+
+
+def test_the_paper_profile_sweeps_the_key_sparse_papers_keep_rates():
+    assert results.page_sweep("paper", "keysparse")["keep_rates"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+@pytest.mark.parametrize("studies_text, problem", [
+    ("", "no studies.keysparse section"),
+    ("studies:\n  keysparse:\n    keep_rates: [0.5]\n", "lacks (or has empty) fusion_mechanisms"),
+    ("studies:\n  keysparse:\n    keep_rates: [0.5]\n    fusion_mechanisms: [softmax]\n    seeds: [0]\n",
+     "has seeds, which the page does not read"),
+    ("studies:\n  keysparse:\n    keep_rates: [0.0, 0.5]\n    fusion_mechanisms: [softmax]\n", "numbers in (0, 1]"),
+    ("studies:\n  keysparse:\n    keep_rates: [0.5]\n    fusion_mechanisms: [softmaxx]\n", "['softmaxx']"),
+], ids=["no-section", "no-mechanisms", "unknown-key", "keep-rate-0", "unknown-mechanism"])
+def test_a_bad_keysparse_sweep_fails_in_one_line_naming_the_profile(tmp_path, studies_text, problem):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nresults:\n  seeds: [0]\n" + studies_text)
+    with pytest.raises(ValueError) as error:
+        results.page_sweep(str(path), "keysparse")
+    message = str(error.value)
+    assert problem in message and str(path) in message and "\n" not in message

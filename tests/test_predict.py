@@ -3,6 +3,7 @@ in the challenge's formats. Each test trains a smoke-profile run of a few steps 
 built in tmp_path, with Test3 audio listed only in Partitions.txt, then predicts it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from sercore.cli import main
+from sercore.data import generate_corpus, load_corpus
 from sercore.predict import predict_split
 from sercore.train import train_run
 
@@ -115,6 +117,41 @@ def test_predict_refusals_are_one_line(dimensional, corpus, tmp_path, capsys):
                  str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert "metrics.json not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_a_segment_model_one_row_per_utterance(tmp_path):
+    """The area-cnn path: an utterance is cut into 2 s windows at the test hop and predicted as the mean softmax of
+    its windows, so predict writes one row per utterance (not per window), the class of predictions.csv."""
+    corpus = generate_corpus(tmp_path / "corpus", profile="smoke", n_utterances=40, workers=1, progress=False)
+    table, _ = load_corpus(corpus)
+    test1 = table[table.split == "Test1"]
+    # windows of 2 s at the test hop of 0.4 s: an utterance of 2.4 s or more has several
+    durations = [sf.info(p).duration for p in test1.path]
+    assert len(test1) >= 3 and min(durations) > 2.0 and max(durations) >= 2.4
+    run_dir = tmp_path / "area"
+    metrics = train_run("area-cnn", corpus, run_dir, profile="smoke", seed=0, max_steps=2, eval_every=1, n_boot=10,
+                        progress=False, device="cpu", batch_size=4)
+    assert metrics["finished"]
+    out = tmp_path / "test1.csv"
+    summary = predict_split(run_dir, corpus, "Test1", out, device="cpu")
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["FileName", "EmoClass"] == summary["format"]
+    assert summary["not_predicted"] == {} and summary["written"] == len(frame) == len(test1) > 0
+    assert frame.FileName.is_unique and set(frame.FileName) == {Path(p).name for p in test1.path}
+    ran = pd.read_csv(run_dir / "predictions.csv")
+    ran = ran[ran.split == "Test1"]
+    assert len(ran) == len(test1)  # training's own evaluation: one row per utterance too
+    mine = frame.set_index("FileName")["EmoClass"]
+    assert [mine[f"{u}.wav"] for u in ran.utt_id] == list(ran.pred)
+    assert set(mine) <= set(metrics["classes"])
+    # a file no longer than one window has no prediction: left out, counted and warned about
+    short = Path(test1.path.iloc[0])
+    wave, rate = sf.read(short)
+    sf.write(short, wave[:int(1.5 * rate)], rate)
+    with pytest.warns(UserWarning, match="1 utterance.s. of Test1 have no prediction .shorter than one segment: 1."):
+        summary = predict_split(run_dir, corpus, "Test1", out, device="cpu")
+    assert summary["not_predicted"] == {"shorter than one segment": 1} and summary["written"] == len(test1) - 1
+    assert short.name not in set(pd.read_csv(out).FileName)
 
 
 def test_the_readmes_gpu_train_and_submission_commands_parse_and_name_the_profiles_settings():

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sercore.train.datasets import (AVD_RANGES, CLASS_SETS, CropItems, EpochSampler, EvalItems, SegmentItems,
-                                    Utterances, class_list, scale_avd, segment_starts, take_frames)
+                                    Utterances, batch_plan, class_list, scale_avd, segment_starts, take_frames)
 from sercore.train.settings import TrainSettings
 
 TOY_CLASSES = ("ang", "hap", "neu", "sad")  # IEMOCAP codes, passed as the class list (and its 1..5 scale)
@@ -158,6 +158,19 @@ def test_eval_batches_pad_and_mask_whole_utterances():
     for pos, n in zip(batch["utt_index"].tolist(), lengths.tolist()):
         assert n == data.n_frames(rows[pos])
     assert float(batch["speech"][~batch["speech_mask"]].abs().sum()) == 0.0
+
+
+
+def test_eval_batch_plan_longest_first_within_units_and_frames():
+    """datasets.batch_plan, EvalItems' and WaveEvalItems' one rule: ties keep index order, a unit longer than
+    max_frames goes alone, a batch stops at batch_size units or units x its longest > max_frames."""
+    lengths = [5, 9, 9, 3, 20, 4]
+    assert batch_plan(lengths, 2, 18) == [[4], [1, 2], [0, 5], [3]]
+    assert batch_plan(lengths, 4, None) == [[4, 1, 2, 0], [5, 3]]
+    data = make_toy_data()
+    rows = data.rows("Test1", "label")
+    items = EvalItems(data, rows, batch_size=5, max_frames=300)
+    assert items.plan == batch_plan([data.n_frames(r) for r in rows], 5, 300)
 
 
 # -- the sampler -------------------------------------------------------------------------------------------

@@ -285,6 +285,23 @@ class SegmentItems:
                 "utt_index": torch.tensor(rows, dtype=torch.int64)}
 
 
+def batch_plan(lengths: Sequence[int], batch_size: int, max_frames: int | None) -> list[list[int]]:
+    """Evaluation batches as lists of unit indices (EvalItems' rule, also online.WaveEvalItems'): units sorted
+    longest first (ties in index order), cut into batches of at most `batch_size` units and at most
+    `max_frames` padded frames (units x the batch's longest); a unit longer than max_frames goes alone."""
+    order = sorted(range(len(lengths)), key=lambda u: -lengths[u])  # stable: ties keep row order
+    plan: list[list[int]] = []
+    for u in order:
+        batch = plan[-1] if plan else None
+        # longest first, so the batch's first unit sets its padded length
+        if batch and len(batch) < batch_size and \
+                (max_frames is None or (len(batch) + 1) * lengths[batch[0]] <= max_frames):
+            batch.append(u)
+        else:
+            plan.append([u])
+    return plan
+
+
 class EvalItems:
     """Every utterance of a set, in batches; batch["utt_index"] is the position in `rows` (0..len-1), so
     predictions come back in the order of `rows` whatever the batching.
@@ -317,16 +334,7 @@ class EvalItems:
             self.units = [(i, s) for i, ss in enumerate(kept) for s in ss]
             lengths = [segment_frames] * len(self.units)
             self.skipped_rows = len(rows) - len(self.rows)
-        order = sorted(range(len(self.units)), key=lambda u: -lengths[u])  # stable: ties keep row order
-        self.plan: list[list[int]] = []
-        for u in order:
-            batch = self.plan[-1] if self.plan else None
-            # longest first, so the batch's first unit sets its padded length
-            if batch and len(batch) < batch_size and \
-                    (max_frames is None or (len(batch) + 1) * lengths[batch[0]] <= max_frames):
-                batch.append(u)
-            else:
-                self.plan.append([u])
+        self.plan = batch_plan(lengths, batch_size, max_frames)
         self.lengths = lengths
 
     def __len__(self) -> int:

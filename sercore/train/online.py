@@ -44,7 +44,7 @@ import torch
 from sercore.data.audio import SAMPLE_RATE, AudioError, inspect_audio, read_audio
 from sercore.features.ssl import TOO_SHORT
 from sercore.models.online import OnlineSSLModel  # noqa: F401 (its home outside sercore.train: see there)
-from sercore.train.datasets import CropBase, Utterances, targets, text_batch
+from sercore.train.datasets import CropBase, Utterances, batch_plan, targets, text_batch
 
 MODES = ("online", "cached")
 
@@ -144,23 +144,15 @@ class WaveCropItems(CropBase):
 
 
 class WaveEvalItems:
-    """Whole utterances in batches, as sercore.train.datasets.EvalItems (same interface and batching rule, with
-    lengths counted in SSL frames), but batch()["speech"] holds normalised waves [B, N]."""
+    """Whole utterances in batches, as sercore.train.datasets.EvalItems (same interface and batching rule,
+    datasets.batch_plan, with lengths counted in SSL frames), but batch()["speech"] holds normalised waves [B, N]."""
 
     def __init__(self, data: Utterances, rows: Sequence[int], batch_size: int, encoder, max_frames: int | None = None):
         if batch_size < 1 or (max_frames is not None and max_frames < 1):
             raise ValueError(f"WaveEvalItems: batch_size and max_frames must be >= 1, got {batch_size}, {max_frames}")
         self.data, self.rows, self.encoder, self.skipped_rows = data, np.asarray(rows, dtype=np.int64), encoder, 0
         frames = [int(encoder.frames(data.speech.shape_of(r)[0])) for r in self.rows]
-        order = sorted(range(len(self.rows)), key=lambda u: -frames[u])  # stable: ties keep row order
-        self.plan: list[list[int]] = []
-        for u in order:
-            batch = self.plan[-1] if self.plan else None
-            if batch and len(batch) < batch_size and \
-                    (max_frames is None or (len(batch) + 1) * frames[batch[0]] <= max_frames):
-                batch.append(u)
-            else:
-                self.plan.append([u])
+        self.plan = batch_plan(frames, batch_size, max_frames)
 
     def __len__(self) -> int:
         return len(self.rows)
