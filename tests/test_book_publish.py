@@ -216,6 +216,13 @@ def test_the_pages_workflow_builds_the_default_book_and_deploys_it():
     upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "_build/html" and deploy["needs"] == "build"
     assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    # progress survives a build cut off by the time limit: restored from the newest, saved always, same paths
+    restore = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/cache/restore"))
+    save = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/cache/save"))
+    book_step = next(s for s in build["steps"] if "sercore book" in s.get("run", ""))
+    assert save["if"] == "always()" and save["with"]["path"] == restore["with"]["path"]
+    assert save["with"]["key"].startswith(restore["with"]["restore-keys"])
+    assert "runs" in restore["with"]["path"].split() and book_step["timeout-minutes"] < build["timeout-minutes"]
 
 
 # --- the real-browser check (book/check_browser.py) ------------------------------------------------------
