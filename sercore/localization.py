@@ -365,7 +365,7 @@ def findings(curve, scores=None, chance: float | None = None, split: str = "Test
     out = [f"Best {split} point: {x} {best_x}, mean {_interval(best)}."]
     if chance is not None:
         above = best["ci95_low"] > 2 * chance
-        out.append(f"Its interval lies {'above' if above else 'not above'} twice chance ({2 * chance:.3f}).")
+        out.append(f"Its interval {'lies above' if above else 'does not lie above'} twice chance ({2 * chance:.3f}).")
     if dense in part.index and best_x != dense:
         ref = part.loc[dense]
         if _separated(best, ref):

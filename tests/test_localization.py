@@ -215,7 +215,7 @@ def test_findings_rank_only_with_three_seeds_and_separate_intervals():
     assert "beats keep_rate 1.0" in separated[2]
     assert "not distinguishable" in findings(curve(2, 0.35), chance=0.125)[2]  # two seeds: no ranking
     assert "not distinguishable" in findings(curve(3, 0.32), chance=0.125)[2]  # overlapping intervals
-    assert "not above twice chance" in findings(curve(3, 0.24), chance=0.125)[1]
+    assert "does not lie above twice chance" in findings(curve(3, 0.24), chance=0.125)[1]
     scores = pd.DataFrame([{"attention": "final0", "keep_rate": 0.3, "ci95_low": 1.1, "ci95_high": 1.4},
                            {"attention": "final0", "keep_rate": 1.0, "ci95_low": 0.9, "ci95_high": 1.05}])
     line = findings(curve(3, 0.35), scores)[-1]
