@@ -285,3 +285,10 @@ def test_a_gpu_ssl_result_loads_and_a_failed_one_does_not(tmp_path):
     (tmp_path / "provenance.json").write_text(json.dumps({"gpu": {}}))
     with pytest.raises(ValueError, match="no online-SSL result"):
         online_ssl.load_ssl_result(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"ssl": measured})[:40])  # cut short in the copy
+    with pytest.raises(ValueError, match="not a JSON file the GPU check wrote") as error:
+        online_ssl.load_ssl_result(tmp_path)
+    assert "\n" not in str(error.value) and "provenance.json" in str(error.value)
+    (tmp_path / "provenance.json").write_text("[]")
+    with pytest.raises(ValueError, match="no online-SSL result"):
+        online_ssl.load_ssl_result(tmp_path)

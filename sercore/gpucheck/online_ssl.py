@@ -158,7 +158,11 @@ def load_ssl_result(directory) -> dict:
     path = Path(directory) / "provenance.json"
     if not path.is_file():
         raise ValueError(f"{path}: no such file (expected the folder a GPU check wrote, e.g. book/gpu)")
-    result = json.loads(path.read_text(encoding="utf-8")).get("ssl")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:  # a copy cut short, or not the check's file
+        raise ValueError(f"{path}: not a JSON file the GPU check wrote ({error})") from None
+    result = record.get("ssl") if isinstance(record, dict) else None
     if not isinstance(result, dict):
         raise ValueError(f"{path}: no online-SSL result (run the check with its ssl step)")
     if result.get("rehearsal") or result.get("device") != "cuda":
