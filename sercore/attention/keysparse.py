@@ -22,8 +22,13 @@ separate `value` input (same length as context): the code's cross-attention adds
 but feeds the value projection the key input without them. At keep_rate=1 every key is kept and the layer
 is plain softmax attention with biased projections (the KS-Transformer's vanilla encoders use it so).
 
-Three computations of the same function, equal up to rounding (tests hold them together), chosen by `mode`:
+Four computations of the same function, equal up to rounding (tests hold them together), chosen by `mode`:
   * "reference": the published computation (`materialized_keysparse`), B*H*T*S weights in memory;
+  * "dense": the same materialized weights with a hand-written backward, run a few batch rows at a time so each
+    chunk's passes stay in cache (sercore.attention.keysparse_dense: what it saves and why). Its dropout draws
+    rand < p instead of bernoulli_: the same distribution, another random stream than "reference". With every
+    key kept and no dropout it is torch's scaled_dot_product_attention. Measured on the CPU at the default
+    profile's model (benchmarks/ks_step.py): see that script for the step-time ratios;
   * "memory-linear": PyTorch in query blocks of `block_size` rows. Selection (no gradient): per block, the
     row log-sum-exp (the full softmax normaliser) and the column sums of exp(s - lse) give the importances;
     top-k per head. Output: per block, attention over the kept keys rescaled by the kept mass
@@ -33,9 +38,10 @@ Three computations of the same function, equal up to rounding (tests hold them t
     backward by PyTorch recomputation, no dropout; needs the triton package, which sercore does not depend
     on). CUDA only, or CPU tensors under TRITON_INTERPRET=1. Verified only in Triton's CPU interpreter until
     a GPU run confirms it, so "auto" does not use it;
-  * "auto" (default): "memory-linear" on CUDA (cuBLAS matmuls per block), and on the CPU too when gradients
-    are off and the queries exceed LONG_QUERIES (evaluation of a long utterance: at most B*H*block_size*S
-    weights at once, the bound the trainer's evaluation relies on); "reference" otherwise.
+  * "auto" (default): "memory-linear" on CUDA (cuBLAS matmuls per block); on the CPU "dense" while gradients
+    are on (training), "memory-linear" when gradients are off and the queries exceed LONG_QUERIES (evaluation
+    of a long utterance: at most B*H*block_size*S weights at once, the bound the trainer's evaluation relies
+    on), and "reference" otherwise (evaluation keeps the published computation).
 The memory-linear forms rank keys in fp32 at least (bf16 rounding would flip near-ties); the reference ranks
 them in the input dtype, as the published code. Measured on the CPU at T=4096 (batch 1, width 256, 4 heads,
 fp32): peak memory 0.13 GiB memory-linear vs 0.78 GiB materialized for the forward pass, for about 1.1-2x
@@ -50,6 +56,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sercore.attention.base import MODES, SequenceMixer, check_mask, require_kernels
+from sercore.attention.keysparse_dense import dense_keysparse
 from sercore.attention.keysparse_parts import kept_block, key_padding, masked_scores, top_k_keys
 
 LONG_QUERIES = 1024  # mode "auto" on the CPU: no-grad calls with more queries run memory-linear (module docstring)
@@ -122,12 +129,14 @@ class KeySparseAttention(SequenceMixer):
     """Multi-head key-sparse attention: forward(x [B, T, dim], mask, context [B, S, context_dim], context_mask).
 
     keep_rate in (0, 1]; context_dim defaults to dim; value: optional cross-attention value input;
-    mode: "auto" (memory-linear on CUDA and for long no-grad CPU inputs, else reference), "reference" (the
-    published materialized form), "memory-linear" (the PyTorch memory-linear form, any device) or "fused"
+    mode: "auto" (memory-linear on CUDA and for long no-grad CPU inputs, dense for CPU training, else
+    reference), "reference" (the published materialized form), "dense" (the materialized form with a
+    hand-written backward, in cache-sized chunks; any device), "memory-linear" (the PyTorch memory-linear
+    form, any device) or "fused"
     (sercore's Triton kernels; CUDA, or the CPU under TRITON_INTERPRET=1; GPU-unverified); block_size: query
     rows per block of the memory-linear form (and of the fused form's backward). See the module docstring."""
 
-    MODES = (*MODES, "memory-linear")
+    MODES = (*MODES, "memory-linear", "dense")
 
     def __init__(self, dim: int, heads: int, keep_rate: float = 0.5, context_dim: int | None = None,
                  renormalize: bool = False, k_from: str = "padded", padded_queries_vote: bool = True,
@@ -184,8 +193,11 @@ class KeySparseAttention(SequenceMixer):
     def path(self, x: torch.Tensor) -> str:
         """The mode that runs for x [B, T, ...], never "auto" (the rules in the module docstring)."""
         if self.mode == "auto":
-            long_evaluation = not torch.is_grad_enabled() and x.shape[1] > LONG_QUERIES
-            return "memory-linear" if self._auto_fused(x) or long_evaluation else "reference"
+            if self._auto_fused(x):
+                return "memory-linear"
+            if torch.is_grad_enabled():
+                return "dense"
+            return "memory-linear" if x.shape[1] > LONG_QUERIES else "reference"
         if self.mode == "fused":
             require_kernels("KeySparseAttention", x)
         return self.mode
@@ -203,6 +215,8 @@ class KeySparseAttention(SequenceMixer):
             # Imported here: triton is optional, and importing sercore must never need it.
             from sercore.attention.keysparse_triton import keysparse_triton
             o = keysparse_triton(q, k, v, query_mask, key_mask, counts, block_size=self.block_size, **options)
+        elif path == "dense":
+            o = dense_keysparse(q, k, v, query_mask, key_mask, counts, **options)
         elif path == "memory-linear":
             o = memory_linear_keysparse(q, k, v, query_mask, key_mask, counts, block_size=self.block_size,
                                         **options)
