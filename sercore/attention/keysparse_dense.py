@@ -9,9 +9,10 @@ graph for the published form makes one pass per operation:
     masked_fill in forward and once in backward (the published form multiplies by the kept set and by the
     dropout noise, each a pass forward and another in backward, plus the noise's own division);
   * dropout's 1 / (1 - p) scales the [B, H, T, d] output and gradient instead of the weights;
-  * the dropout mask is drawn as rand < p (one uniform draw per weight, float32 or the input dtype) instead
-    of F.dropout's bernoulli_: the same distribution (each weight dropped independently with probability p,
-    up to the generator's 2^-24 resolution in float32), a different random stream than mode="reference";
+  * the dropout mask is drawn as rand < p (one uniform draw per weight, in float32 or the input dtype if
+    wider) instead of F.dropout's bernoulli_ (about 1.5x faster on the CPU): the same distribution (each
+    weight dropped independently with probability p, up to the generator's 2^-24 resolution in float32), a
+    different random stream than mode="reference";
   * backward is torch's fused softmax backward on the saved weights, and no pass is spent on the padding
     mask (padded keys have weight 0, so their score gradient is 0 already);
   * the passes run a few batch rows at a time (CHUNK_WEIGHTS): a chunk's weights stay in cache from one pass
@@ -54,7 +55,9 @@ class DenseKeySparse(torch.autograd.Function):
                 dropped = None
         del scores
         if dropout > 0:
-            drop = torch.rand(weights.shape, dtype=weights.dtype, device=weights.device) < dropout
+            # drawn in fp32 at least: a bf16 or fp16 uniform would round p to 2^-8 or 2^-11
+            wide = torch.promote_types(weights.dtype, torch.float32)
+            drop = torch.rand(weights.shape, dtype=wide, device=weights.device) < dropout
             dropped = drop if dropped is None else drop.logical_or_(dropped)
         applied = weights if dropped is None else torch.where(dropped, 0.0, weights)
         out = applied @ v
