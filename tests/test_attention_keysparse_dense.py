@@ -111,3 +111,32 @@ def test_dropout_gradients_are_those_of_the_draw_made(keep_rate):
     assert ((got[0] == 0) & (weights > 0)).any(), "the draw dropped nothing: the test would not test the mask"
     for name, a, w in zip(("output", "dq", "dk", "dv"), got, want):
         assert torch.allclose(a, w, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("keep_rate", [0.5, 1.0])
+def test_a_ks_transformer_training_step_under_auto_equals_reference(keep_rate):
+    """The model the key-sparse page trains (padding "code": padded query rows computed like real ones, keep 1
+    encoders), dropout off, float64: "auto" (dense on the CPU) gives the reference's loss and gradients."""
+    from sercore.models import build_model
+    from test_fidelity_keysparse import SHORT, TINY, padded_batch
+
+    torch.manual_seed(0)
+    ref = build_model("ks-transformer", **TINY, **SHORT, keep_rate=keep_rate, dropout=0.0,
+                      classifier_dropout=0.0).double().train()
+    auto = build_model("ks-transformer", **TINY, **SHORT, keep_rate=keep_rate, dropout=0.0,
+                       classifier_dropout=0.0).double().train()
+    auto.load_state_dict(ref.state_dict())
+    for m in ref.modules():
+        if isinstance(m, KeySparseAttention):
+            m.mode = "reference"
+    layers = [m for m in auto.modules() if isinstance(m, KeySparseAttention)]
+    batch = {key: value.double() if value.is_floating_point() else value
+             for key, value in padded_batch([24, 15, 9], [6, 4, 2]).items()}
+    assert all(m.path(batch["speech"]) == "dense" for m in layers)
+    losses, grads = [], []
+    for model in (ref, auto):
+        loss = model.loss(batch, model(batch))
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad]))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-10)
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(*grads))

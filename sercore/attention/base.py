@@ -8,9 +8,10 @@ every mixer accepts these three (MODES), with the same meaning everywhere:
     for key-sparse): an error off CUDA, except under TRITON_INTERPRET=1, where Triton kernels run on the CPU
     in Triton's interpreter (slow, for tests);
   * "auto" (the default): fused on CUDA, reference elsewhere (never the interpreter); key-sparse keeps its
-    own rule (its PyTorch memory-linear form on CUDA and for long no-grad inputs; see its module).
-A class may add values of its own (softmax "naive", key-sparse "memory-linear"); its class attribute MODES
-lists them all, its docstring says what each runs, and an unknown value is a ValueError naming both.
+    own rule (its PyTorch memory-linear form on CUDA and for long no-grad inputs, its exact "dense" form for
+    CPU training; see its module).
+A class may add values of its own (softmax "naive", key-sparse "memory-linear" and "dense"); its class
+attribute MODES lists them all, its docstring says what each runs, and an unknown value is a ValueError naming both.
 `path(x)` names the value that runs for an input x (never "auto"); `use_fused(x)` says whether that is "fused".
 """
 
