@@ -12,8 +12,10 @@ are unchanged), for every speech frame:
   * "pooling": the attention-pooling weights (sercore.models.pooling.AttentionPooling), where the model
     has one (the fusion model);
   * one entry per attention layer whose keys are speech frames: the column sums of the per-head
-    equivalent matrix (SequenceMixer.attention_matrix, [B, H, T, S] -> [B, H, S] summed over the queries):
-    how much each frame is attended to. For a causal mechanism the early frames are attended by more
+    equivalent matrix's magnitudes (SequenceMixer.attention_matrix, |A| [B, H, T, S] -> [B, H, S] summed over
+    the queries): how much each frame is attended to. The absolute value changes nothing where A >= 0
+    (softmax, key-sparse) and makes a share of mass of the linear mechanisms' signed matrices (RetNet's
+    q.k carries a sign), whose plain column sums can cancel or go negative. For a causal mechanism the early frames are attended by more
     queries, so its column sums lean towards the start whatever the content: read them with that in mind;
   * for key-sparse layers, the kept-key mask ([B, H, S], KeySparseAttention.kept_keys).
 The fusion model's sequence is the speech frames followed by the text tokens; only the speech columns are
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 @dataclass
 class AttentionOverTime:
     """Per-frame attention of one batch. mask [B, T] marks the real speech frames; pooling [B, T] or None;
-    layers name -> [B, H, T] column sums; kept name -> [B, H, T] bool (key-sparse layers only)."""
+    layers name -> [B, H, T] column sums of |A|; kept name -> [B, H, T] bool (key-sparse layers only)."""
 
     frame_rate: float
     mask: np.ndarray
@@ -150,8 +152,9 @@ def attention_over_time(model, batch: dict, frame_rate: float = float("nan")) ->
             a = mixer.attention_matrix(x, layer_mask)
         else:
             raise TypeError(f"attention_over_time: layer {name} ({type(mixer).__name__}) has no attention_matrix")
-        # keys of a self-attention layer over [speech ; text] (fusion): the first t columns are the speech
-        result.layers[name] = (a.sum(dim=2)[..., :t] * mask[:, None]).float().cpu().numpy()
+        # keys of a self-attention layer over [speech ; text] (fusion): the first t columns are the speech;
+        # |A|: a signed (linear) matrix's column sums are no mass (see the module docstring)
+        result.layers[name] = (a.abs().sum(dim=2)[..., :t] * mask[:, None]).float().cpu().numpy()
     return result
 
 

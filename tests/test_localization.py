@@ -92,6 +92,18 @@ def test_shapes_with_padding_and_padding_changes_nothing(mechanism):
     np.testing.assert_allclose(att.layers["block0"][1, :, :30], alone.layers["block0"][0], rtol=1e-4, atol=1e-5)
 
 
+def test_a_signed_linear_matrix_is_read_as_magnitudes_so_every_default_read_scores():
+    torch.manual_seed(0)
+    model = _fusion("retnet")
+    batch = _batch([60])
+    signed = model.blocks[0].mixer.attention_matrix(torch.randn(1, 60, 16), batch["speech_mask"])
+    assert (signed < 0).any()  # RetNet's q.k carries a sign: plain column sums are no share of mass
+    att = attention_over_time(model, batch, FPS)
+    assert (att.layers["block0"] >= 0).all()
+    for name in default_reads(model):
+        assert localization_score(att.frames(0, name), FPS, (0.2, 0.4), 0.6) > 0
+
+
 def test_the_forward_pass_is_unchanged_by_the_hooks():
     model = _fusion()
     batch = _batch([40, 25])
