@@ -399,7 +399,10 @@ def findings(curve, scores=None, chance: float | None = None, split: str = "Test
     best_x = part["mean"].idxmax()
     best_x = best_x.item() if hasattr(best_x, "item") else best_x
     best = part.loc[best_x]
-    out = [f"Highest {split} mean: {x} {best_x}, {_interval(best)}{_seeds_note(best)}."]
+    tied = [v.item() if hasattr(v, "item") else v for v in part.index
+            if v != best_x and f"{part.loc[v, 'mean']:.3f}" == f"{best['mean']:.3f}"]
+    tie = f", tied with {x} {tied} at this precision" if tied else ""
+    out = [f"Highest {split} mean: {x} {best_x}, {_interval(best)}{tie}{_seeds_note(best)}."]
     if chance is not None:
         above = best["ci95_low"] > 2 * chance
         out.append(f"Its interval {'lies above' if above else 'does not lie above'} twice chance ({2 * chance:.3f}).")
