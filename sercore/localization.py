@@ -408,6 +408,10 @@ def findings(curve, scores=None, chance: float | None = None, split: str = "Test
         out.append(f"Its interval {'lies above' if above else 'does not lie above'} twice chance ({2 * chance:.3f}).")
     if dense in part.index and best_x != dense:
         out.append(_versus(x, best_x, best, dense, part.loc[dense], f"{split} accuracy against {x} {dense}"))
+    elif len(part) > 1:  # the reference is the highest: is it above the runner-up?
+        second = part.drop(index=best_x)["mean"].idxmax()
+        second = second.item() if hasattr(second, "item") else second
+        out.append(_versus(x, best_x, best, second, part.loc[second], f"{split} accuracy, highest against next"))
     if scores is not None and len(scores):
         for name, rows in scores.groupby("attention", sort=False):
             values = rows[x].tolist()  # plain Python values: they are printed

@@ -241,6 +241,8 @@ def test_findings_rank_only_with_three_seeds_and_separate_intervals():
     assert "few-seed observation, not a ranking" in few[0]  # a highest mean on two seeds is no ranking
     assert "not distinguishable (fewer than 3 seeds)" in few[2]
     assert "single-seed observation" in findings(curve(1, 0.35))[0]
+    dense_best = findings(curve(3, 0.32).assign(mean=[0.38, 0.40]))  # the dense setting highest: vs the next
+    assert "highest against next: keep_rate 1.0" in dense_best[1] and "not distinguishable" in dense_best[1]
     tie = findings(curve(3, 0.35).assign(mean=0.4))[0]
     assert "keep_rate 0.3" in tie and "tied with keep_rate [1.0]" in tie
     assert "not distinguishable (the intervals overlap)" in findings(curve(3, 0.32), chance=0.125)[2]
