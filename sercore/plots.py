@@ -293,15 +293,17 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     return _save(fig, path)
 
 
-def _interval_line(ax, part, x, label, color=None, order=None):
+def _interval_line(ax, part, x, label, color=None, order=None, shift: float = 0.0):
     """Seed mean with its bootstrap interval (error bars) and the range across seeds (shaded band). order: the
-    categories of a categorical x (e.g. variants), drawn at 0, 1, ... as points, not joined by a line."""
+    categories of a categorical x (e.g. variants), drawn at 0, 1, ... (+ shift, so series sit side by side) as
+    points, not joined by a line."""
     if order is not None:
         part = part.set_index(x).reindex(order)
         mean = part["mean"].to_numpy(dtype=float)
-        line = ax.errorbar(np.arange(len(order)), mean, yerr=[mean - part["ci95_low"], part["ci95_high"] - mean],
+        at = np.arange(len(order)) + shift
+        line = ax.errorbar(at, mean, yerr=[mean - part["ci95_low"], part["ci95_high"] - mean],
                            marker="o", linestyle="none", capsize=3, label=label, color=color)
-        ax.vlines(np.arange(len(order)), part["min"], part["max"], color=line[0].get_color(), alpha=0.3, linewidth=6)
+        ax.vlines(at, part["min"], part["max"], color=line[0].get_color(), alpha=0.3, linewidth=6)
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
         return
     part = part.sort_values(x)
@@ -349,8 +351,10 @@ def localization_beside_metric(metric_table, scores_table, metric_label: str = "
         axes[0].axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
     seeds = "/".join(map(str, sorted({int(n) for n in metric_part["n_seeds"]}))) if "n_seeds" in metric_part else "?"
     axes[0].set(xlabel=x, ylabel=metric_label, title=f"{metric_label}, {split} ({seeds} seed(s))")
-    for name, part in scores_table.groupby("attention", sort=False):
-        _interval_line(axes[1], part, x, name, order=order)
+    groups = list(scores_table.groupby("attention", sort=False))
+    for k, (name, part) in enumerate(groups):
+        shift = (k - (len(groups) - 1) / 2) * 0.12 if order is not None else 0.0
+        _interval_line(axes[1], part, x, name, order=order, shift=shift)
     axes[1].axhline(1.0, color="black", linestyle=":", linewidth=1, label="no preference")
     axes[1].set(xlabel=x, ylabel="attention share / segment share", title=f"localization score, {split}")
     for ax in axes:
