@@ -5,14 +5,17 @@
     localization.score_run("runs/default/keysparse/keep 0.3-seed0", corpus)   # a run's Test1 utterances
     localization.localization_summary(runs, corpus, parameter="keep_rate")    # over seeds, with intervals
     plots.attention_heatmaps(localization.heatmap_items(run_dir, corpus, n=3))  # spectrogram, attention, mask
+    localization.findings(curve, scores)   # what the intervals support, in sentences
 
 attention_over_time reads, by forward hooks on the model's own modules (the forward pass and its numbers
 are unchanged), for every speech frame:
   * "pooling": the attention-pooling weights (sercore.models.pooling.AttentionPooling), where the model
     has one (the fusion model);
   * one entry per attention layer whose keys are speech frames: the column sums of the per-head
-    equivalent matrix (SequenceMixer.attention_matrix, [B, H, T, S] -> [B, H, S] summed over the queries):
-    how much each frame is attended to. For a causal mechanism the early frames are attended by more
+    equivalent matrix's magnitudes (SequenceMixer.attention_matrix, |A| [B, H, T, S] -> [B, H, S] summed over
+    the queries): how much each frame is attended to. The absolute value changes nothing where A >= 0
+    (softmax, key-sparse) and makes a share of mass of the linear mechanisms' signed matrices (RetNet's
+    q.k carries a sign), whose plain column sums can cancel or go negative. For a causal mechanism the early frames are attended by more
     queries, so its column sums lean towards the start whatever the content: read them with that in mind;
   * for key-sparse layers, the kept-key mask ([B, H, S], KeySparseAttention.kept_keys).
 The fusion model's sequence is the speech frames followed by the text tokens; only the speech columns are
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
 @dataclass
 class AttentionOverTime:
     """Per-frame attention of one batch. mask [B, T] marks the real speech frames; pooling [B, T] or None;
-    layers name -> [B, H, T] column sums; kept name -> [B, H, T] bool (key-sparse layers only)."""
+    layers name -> [B, H, T] column sums of |A|; kept name -> [B, H, T] bool (key-sparse layers only)."""
 
     frame_rate: float
     mask: np.ndarray
@@ -149,8 +152,9 @@ def attention_over_time(model, batch: dict, frame_rate: float = float("nan")) ->
             a = mixer.attention_matrix(x, layer_mask)
         else:
             raise TypeError(f"attention_over_time: layer {name} ({type(mixer).__name__}) has no attention_matrix")
-        # keys of a self-attention layer over [speech ; text] (fusion): the first t columns are the speech
-        result.layers[name] = (a.sum(dim=2)[..., :t] * mask[:, None]).float().cpu().numpy()
+        # keys of a self-attention layer over [speech ; text] (fusion): the first t columns are the speech;
+        # |A|: a signed (linear) matrix's column sums are no mass (see the module docstring)
+        result.layers[name] = (a.abs().sum(dim=2)[..., :t] * mask[:, None]).float().cpu().numpy()
     return result
 
 
@@ -234,12 +238,23 @@ def default_attention(model) -> str:
     return _speech_mixers(model)[-1][0]
 
 
+def default_reads(model) -> list[str]:
+    """Every attention read a run is scored and drawn by (AttentionOverTime.names), the one list of them:
+    default_attention first; then the column sums of the last mixer over the speech frames where that is
+    not already it (the fusion model: what the token mixer attends to, beside what the pooling weighs); and
+    the kept-key mask of that layer where it is key-sparse."""
+    layer, mixer = _speech_mixers(model)[-1]
+    reads = list(dict.fromkeys([default_attention(model), layer]))
+    if isinstance(mixer, KeySparseAttention):
+        reads.append(f"kept:{layer}")
+    return reads
+
+
 def score_run(run_dir, corpus, split: str = "Test1", which=None, batch_size: int = 16, n_boot: int = 1000,
               seed: int = 0, cache_dir=None) -> dict:
     """Score a finished run's `split` utterances against the corpus's segments.csv.
 
-    which: names as in AttentionOverTime.names() (None: default_attention, plus the kept-key mask of that
-    layer for key-sparse). Returns {"run", "split", "n", "scores": {name: {"mean", "ci95": [lo, hi]}},
+    which: names as in AttentionOverTime.names() (None: default_reads). Returns {"run", "split", "n", "scores": {name: {"mean", "ci95": [lo, hi]}},
     "per_utterance": DataFrame (utt_id, one column per name)}; the interval is a bootstrap over the
     utterances (seed, n_boot)."""
     import pandas as pd
@@ -252,10 +267,7 @@ def score_run(run_dir, corpus, split: str = "Test1", which=None, batch_size: int
     if missing:
         raise ValueError(f"{Path(corpus) / 'segments.csv'}: no segment for {len(missing)} {split} utterance(s), "
                          f"e.g. {missing[0]}")
-    if which is None:
-        which = [default_attention(model)]
-        if which[0] != "pooling" and isinstance(dict(_speech_mixers(model))[which[0]], KeySparseAttention):
-            which.append(f"kept:{which[0]}")
+    which = default_reads(model) if which is None else list(which)
     records = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
@@ -278,12 +290,12 @@ def score_run(run_dir, corpus, split: str = "Test1", which=None, batch_size: int
 
 
 def localization_summary(runs: list[dict], corpus, split: str = "Test1", n_boot: int = 1000, seed: int = 0,
-                         parameter: str | None = None) -> "pd.DataFrame":
+                         parameter: str | None = None, which=None) -> "pd.DataFrame":
     """One row per (variant, attention): the localization score over the variant's seeds, as
     results.seed_summary reports a metric: mean of the seed means, sd (ddof 1), min and max across seeds,
     and a 95 % percentile-bootstrap interval of the seed mean, resampling utterances (the same draw for every
     seed). runs: as results.run_grid returns them; parameter: a model option to add as a column (e.g.
-    "keep_rate")."""
+    "keep_rate"); which: the attention reads (score_run's; None: default_reads)."""
     import pandas as pd
 
     by_variant: dict = {}
@@ -291,7 +303,7 @@ def localization_summary(runs: list[dict], corpus, split: str = "Test1", n_boot:
         by_variant.setdefault(run.get("variant", run.get("mechanism")), []).append(run)
     rows = []
     for variant, members in by_variant.items():
-        scored = [score_run(run["out_dir"], corpus, split, n_boot=n_boot, seed=seed) for run in members]
+        scored = [score_run(run["out_dir"], corpus, split, which=which, n_boot=n_boot, seed=seed) for run in members]
         tables = [s["per_utterance"].sort_values("utt_id").reset_index(drop=True) for s in scored]
         for name in scored[0]["scores"]:
             matrix = np.stack([t[name].to_numpy() for t in tables])  # seeds x utterances
@@ -310,8 +322,10 @@ def localization_summary(runs: list[dict], corpus, split: str = "Test1", n_boot:
 def heatmap_items(run_dir, corpus, utt_ids=None, n: int = 3, split: str = "Test1", which=None) -> list[dict]:
     """What plots.attention_heatmaps draws for a few `split` utterances of a finished run (the first `n`
     of the split in utt_id order unless utt_ids is given): per utterance its log-Mel spectrogram, segment,
-    duration, label, the model's prediction, and the attention over its frames (`which`: default_attention,
-    and the kept-key mask of a key-sparse layer, heads x frames)."""
+    duration, label, the model's prediction, and "reads": one entry per attention read over its frames
+    (`which`: names as in AttentionOverTime.names(), None: default_reads), each {"name", "weights" [T]
+    (heads averaged), "heads" [H, T] (per head; None for the pooling weights), "score"}; and "kept", the
+    kept-key mask (heads x frames) where a read is a key-sparse layer's."""
     from sercore.data import load_segments
 
     model, data, rows, _ = load_trained(run_dir, corpus, split)
@@ -326,19 +340,24 @@ def heatmap_items(run_dir, corpus, utt_ids=None, n: int = 3, split: str = "Test1
     att = attention_over_time(model, batch, data.frames_per_second)
     with torch.no_grad():
         predicted = model(batch)["logits"].argmax(-1).tolist()
-    name = which or default_attention(model)
+    names = default_reads(model) if which is None else ([which] if isinstance(which, str) else list(which))
     items = []
     for i, r in enumerate(chosen):
         seg = segments.loc[data.utt_id[r]]
         n_frames = int(att.mask[i].sum())
+        segment = (float(seg.seg_start), float(seg.seg_end))
         item = {"utt_id": data.utt_id[r], "label": data.label_name[r], "predicted": data.classes[predicted[i]],
                 "spectrogram": np.asarray(data.speech[r], dtype=np.float32), "frame_rate": data.frames_per_second,
-                "segment": (float(seg.seg_start), float(seg.seg_end)), "duration": float(seg.duration),
-                "attention": att.frames(i, name), "attention_name": name,
-                "score": localization_score(att.frames(i, name), data.frames_per_second,
-                                            (seg.seg_start, seg.seg_end), seg.duration)}
-        if name in att.kept:
-            item["kept"] = att.kept[name][i, :, :n_frames]
+                "segment": segment, "duration": float(seg.duration), "reads": []}
+        for name in names:
+            if name.startswith("kept:"):  # a mask, drawn as heads x frames, not a weight curve
+                item["kept"] = att.kept[name.split(":", 1)[1]][i, :, :n_frames]
+                continue
+            weights = att.frames(i, name)
+            heads = None if name == "pooling" else att.layers[name][i, :, :n_frames].astype(np.float64)
+            item["reads"].append({"name": name, "weights": weights, "heads": heads,
+                                  "score": localization_score(weights, data.frames_per_second, segment,
+                                                              seg.duration)})
         items.append(item)
     return items
 
@@ -352,34 +371,62 @@ def _separated(a, b) -> bool:
     return min(a["n_seeds"], b["n_seeds"]) >= 3 and (a["ci95_low"] > b["ci95_high"] or b["ci95_low"] > a["ci95_high"])
 
 
+def _seeds_note(row) -> str:
+    """Why a highest mean is not a ranking when it has fewer than 3 seeds (empty otherwise)."""
+    seeds = int(row["n_seeds"])
+    return "" if seeds >= 3 else f" ({'a single' if seeds == 1 else 'a few'}-seed observation, not a ranking)"
+
+
+def _versus(x, a_x, a, b_x, b, what: str) -> str:
+    """The book's reading of two rows (mean, interval, n_seeds): which is higher, or why neither is."""
+    if _separated(a, b):
+        high, low = (a_x, b_x) if a["mean"] > b["mean"] else (b_x, a_x)
+        return f"{what}: {x} {high} is higher than {x} {low}: {_interval(a)} against {_interval(b)}, intervals apart."
+    why = ("fewer than 3 seeds" if min(a["n_seeds"], b["n_seeds"]) < 3 else "the intervals overlap")
+    return (f"{what}: {x} {a_x} {_interval(a)} and {x} {b_x} {_interval(b)} are not distinguishable ({why}), "
+            "so this pair is not ranked.")
+
+
 def findings(curve, scores=None, chance: float | None = None, split: str = "Test1", x: str = "keep_rate",
              dense: float = 1.0) -> list[str]:
     """Sentences that say what a sweep's numbers support, derived from them (nothing is claimed that the
-    intervals do not carry). curve: results.sweep_summary frame; scores: localization_summary frame (with
-    the x column); dense: the x value that keeps every key, the reference a sparser setting is ranked
+    intervals do not carry: two settings are ranked only with >= 3 seeds each and 95 % intervals apart, and
+    a highest mean on fewer seeds says it is an observation). curve: results.sweep_summary frame (or a
+    seed_summary frame with x="variant"); scores: localization_summary frame (with the x column); dense: the
+    x value that keeps every key (or the reference variant, e.g. "softmax"), the one a setting is ranked
     against."""
     part = curve[curve["split"] == split].set_index(x)
     best_x = part["mean"].idxmax()
     best_x = best_x.item() if hasattr(best_x, "item") else best_x
     best = part.loc[best_x]
-    out = [f"Best {split} point: {x} {best_x}, mean {_interval(best)}."]
+    tied = [v.item() if hasattr(v, "item") else v for v in part.index
+            if v != best_x and f"{part.loc[v, 'mean']:.3f}" == f"{best['mean']:.3f}"]
+    tie = f", tied with {x} {tied} at this precision" if tied else ""
+    out = [f"Highest {split} mean: {x} {best_x}, {_interval(best)}{tie}{_seeds_note(best)}."]
     if chance is not None:
         above = best["ci95_low"] > 2 * chance
         out.append(f"Its interval {'lies above' if above else 'does not lie above'} twice chance ({2 * chance:.3f}).")
     if dense in part.index and best_x != dense:
-        ref = part.loc[dense]
-        if _separated(best, ref):
-            out.append(f"{x} {best_x} beats {x} {dense} ({_interval(ref)}): intervals do not overlap.")
-        else:
-            out.append(f"{x} {best_x} is not distinguishable from {x} {dense} ({_interval(ref)}): intervals "
-                       "overlap or there are fewer than 3 seeds, so the curve ranks no setting.")
+        out.append(_versus(x, best_x, best, dense, part.loc[dense], f"{split} accuracy against {x} {dense}"))
+    elif len(part) > 1:  # the reference is the highest: is it above the runner-up?
+        second = part.drop(index=best_x)["mean"].idxmax()
+        second = second.item() if hasattr(second, "item") else second
+        out.append(_versus(x, best_x, best, second, part.loc[second], f"{split} accuracy, highest against next"))
     if scores is not None and len(scores):
         for name, rows in scores.groupby("attention", sort=False):
             values = rows[x].tolist()  # plain Python values: they are printed
             above = [v for v, low in zip(values, rows["ci95_low"]) if low > 1]
             below = [v for v, high in zip(values, rows["ci95_high"]) if high < 1]
             neither = [v for v in values if v not in above and v not in below]
-            out.append(f"Localization ({name}): interval above 1 (more attention on the emotional phrase than its "
-                       f"length gives it) at {x} {above or 'none'}; below 1 at {below or 'none'}; including 1 "
-                       f"at {neither or 'none'}.")
+            seeds = sorted({int(n) for n in rows["n_seeds"]}) if "n_seeds" in rows else []
+            out.append(f"Localization ({name}{', ' + '/'.join(map(str, seeds)) + ' seed(s)' if seeds else ''}): "
+                       f"interval above 1 (more attention on the emotional phrase than its length gives it) at {x} "
+                       f"{above or 'none'}; below 1 at {below or 'none'}; including 1 at {neither or 'none'}.")
+            indexed = rows.set_index(x)
+            if "mean" in rows and dense in indexed.index and len(indexed) > 1:
+                # the paper's claim is about sparsity: the sparsest setting (or each variant) against the dense one
+                others = [v for v in values if v != dense]
+                for other in ([min(others)] if isinstance(dense, (int, float)) else others):
+                    out.append(_versus(x, other, indexed.loc[other], dense, indexed.loc[dense],
+                                       f"Localization ({name})"))
     return out

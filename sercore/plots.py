@@ -293,8 +293,19 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     return _save(fig, path)
 
 
-def _interval_line(ax, part, x, label, color=None):
-    """Seed mean with its bootstrap interval (error bars) and the range across seeds (shaded band)."""
+def _interval_line(ax, part, x, label, color=None, order=None, shift: float = 0.0):
+    """Seed mean with its bootstrap interval (error bars) and the range across seeds (shaded band). order: the
+    categories of a categorical x (e.g. variants), drawn at 0, 1, ... (+ shift, so series sit side by side) as
+    points, not joined by a line."""
+    if order is not None:
+        part = part.set_index(x).reindex(order)
+        mean = part["mean"].to_numpy(dtype=float)
+        at = np.arange(len(order)) + shift
+        line = ax.errorbar(at, mean, yerr=[mean - part["ci95_low"], part["ci95_high"] - mean],
+                           marker="o", linestyle="none", capsize=3, label=label, color=color)
+        ax.vlines(at, part["min"], part["max"], color=line[0].get_color(), alpha=0.3, linewidth=6)
+        ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+        return
     part = part.sort_values(x)
     mean = part["mean"].to_numpy()
     line = ax.errorbar(part[x], mean, yerr=[mean - part["ci95_low"], part["ci95_high"] - mean], marker="o",
@@ -327,15 +338,23 @@ def sparsity_curves(tables: dict, splits=("Development", "Test1", "Test2"), metr
 
 def localization_beside_metric(metric_table, scores_table, metric_label: str = "UA", split: str = "Test1",
                                chance: float | None = None, x: str = "keep_rate", path=None, title: str = ""):
-    """Left: the metric against x (results.sweep_summary frame); right: the localization score against x
-    (localization.localization_summary frame, one line per attention read), 1 = no preference."""
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
-    _interval_line(axes[0], metric_table[metric_table["split"] == split], x, split)
+    """Left: the metric against x (results.sweep_summary frame, or a seed_summary frame with x="variant");
+    right: the localization score against x (localization.localization_summary frame, one series per attention
+    read, a kept-key mask's being the share of heads keeping each frame), 1 = no preference. Bars: 95 %
+    bootstrap interval of the seed mean; band: min-max across seeds. A categorical x (variant) is drawn as
+    points in the metric table's order."""
+    metric_part = metric_table[metric_table["split"] == split]
+    order = list(dict.fromkeys(metric_part[x])) if x == "variant" else None
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    _interval_line(axes[0], metric_part, x, split, order=order)
     if chance is not None:
         axes[0].axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
-    axes[0].set(xlabel=x, ylabel=metric_label, title=f"{metric_label}, {split}")
-    for name, part in scores_table.groupby("attention", sort=False):
-        _interval_line(axes[1], part, x, name)
+    seeds = "/".join(map(str, sorted({int(n) for n in metric_part["n_seeds"]}))) if "n_seeds" in metric_part else "?"
+    axes[0].set(xlabel=x, ylabel=metric_label, title=f"{metric_label}, {split} ({seeds} seed(s))")
+    groups = list(scores_table.groupby("attention", sort=False))
+    for k, (name, part) in enumerate(groups):
+        shift = (k - (len(groups) - 1) / 2) * 0.12 if order is not None else 0.0
+        _interval_line(axes[1], part, x, name, order=order, shift=shift)
     axes[1].axhline(1.0, color="black", linestyle=":", linewidth=1, label="no preference")
     axes[1].set(xlabel=x, ylabel="attention share / segment share", title=f"localization score, {split}")
     for ax in axes:
@@ -348,12 +367,15 @@ def localization_beside_metric(metric_table, scores_table, metric_label: str = "
 
 def attention_heatmaps(items: list[dict], path=None, title: str = ""):
     """One column per utterance (localization.heatmap_items): its log-Mel spectrogram with the emotional
-    segment shaded, the model's attention over time below, and the kept-key mask (heads x frames) where the
-    attention read is a key-sparse layer."""
+    segment shaded; below it one row per attention read over time (the pooling weights; a layer's column sums
+    of its equivalent matrix, one thin line per head and their mean in bold), each with its localization
+    score; and the kept-key mask (heads x frames) where a read is a key-sparse layer."""
+    names = list(dict.fromkeys(read["name"] for item in items for read in item["reads"]))
     has_kept = any("kept" in item for item in items)
-    nrows = 3 if has_kept else 2
-    fig, axes = plt.subplots(nrows, len(items), figsize=(4.2 * len(items), 1.9 * nrows + 0.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [2, 1.2, 0.8][:nrows]})
+    nrows = 1 + len(names) + has_kept
+    ratios = [2] + [1.2] * len(names) + [0.8] * has_kept
+    fig, axes = plt.subplots(nrows, len(items), figsize=(4.2 * len(items), 0.95 * sum(ratios) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": ratios})
     for j, item in enumerate(items):
         rate, spectrogram = item["frame_rate"], item["spectrogram"]
         seconds = spectrogram.shape[0] / rate
@@ -363,15 +385,29 @@ def attention_heatmaps(items: list[dict], path=None, title: str = ""):
         top.axvspan(*item["segment"], color="cyan", alpha=0.25, label="emotional phrase")
         top.set(title=f"{item['utt_id']} · {item['label']} (predicted {item['predicted']})", ylabel="mel band")
         top.title.set_fontsize(8)
-        weights = np.asarray(item["attention"])
-        times = np.arange(weights.size) / rate
-        middle = axes[1, j]
-        middle.plot(times, weights, color="tab:blue", linewidth=1)
-        middle.axvspan(*item["segment"], color="cyan", alpha=0.25)
-        middle.set(ylabel=item["attention_name"], xlim=(0, seconds))
-        middle.text(0.01, 0.95, f"score {item['score']:.2f}", transform=middle.transAxes, va="top", fontsize=8)
+        reads = {read["name"]: read for read in item["reads"]}
+        for row, name in enumerate(names, start=1):
+            ax = axes[row, j]
+            if name not in reads:
+                ax.axis("off")
+                continue
+            read = reads[name]
+            weights = np.asarray(read["weights"])
+            times = np.arange(weights.size) / rate
+            if read.get("heads") is not None:
+                for h, head in enumerate(np.asarray(read["heads"])):
+                    ax.plot(times, head, linewidth=0.6, alpha=0.6, label=f"head {h}")
+            ax.plot(times, weights, color="black" if read.get("heads") is not None else "tab:blue", linewidth=1.3,
+                    label="mean of heads" if read.get("heads") is not None else name)
+            ax.axvspan(*item["segment"], color="cyan", alpha=0.25)
+            what = "pooling weight" if name == "pooling" else f"{name} column sum"
+            ax.set(ylabel=what, xlim=(0, seconds))
+            ax.yaxis.label.set_fontsize(8)
+            ax.text(0.01, 0.95, f"score {read['score']:.2f}", transform=ax.transAxes, va="top", fontsize=8)
+            if j == 0 and read.get("heads") is not None:
+                ax.legend(fontsize=6, loc="upper right")
         if has_kept:
-            bottom = axes[2, j]
+            bottom = axes[-1, j]
             if "kept" in item:
                 kept = np.asarray(item["kept"], dtype=float)
                 bottom.imshow(kept, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",

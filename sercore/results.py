@@ -190,12 +190,15 @@ def ranking(summary: pd.DataFrame, split: str, metric: str = "") -> str:
     if len(part) < 2:
         return f"{split}: one variant, nothing to rank."
     name = f"{metric} " if metric else ""
-    order = " > ".join(f"{r.variant} ({r.mean:.3f})" for r in part.itertuples())
+    rows = list(part.itertuples())
+    # equal means at the printed precision are written "=", so a tie never reads as an order
+    order = f"{rows[0].variant} ({rows[0].mean:.3f})" + "".join(
+        f" {'=' if f'{a.mean:.3f}' == f'{b.mean:.3f}' else '>'} {b.variant} ({b.mean:.3f})"
+        for a, b in zip(rows, rows[1:]))
     if part["n_seeds"].min() < 3:
         return (f"{split} {name}order {order}: a {'single' if part['n_seeds'].min() == 1 else 'few'}-seed "
                 "observation, not a ranking (fewer than 3 seeds).")
     separated, tied = [], []
-    rows = list(part.itertuples())
     for i, high in enumerate(rows):
         for low in rows[i + 1:]:
             (separated if high.ci95_low > low.ci95_high else tied).append(f"{high.variant} vs {low.variant}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sercore.data import generate_corpus, load_segments
-from sercore.localization import attention_over_time, default_attention, localization_score
+from sercore.localization import attention_over_time, default_attention, default_reads, localization_score
 from sercore.models import build_model
 
 FPS = 100.0
@@ -65,6 +65,8 @@ def test_pooling_forced_onto_the_segment_scores_above_one():
     model.pooling.weights = onto_segment
     att = attention_over_time(model, _batch([60]), FPS)
     assert default_attention(model) == "pooling"
+    assert default_reads(model) == ["pooling", "block0"]  # the pooling weights and what the mixer attends to
+    assert set(default_reads(model)) <= set(att.names())
     score = localization_score(att.frames(0, "pooling"), FPS, segment, 0.6)
     assert score == pytest.approx(3.0, rel=1e-6)  # all the mass on a third of the frames
     # the trained-model path is the same path: an untouched model's pooling is read, not made up
@@ -88,6 +90,18 @@ def test_shapes_with_padding_and_padding_changes_nothing(mechanism):
     alone = attention_over_time(model, {k: v[1:, :30] for k, v in batch.items()}, FPS)
     np.testing.assert_allclose(att.pooling[1, :30], alone.pooling[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(att.layers["block0"][1, :, :30], alone.layers["block0"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_signed_linear_matrix_is_read_as_magnitudes_so_every_default_read_scores():
+    torch.manual_seed(0)
+    model = _fusion("retnet")
+    batch = _batch([60])
+    signed = model.blocks[0].mixer.attention_matrix(torch.randn(1, 60, 16), batch["speech_mask"])
+    assert (signed < 0).any()  # RetNet's q.k carries a sign: plain column sums are no share of mass
+    att = attention_over_time(model, batch, FPS)
+    assert (att.layers["block0"] >= 0).all()
+    for name in default_reads(model):
+        assert localization_score(att.frames(0, name), FPS, (0.2, 0.4), 0.6) > 0
 
 
 def test_the_forward_pass_is_unchanged_by_the_hooks():
@@ -127,6 +141,7 @@ def test_key_sparse_mask_rows_keep_k_keys_and_match_the_applied_weights():
         assert (att.layers[name][~kept] == 0).all() and (att.layers[name][kept] > 0).all()
     assert att.kept["encoder0"].all()  # the vanilla encoder: keep_rate 1, every key
     assert default_attention(model) == "final0"
+    assert default_reads(model) == ["final0", "kept:final0"]
     assert att.frames(0, "kept:final0").mean() == pytest.approx(0.3)
 
 
@@ -181,11 +196,19 @@ def test_sweep_summary_orders_by_keep_rate_and_the_figures_draw(tmp_path):
     assert path.stat().st_size > 0
     scores = table.assign(attention="final0")
     plots.localization_beside_metric(table, scores, chance=0.25, path=tmp_path / "side.png")
+    by_variant = table.assign(variant=["softmax", "retnet"])  # a categorical x: the fusion mechanisms
+    fig = plots.localization_beside_metric(by_variant, by_variant.assign(attention="pooling"), x="variant",
+                                           chance=0.25, path=tmp_path / "side_variants.png")
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["softmax", "retnet"]
+    read = {"name": "final0", "weights": np.ones(120), "heads": np.ones((2, 120)), "score": 1.0}
     item = {"utt_id": "u", "label": "A", "predicted": "A", "spectrogram": np.zeros((120, 8), np.float32),
-            "frame_rate": FPS, "segment": (0.3, 0.7), "duration": 1.2, "attention": np.ones(120),
-            "attention_name": "final0", "score": 1.0, "kept": np.ones((2, 120), bool)}
-    plots.attention_heatmaps([item, item], path=tmp_path / "heat.png")
+            "frame_rate": FPS, "segment": (0.3, 0.7), "duration": 1.2, "kept": np.ones((2, 120), bool),
+            "reads": [{"name": "pooling", "weights": np.ones(120) / 120, "heads": None, "score": 1.0}, read]}
+    fig = plots.attention_heatmaps([item, item], path=tmp_path / "heat.png")
     assert (tmp_path / "heat.png").stat().st_size > 0
+    # spectrogram, one row per read (pooling, column sums), the kept-key mask: 4 rows x 2 utterances
+    assert len(fig.axes) == 8 and fig.axes[4].get_ylabel() == "final0 column sum"
+    assert len(fig.axes[4].lines) == 3  # one line per head and their mean
 
 
 def test_sweep_summary_refuses_a_variant_whose_runs_differ(tmp_path):
@@ -212,11 +235,41 @@ def test_findings_rank_only_with_three_seeds_and_separate_intervals():
 
     separated = findings(curve(3, 0.35), chance=0.125)
     assert "keep_rate 0.3" in separated[0] and "lies above twice chance" in separated[1]
-    assert "beats keep_rate 1.0" in separated[2]
-    assert "not distinguishable" in findings(curve(2, 0.35), chance=0.125)[2]  # two seeds: no ranking
-    assert "not distinguishable" in findings(curve(3, 0.32), chance=0.125)[2]  # overlapping intervals
+    assert "observation" not in separated[0]
+    assert "keep_rate 0.3 is higher than keep_rate 1.0" in separated[2]
+    few = findings(curve(2, 0.35), chance=0.125)
+    assert "few-seed observation, not a ranking" in few[0]  # a highest mean on two seeds is no ranking
+    assert "not distinguishable (fewer than 3 seeds)" in few[2]
+    assert "single-seed observation" in findings(curve(1, 0.35))[0]
+    dense_best = findings(curve(3, 0.32).assign(mean=[0.38, 0.40]))  # the dense setting highest: vs the next
+    assert "highest against next: keep_rate 1.0" in dense_best[1] and "not distinguishable" in dense_best[1]
+    tie = findings(curve(3, 0.35).assign(mean=0.4))[0]
+    assert "keep_rate 0.3" in tie and "tied with keep_rate [1.0]" in tie
+    assert "not distinguishable (the intervals overlap)" in findings(curve(3, 0.32), chance=0.125)[2]
     assert "does not lie above twice chance" in findings(curve(3, 0.24), chance=0.125)[1]
-    scores = pd.DataFrame([{"attention": "final0", "keep_rate": 0.3, "ci95_low": 1.1, "ci95_high": 1.4},
-                           {"attention": "final0", "keep_rate": 1.0, "ci95_low": 0.9, "ci95_high": 1.05}])
-    line = findings(curve(3, 0.35), scores)[-1]
-    assert "above 1 (more attention" in line and "at keep_rate [0.3]" in line and "including 1 at [1.0]" in line
+    scores = pd.DataFrame([{"attention": "final0", "keep_rate": 0.3, "mean": 1.25, "ci95_low": 1.1,
+                            "ci95_high": 1.4, "n_seeds": 3},
+                           {"attention": "final0", "keep_rate": 1.0, "mean": 0.98, "ci95_low": 0.9,
+                            "ci95_high": 1.05, "n_seeds": 3}])
+    lines = findings(curve(3, 0.35), scores)
+    assert "above 1 (more attention" in lines[-2] and "at keep_rate [0.3]" in lines[-2]
+    assert "including 1 at [1.0]" in lines[-2] and "3 seed(s)" in lines[-2]
+    assert "Localization (final0): keep_rate 0.3 is higher than keep_rate 1.0" in lines[-1]
+    one_seed = findings(curve(3, 0.35), scores.assign(n_seeds=1))[-1]
+    assert "not distinguishable (fewer than 3 seeds)" in one_seed  # intervals apart, but one seed
+
+
+def test_findings_compare_each_variant_with_the_reference_variant():
+    import pandas as pd
+
+    from sercore.localization import findings
+
+    curve = pd.DataFrame([{"variant": v, "split": "Test1", "mean": m, "ci95_low": m - 0.02, "ci95_high": m + 0.02,
+                           "n_seeds": 1} for v, m in (("softmax", 0.5), ("retnet", 0.6), ("lightnet", 0.4))])
+    scores = curve.assign(attention="pooling", mean=[1.0, 1.5, 0.8], ci95_low=[0.9, 1.3, 0.7],
+                          ci95_high=[1.1, 1.7, 0.9])
+    lines = findings(curve, scores, x="variant", dense="softmax")
+    assert lines[0].startswith("Highest Test1 mean: variant retnet") and "single-seed observation" in lines[0]
+    assert "variant retnet" in lines[1] and "not distinguishable (fewer than 3 seeds)" in lines[1]
+    assert "at variant ['retnet']; below 1 at ['lightnet']; including 1 at ['softmax']" in lines[2]
+    assert [("retnet" in line, "lightnet" in line) for line in lines[3:]] == [(True, False), (False, True)]

@@ -127,6 +127,9 @@ def test_ranking_sentence_follows_seeds_and_intervals():
     assert "Intervals overlap, so not ranked: a vs b" in ranking(summary(3, 0.35).assign(ci95_high=0.6), "Test1")
     assert "single-seed observation" in ranking(summary(1, 0.35), "Test1")
     assert "few-seed observation" in ranking(summary(2, 0.35), "Test1")
+    assert "order a (0.600) > b (0.400)" in ranking(summary(1, 0.35), "Test1")
+    tie = ranking(summary(1, 0.35).assign(mean=0.125), "Test1")
+    assert "a (0.125) = b (0.125)" in tie and ">" not in tie  # equal means are no order
 
 
 def test_seed_bars_draw_a_bar_per_variant_and_split(tmp_path):
