@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= default
+# Options passed to `python -m sercore book` (e.g. BOOK_OPTIONS="--strict --workers 2", what CI builds with).
+BOOK_OPTIONS ?=
 # The torch build to install before sercore. torch==2.13.0 is the CPU build on machines that carry its
 # wheel locally; elsewhere pass TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu or .../cu128).
 TORCH ?= torch==2.13.0
@@ -28,7 +30,7 @@ corpus: $(STAMP)
 	$(PY) -m sercore generate --profile $(PROFILE) --out data/demo-$(PROFILE)
 
 book: $(STAMP)
-	$(PY) -m sercore book --profile $(PROFILE)
+	$(PY) -m sercore book --profile $(PROFILE) $(BOOK_OPTIONS)
 
 # JupyterLab on notebooks/ with the venv registered as the kernel "sercore" (inside the venv, --sys-prefix, so
 # nothing is written to the user's own Jupyter folders); the pages' relative defaults resolve from notebooks/.
