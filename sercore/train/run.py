@@ -430,6 +430,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     task = "regression" if study in REGRESSION_STUDIES else "classification"
 
     world, device = distributed.start(settings.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # CPU steps reuse their freed feature maps instead of faulting in new pages
     try:
         features_cfg = with_ssl_mode(study, mechanism, model_cfg, features_cfg, device)
         parameters = _normalise({
@@ -489,7 +491,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
                                 seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
-                                device=device, resume=resume and not retrain, started=started)
+                                device=device, resume=resume and not retrain, started=started,
+                                callbacks=callbacks)
     finally:
         distributed.stop(world)
 
