@@ -165,7 +165,9 @@ def main() -> None:
                 rows.append((page, f"{study} {name}" + ("" if role == "standard" else f" ({role})"), steps,
                              t["s_step"], checks * t["dev_check"], t["evaluation"] + bootstrap[(study, corpus)],
                              per_run, len(seeds)))
-                print(f"  timed {page} / {name} ({role}) in {time.perf_counter() - started:.0f} s", flush=True)
+                print(f"  timed {page} / {name} ({role}) in {time.perf_counter() - started:.0f} s: "
+                      f"{t['s_step']:.3f} s/step, eval+boot {t['evaluation'] + bootstrap[(study, corpus)]:.1f} s, "
+                      f"{per_run:.0f} s/run", flush=True)
         rows.append((page, "PAGE", None, None, None, None, None, len(page_runs), pack(page_runs, 1) / 3600,
                      pack(page_runs, 2) / 3600))
     print(f"\nprofile {args.profile}, corpus {args.corpus}, {args.steps} timed steps per kind, 1 torch thread")
