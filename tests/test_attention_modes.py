@@ -1,7 +1,7 @@
 """`mode`, the one switch for which code runs, on every mixer in sercore.attention (sercore.attention.base).
 
-On the CPU: "auto" runs what "reference" runs (softmax: its "sdpa", equal within rounding); an unknown mode fails naming the class and the valid values;
-"fused" without CUDA (and without TRITON_INTERPRET=1) is an error; the extra values (softmax "naive" and
+On the CPU: "auto" runs what "reference" runs (softmax: its "sdpa", equal within rounding); an unknown mode
+fails naming the class and the valid values; "fused" without CUDA (and without TRITON_INTERPRET=1) is an error; the extra values (softmax "naive" and
 "sdpa", key-sparse "memory-linear") compute what "reference" computes, with padding and gradients.
 """
 
