@@ -9,8 +9,9 @@ Three interchangeable cores compute softmax(q k^T / sqrt(d)) v per head, chosen 
   * "fused": torch's F.scaled_dot_product_attention with a boolean mask (fused kernels on CUDA; off CUDA an
     error, except under TRITON_INTERPRET=1, as every mixer's "fused");
   * "sdpa": torch's F.scaled_dot_product_attention on any device, with the same boolean mask: on the CPU
-    torch's fused flash-attention kernel, about twice as fast as the reference in a default-profile training
-    step (benchmarks/cpu_speedups.py), equal to it up to rounding (tests compare forward and gradients in fp64);
+    torch's fused flash-attention kernel: a default-profile fusion training step 1.2-1.3x faster than with
+    the reference (benchmarks/cpu_speedups.py; up to 2x on a loaded machine), equal to it up to rounding
+    (tests compare forward and gradients in fp64);
   * "auto" (default): fused on CUDA, "sdpa" elsewhere: softmax keeps its own rule here, as key-sparse does,
     because torch ships a CPU kernel for it; "reference" still runs the readable core;
   * "naive": the paper's efficiency baseline exactly as its code ran it, on any device: heads folded into the
