@@ -4,10 +4,10 @@ A CPU training step allocates and frees feature maps of tens of MB (the area CNN
 16 x 32 x 256 x 81 floats = 42 MB each, a dozen per step). glibc serves a block above its mmap threshold
 with a fresh mmap and unmaps it on free, so every step faults in new zeroed pages: on the shared 2-core
 machine an out-of-place ReLU of such a map took 118 ms, in place 16 ms, and a default-profile area-cnn step
-ran 1.3x (idle) to 1.5x (loaded) faster with these settings (benchmarks/cpu_speedups.py). M_MMAP_THRESHOLD = 1 GiB serves such blocks from the heap, M_TRIM_THRESHOLD keeps the freed
+ran 1.3x (idle) to 1.5x (loaded) faster with these settings (benchmarks/cpu_speedups.py, before and after
+in one process). M_MMAP_THRESHOLD = 1 GiB serves such blocks from the heap, M_TRIM_THRESHOLD keeps the freed
 heap instead of returning it, so later steps reuse pages already mapped. Numbers are unchanged (only where
 the bytes live); the process keeps its peak heap until it exits. glibc only (Linux); elsewhere a no-op.
-benchmarks/cpu_speedups.py measures a step before and after it in one process.
 """
 
 from __future__ import annotations
