@@ -16,7 +16,8 @@ What is timed (the `implementation` column; sercore's rows name the `mode` that 
   * softmax: sercore's module (the paper's SA is a plain batched matmul softmax, mode `naive` in
     the `paper` protocol); it is not an fla layer;
   * on the CPU there is no fla (it needs triton and a GPU): only sercore's PyTorch reference paths are timed,
-    which rank the reference implementations, not the kernels the paper timed. The table's notes say so.
+    which rank the reference implementations, not the kernels the paper timed (softmax's tuned row is
+    torch's CPU SDPA kernel, mode `sdpa`). The table's notes say so.
 We take the median of several timed calls (fla's benchmarks do the same) after one warm-up call per shape,
 because fla's kernels autotune on the first call of each new shape and that must not be timed.
 
@@ -83,7 +84,7 @@ PROTOCOLS = {
               # the published Key-Sparse Transformer code materialises the B*H*T*S weights
               "keysparse": {"mode": "reference"}},
     "tuned": {"dtype": "bfloat16", "launch": "cuda-graph", "fla_layer": False,
-              "softmax": {"mode": "auto"},  # SDPA on CUDA
+              "softmax": {"mode": "auto"},  # SDPA: its CUDA kernels, or torch's CPU kernel ("sdpa")
               "keysparse": {"mode": "memory-linear"},
               "variants": {"keysparse": {"triton": {"mode": "fused"}}}},
 }

@@ -1,9 +1,9 @@
 """`mode`, the one switch for which code runs, on every mixer in sercore.attention (sercore.attention.base).
 
-On the CPU: "auto" runs what "reference" runs (key-sparse with gradients on: "dense", equal up to rounding); an
-unknown mode fails naming the class and the valid values;
-"fused" without CUDA (and without TRITON_INTERPRET=1) is an error; the extra values (softmax "naive",
-key-sparse "memory-linear" and "dense") compute what "reference" computes, with padding and gradients.
+On the CPU: "auto" runs what "reference" runs (softmax: its "sdpa", and key-sparse with gradients on:
+"dense", both equal up to rounding); an unknown mode fails naming the class and the valid values;
+"fused" without CUDA (and without TRITON_INTERPRET=1) is an error; the extra values (softmax "naive" and
+"sdpa", key-sparse "memory-linear" and "dense") compute what "reference" computes, with padding and gradients.
 """
 
 import pytest
@@ -13,7 +13,7 @@ from sercore import attention
 from sercore.attention import NAMES, build, mechanism_class, modes
 
 COMMON = ("auto", "reference", "fused")
-EXTRA = {"softmax": ("naive",), "keysparse": ("memory-linear", "dense")}
+EXTRA = {"softmax": ("naive", "sdpa"), "keysparse": ("memory-linear", "dense")}
 
 
 def small(name, **options):
@@ -60,7 +60,7 @@ def test_every_class_lists_its_modes_and_modes_reads_them(name):
         assert f'"{value}"' in cls.__doc__, f"{cls.__name__}'s docstring does not say what mode {value!r} runs"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "softmax"])
 def test_auto_runs_the_reference_on_the_cpu(name):
     reference, auto = small(name, mode="reference"), small(name, mode="auto")
     x, mask = inputs(name)
@@ -125,6 +125,40 @@ def test_softmax_naive_equals_reference(causal, monkeypatch):
     assert torch.allclose(y_naive, y_ref, atol=1e-12)
     assert all(torch.allclose(a, b, atol=1e-11) for a, b in zip(g_naive, g_ref))
     assert (y_naive[1, 7:] == 0).all()
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["padded", "no-mask"])
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_softmax_sdpa_and_auto_on_the_cpu_equal_reference(causal, masked, monkeypatch):
+    """softmax "auto" on the CPU runs torch's SDPA kernel ("sdpa"): the reference's function in fp64, with
+    gradients, padding, and the is_causal call when there is no mask."""
+    x, mask = inputs("softmax")
+    mask = mask if masked else None
+    reference = small("softmax", mode="reference", causal=causal)
+    calls = spy(monkeypatch, attention.softmax, "sdpa_attention")
+    y_ref, g_ref = output_and_grads(reference, x, mask)
+    assert not calls, "the reference ran SDPA"
+    for mode in ("sdpa", "auto"):
+        m = small("softmax", mode=mode, causal=causal)
+        assert m.path(x) == "sdpa"
+        y, g = output_and_grads(m, x, mask)
+        assert calls, f"{mode} did not run SDPA"
+        calls.clear()
+        assert torch.allclose(y, y_ref, atol=1e-12)
+        assert all(torch.allclose(a, b, atol=1e-11) for a, b in zip(g, g_ref))
+        if masked:
+            assert (y[1, 7:] == 0).all()
+
+
+def test_softmax_sdpa_long_no_grad_evaluation_is_query_chunked(monkeypatch):
+    """Without gradients and past QUERY_CHUNK tokens, "sdpa" runs block by block and still equals the reference."""
+    monkeypatch.setattr(attention.softmax, "QUERY_CHUNK", 5)
+    x, mask = inputs("softmax")
+    with torch.no_grad():
+        y_ref = small("softmax", mode="reference", causal=True)(x, mask)
+        calls = spy(monkeypatch, attention.softmax, "query_chunked")
+        y = small("softmax", mode="sdpa", causal=True)(x, mask)
+    assert calls and torch.allclose(y, y_ref, atol=1e-12)
 
 
 @pytest.mark.parametrize("form", ["memory-linear", "dense"])

@@ -83,3 +83,20 @@ def test_bootstrap_resamples_rows_jointly():
     # Perfect predictions stay perfect in every resample only if y and p are resampled with the same rows.
     y = np.arange(100) % 5
     assert M.bootstrap_ci(M.accuracy, y, y.copy(), n_boot=100) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("n, k_true, k_pred, seed", [(1, 3, 3, 0), (7, 8, 5, 1), (60, 4, 4, 2), (301, 8, 8, 3),
+                                                     (250, 2, 6, 4)], ids=lambda v: str(v))
+@pytest.mark.parametrize("metric", ["macro_f1", "accuracy", "balanced_accuracy"])
+def test_bootstrap_from_counts_equals_the_resampling_loop(metric, n, k_true, k_pred, seed):
+    """The confusion-count bootstrap (what with_ci runs for class indices) gives bootstrap_ci's interval."""
+    from sercore import metrics as M
+
+    fn = getattr(M, metric)
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, k_true, n), rng.integers(0, k_pred, n)
+    y_pred[: n // 3] = y_true[: n // 3]  # some agreement, so intervals are not all zero
+    loop = M.bootstrap_ci(fn, y_true, y_pred, n_boot=250, seed=seed)
+    counts = M.bootstrap_ci_counts(fn, y_true, y_pred, n_boot=250, seed=seed)
+    np.testing.assert_allclose(counts, loop, rtol=0, atol=1e-12)
+    assert M.with_ci(fn, y_true, y_pred, n_boot=250, seed=seed)["ci95"] == list(counts)

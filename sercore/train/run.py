@@ -94,6 +94,7 @@ from sercore.profiles import section
 from sercore.provenance import atomic_write, atomic_write_json, provenance, seed_everything
 from sercore.studies import STUDIES
 from sercore.train import distributed
+from sercore.train.allocator import keep_freed_memory
 from sercore.train.augment import add_vtlp_copies
 from sercore.train.datasets import AVD_COLUMNS, CropItems, EvalItems, SegmentItems, Utterances, class_list
 from sercore.train.settings import TrainSettings, as_dict, resolve
@@ -407,10 +408,12 @@ def evaluate(model, items: EvalItems, task: str, classes, n_boot: int, seed: int
 
 
 def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: str | None = None, seed: int = 0,
-              resume: bool = True, retrain: bool = False, **overrides) -> dict:
+              resume: bool = True, retrain: bool = False, callbacks=(), **overrides) -> dict:
     """Train `study` on `corpus`, select on its dev split, evaluate every other split; see the module docstring.
 
     resume=False: do not load a resume checkpoint; retrain=True: also ignore a finished metrics.json.
+    callbacks: Trainer callbacks, callback(step, loss) after every optimizer step (benchmarks/book_cost.py
+    times steps with one); they observe, so they are no parameter of the run.
     Returns the metrics dict that metrics.json holds."""
     from sercore.data import load_corpus
     from sercore.data.corpus import detect_layout
@@ -427,6 +430,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
     task = "regression" if study in REGRESSION_STUDIES else "classification"
 
     world, device = distributed.start(settings.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # CPU steps reuse their freed feature maps instead of faulting in new pages
     try:
         features_cfg = with_ssl_mode(study, mechanism, model_cfg, features_cfg, device)
         parameters = _normalise({
@@ -486,7 +491,8 @@ def train_run(study: str, corpus, out_dir, profile: str = "default", mechanism: 
         return fit_and_evaluate(model, data, settings, task=task,
                                 segmented=segmented, out_dir=out_dir,
                                 seed=seed, parameters=parameters, fingerprint=fingerprint, info=info, world=world,
-                                device=device, resume=resume and not retrain, started=started)
+                                device=device, resume=resume and not retrain, started=started,
+                                callbacks=callbacks)
     finally:
         distributed.stop(world)
 
