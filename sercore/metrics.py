@@ -82,6 +82,11 @@ def bootstrap_ci(metric: Callable[..., float], *columns, n_boot: int = 1000, see
     for b in range(n_boot):
         rows = rng.integers(0, n, size=n)
         values[b] = metric(*(a[rows] for a in arrays))
+    return percentile_interval(values, level)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of the finite resampled values (nan, nan when none is finite)."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return (float("nan"), float("nan"))
@@ -143,12 +148,7 @@ def bootstrap_ci_counts(metric: Callable[..., float], y_true, y_pred, n_boot: in
     k = int(max(y_true.max(), y_pred.max())) + 1
     values = np.concatenate([FROM_COUNTS[metric](confusion_counts(y_true, y_pred, rows, k))
                              for rows in bootstrap_rows(n, n_boot, seed)])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (float("nan"), float("nan"))
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return (float(low), float(high))
+    return percentile_interval(values, level)
 
 
 def with_ci(metric: Callable[..., float], *columns, n_boot: int = 1000, seed: int = 0) -> dict:
