@@ -360,13 +360,15 @@ def test_capped_evaluation_gives_the_same_predictions_in_row_order(monkeypatch):
     torch.manual_seed(0)
     model = AttentionToy()
     scores = []
-    real = softmax.explicit_attention
 
-    def recording(q, k, v, allowed=None):
-        scores.append(q.shape[0] * q.shape[2] * k.shape[2])  # query x key scores per head
-        return real(q, k, v, allowed)
+    def recording(core):  # the explicit (reference) and the SDPA core ("auto" on the CPU) alike
+        def recorded(q, k, v, *args, **kwargs):
+            scores.append(q.shape[0] * q.shape[2] * k.shape[2])  # query x key scores per head
+            return core(q, k, v, *args, **kwargs)
+        return recorded
 
-    monkeypatch.setattr(softmax, "explicit_attention", recording)
+    for name in ("explicit_attention", "sdpa_attention"):
+        monkeypatch.setattr(softmax, name, recording(getattr(softmax, name)))
     capped = predict(model, EvalItems(data, rows, batch_size=16, max_frames=600), torch.device("cpu"))["probs"]
     assert max(scores) <= softmax.QUERY_CHUNK * 3000  # the long item: query blocks, never 3000 x 3000
     monkeypatch.undo()
