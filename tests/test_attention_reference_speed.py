@@ -1,5 +1,6 @@
 """The fast CPU forms of LightNet and KDA (factorised, batched over chunks) against their one-chunk-at-a-time
-specifications, and the overflow guard that hands extreme inputs back to the specification."""
+specifications, and the overflow guards that hand extreme inputs back to the specification (LightNet's running
+logsumexp back to torch.logcumsumexp)."""
 
 import pytest
 import torch
@@ -86,5 +87,26 @@ def test_fast_forms_stay_fast_on_ordinary_inputs(monkeypatch):
 
     monkeypatch.setattr(lightnet, "lightnet_parallel_loop", refuse)
     monkeypatch.setattr(kda, "kda_chunked_loop", refuse)
+    monkeypatch.setattr(torch, "logcumsumexp", refuse)  # running_logsumexp's fallback
     lightnet.lightnet_parallel(*lightnet_inputs(2, 100, 2, 16, 8, dtype=torch.float32), 32)
     kda.kda_chunked(*kda_inputs(2, 100, 2, 16, 8, decay=0.5, dtype=torch.float32), 0.25, 16)
+
+
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-13), (torch.float32, 1e-5)])
+def test_running_logsumexp_equals_torch(dtype, tol):
+    """LightNet's running logsumexp (shift by the channel maximum, then a cumsum) against torch.logcumsumexp:
+    values and gradients, keys spread by ~40 within a channel."""
+    k = 10.0 * torch.randn(2, 3, 70, 8, dtype=F64, generator=torch.Generator().manual_seed(5))
+    fast = value_and_grads(lambda x: lightnet.running_logsumexp(x, 2), [k.to(dtype)])
+    torch_scan = value_and_grads(lambda x: torch.logcumsumexp(x, 2), [k.to(dtype)])
+    for name, a, b in zip(["z", "k"], fast, torch_scan):
+        assert rel(a, b) < tol, name
+
+
+def test_running_logsumexp_guard_hands_wide_keys_to_torch(monkeypatch):
+    """A channel whose keys spread by 200 would underflow exp(k - max) in float32 (log 0 = -inf at the start):
+    the guard runs torch's scan instead, which stays finite."""
+    k = torch.linspace(-100.0, 100.0, 50).reshape(1, 1, 50, 1)
+    assert torch.equal(lightnet.running_logsumexp(k, 2), torch.logcumsumexp(k, 2))
+    monkeypatch.setitem(lightnet.SPREAD_LIMIT, torch.float32, float("inf"))
+    assert not torch.isfinite(lightnet.running_logsumexp(k, 2)).all(), "the guard protects nothing here"
