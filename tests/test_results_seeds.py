@@ -62,3 +62,25 @@ def test_regression_metric_and_unknown(tmp_path):
     assert results.seed_summary([run], "ccc_valence", n_boot=20).iloc[0]["mean"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown metric"):
         results.seed_summary([run], "rmse")
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "balanced_accuracy", "accuracy"])
+def test_interval_from_counts_equals_the_per_resample_loop(tmp_path, metric):
+    """The interval computed from confusion counts is the one the metric gives resample by resample: same
+    draws for every seed, seed mean per draw, 2.5 and 97.5 percentiles (a predicted class absent from the
+    labels, "E", and a label never predicted, "D", included)."""
+    rng = np.random.default_rng(1)
+    labels = list(rng.choice(list("ABCD"), size=120))
+    runs, preds = [], []
+    for seed in range(3):
+        preds.append([y if rng.random() > 0.5 else rng.choice(list("ABCE")) for y in labels])
+        runs.append(_run(tmp_path, "m", seed, labels, preds[-1]))
+    row = results.seed_summary(runs, metric, n_boot=150, seed=4).iloc[0]
+    fn = results._metric_fn(metric)[0]
+    y, draws = np.array(labels), np.random.default_rng(4)
+    boots = []
+    for _ in range(150):
+        pick = draws.integers(0, len(labels), size=len(labels))
+        boots.append(np.mean([fn(y[pick], np.array(p)[pick]) for p in preds]))
+    low, high = np.percentile(boots, [2.5, 97.5])
+    assert row["ci95_low"] == pytest.approx(low, abs=1e-12) and row["ci95_high"] == pytest.approx(high, abs=1e-12)
