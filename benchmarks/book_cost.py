@@ -67,7 +67,7 @@ def _accuracy(p, profile):
 def _area(p, profile):
     seeds = results.profile_seeds(profile, "area-cnn")
     sizes = {f"{n}x{n}": {"model.area_options": {"max_height": n, "max_width": n}} for n in p["area_sizes"]}
-    vtlp = {"3x3" if k == 0 else f"3x3, {k} VTLP copies":
+    vtlp = {"3x3" if k == 0 else f"3x3, VTLP k={k}":
             {"model.area_options": {"max_height": 3, "max_width": 3}, **({"vtlp_copies": k} if k else {})}
             for k in p["vtlp_copies"]}
     return [("area-cnn", "standard", {**sizes, **vtlp}, seeds)]  # "3x3" is one run, read back by the second grid
