@@ -3,6 +3,7 @@ on speakers seen in Train against unseen ones.
 
     by_speaker.spread(runs, split="Test1")         # fairness across speakers (Wagner et al. 2023)
     by_speaker.gender_seen_unseen(runs)            # what the gender head of Li et al. (2019) learns
+    by_speaker.gender_seen_unseen_summary(runs)    # the same over seeds: mean, spread, interval of the mean
 
 spread: Wagner et al. (2023, IEEE TPAMI, arXiv:2203.07378) found their models fair across sex but not across
 speakers: per-speaker CCC varied widely. Per-speaker scores on a few utterances each vary by sampling alone,
@@ -94,24 +95,58 @@ def spread(runs, by: str = "speaker", split: str = "Test1", min_n: int = 3, n_pe
     return pd.DataFrame(rows)
 
 
+def _gender_parts(run: dict) -> dict:
+    """(split, "seen" | "unseen") -> that part of the run's predictions (Female/Male speakers only), by utt_id."""
+    joined, table = _joined(run)
+    if "pred_gender" not in joined.columns:
+        raise ValueError(f"{run['out_dir']}/predictions.csv has no pred_gender column: the model has no gender head")
+    train_speakers = set(table.loc[table["split"] == "Train", "speaker"])
+    joined = joined[joined["gender"].isin(["Female", "Male"])]
+    joined = joined.assign(speakers=np.where(joined["speaker"].isin(train_speakers), "seen", "unseen"))
+    return {key: part.sort_values("utt_id").reset_index(drop=True)
+            for key, part in joined.groupby(["split", "speakers"], sort=True)}
+
+
 def gender_seen_unseen(runs, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per (run, split, seen/unseen): utterances, speakers, and the gender head's accuracy with its
     95 % interval. ValueError when a run's predictions.csv has no pred_gender (no gender head)."""
     runs = runs if isinstance(runs, (list, tuple)) else [runs]
     rows = []
     for run in runs:
-        joined, table = _joined(run)
-        if "pred_gender" not in joined.columns:
-            raise ValueError(f"{run['out_dir']}/predictions.csv has no pred_gender column: the model has no "
-                             "gender head")
-        train_speakers = set(table.loc[table["split"] == "Train", "speaker"])
-        joined = joined[joined["gender"].isin(["Female", "Male"])]
-        joined = joined.assign(speakers=np.where(joined["speaker"].isin(train_speakers), "seen", "unseen"))
-        for (split, seen), part in joined.groupby(["split", "speakers"], sort=True):
+        for (split, seen), part in _gender_parts(run).items():
             entry = M.with_ci(M.accuracy, part["gender"].to_numpy(), part["pred_gender"].to_numpy(),
                               n_boot=n_boot, seed=seed)
             rows.append({"variant": run.get("variant"), "seed": run["provenance"]["seed"], "split": split,
                          "speakers": seen, "n": len(part), "n_speakers": part["speaker"].nunique(),
                          "gender_accuracy": entry["value"], "ci95_low": entry["ci95"][0],
                          "ci95_high": entry["ci95"][1]})
+    return pd.DataFrame(rows)
+
+
+def gender_seen_unseen_summary(runs, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """gender_seen_unseen over the seeds of each variant: one row per (variant, split, seen/unseen) with the
+    mean gender accuracy, its sd (ddof 1), min and max across seeds, and a 95 % bootstrap interval of the seed
+    mean (every seed resampled with the same utterances, as results.seed_summary). Seeds of a variant must
+    have been scored on the same utterances, else ValueError naming the runs."""
+    by_variant: dict = {}
+    for run in runs if isinstance(runs, (list, tuple)) else [runs]:
+        by_variant.setdefault(run.get("variant"), []).append(run)
+    rows = []
+    for variant, members in by_variant.items():
+        parts = [_gender_parts(run) for run in members]
+        for key in parts[0]:
+            seeds = [p.get(key) for p in parts]
+            ids = seeds[0]["utt_id"].tolist()
+            for run, part in zip(members, seeds):
+                if part is None or part["utt_id"].tolist() != ids:
+                    raise ValueError(f"gender_seen_unseen_summary: {run['out_dir']} was scored on other {key[0]} "
+                                     f"utterances than {members[0]['out_dir']}")
+            columns = [[part["gender"].to_numpy(), part["pred_gender"].to_numpy()] for part in seeds]
+            values = np.array([M.accuracy(*c) for c in columns])
+            low, high = M.percentile_interval(M.bootstrap_seed_means(M.accuracy, columns, len(ids), n_boot, seed))
+            rows.append({"variant": variant, "split": key[0], "speakers": key[1], "n": len(ids),
+                         "n_speakers": seeds[0]["speaker"].nunique(), "n_seeds": len(values),
+                         "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+                         "min": float(values.min()), "max": float(values.max()),
+                         "ci95_low": low, "ci95_high": high})
     return pd.DataFrame(rows)

@@ -151,6 +151,27 @@ def bootstrap_ci_counts(metric: Callable[..., float], y_true, y_pred, n_boot: in
     return percentile_interval(values, level)
 
 
+def bootstrap_seed_means(metric: Callable[..., float], seeds: Sequence[Sequence], n: int, n_boot: int = 1000,
+                         seed: int = 0) -> np.ndarray:
+    """The mean over seeds of metric(*columns) on each of n_boot resamples of n shared rows: `seeds` holds one
+    list of columns per seed (the same utterances in the same order), every seed resampled with the same rows
+    (bootstrap_rows). For the interval of a seed mean: percentile_interval of the result. A classification
+    metric of FROM_COUNTS on (gold, predicted) labels of any type is computed from confusion counts, all
+    resamples at once (the same numbers as calling it per resample)."""
+    if n_boot <= 0:
+        return np.empty(0)
+    if metric in FROM_COUNTS and all(len(columns) == 2 for columns in seeds):
+        names = sorted({str(x) for columns in seeds for column in columns for x in column})
+        code = {name: i for i, name in enumerate(names)}
+        coded = [[np.array([code[str(x)] for x in column], dtype=np.int64) for column in columns]
+                 for columns in seeds]
+        return np.concatenate([np.mean([FROM_COUNTS[metric](confusion_counts(gold, pred, rows, len(names)))
+                                        for gold, pred in coded], axis=0) for rows in bootstrap_rows(n, n_boot, seed)])
+    arrays = [[np.asarray(column) for column in columns] for columns in seeds]
+    return np.concatenate([[np.mean([metric(*(c[pick] for c in columns)) for columns in arrays]) for pick in rows]
+                           for rows in bootstrap_rows(n, n_boot, seed)])
+
+
 def with_ci(metric: Callable[..., float], *columns, n_boot: int = 1000, seed: int = 0) -> dict:
     """{"value": metric(*columns), "ci95": [low, high]} with the bootstrap interval of bootstrap_ci
     (bootstrap_ci_counts for a FROM_COUNTS metric on two columns of class indices >= 0)."""

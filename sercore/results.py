@@ -248,23 +248,6 @@ def _metric_fn(metric: str):
                      f"ccc_mean or ccc_<{'|'.join(M.AVD)}>")
 
 
-def _resampled_seed_means(fn, arrays: list[list[np.ndarray]], n: int, n_boot: int, seed: int) -> np.ndarray:
-    """The seed mean of fn on each of n_boot resamples of the n utterances (metrics.bootstrap_rows: the same
-    draws for every seed). A classification metric of metrics.FROM_COUNTS is computed from confusion counts,
-    all resamples at once (the same numbers as calling fn per resample, which took ~1 min per page)."""
-    from sercore import metrics as M
-
-    if n_boot <= 0:
-        return np.empty(0)
-    if fn in M.FROM_COUNTS:
-        classes = {c: i for i, c in enumerate(sorted({str(x) for a in arrays for col in a for x in col}))}
-        coded = [[np.array([classes[str(x)] for x in col], dtype=np.int64) for col in a] for a in arrays]
-        return np.concatenate([np.mean([M.FROM_COUNTS[fn](M.confusion_counts(t, p, rows, len(classes)))
-                                        for t, p in coded], axis=0) for rows in M.bootstrap_rows(n, n_boot, seed)])
-    return np.concatenate([[np.mean([fn(*(c[pick] for c in a)) for a in arrays]) for pick in rows]
-                           for rows in M.bootstrap_rows(n, n_boot, seed)])
-
-
 def seed_summary(runs: list[dict], metric: str = "macro_f1", splits=None, n_boot: int = 1000,
                  seed: int = 0) -> pd.DataFrame:
     """One row per (variant, split): `metric` over the variant's seeds as mean, standard deviation (ddof 1),
@@ -297,7 +280,7 @@ def seed_summary(runs: list[dict], metric: str = "macro_f1", splits=None, n_boot
                                      f"than {members[0]['out_dir']}; seeds of {variant!r} must share the data")
             arrays = [[p[c].to_numpy() for c in columns] for p in parts]
             values = np.array([fn(*a) for a in arrays], dtype=np.float64)
-            low, high = M.percentile_interval(_resampled_seed_means(fn, arrays, len(ids), n_boot, seed))
+            low, high = M.percentile_interval(M.bootstrap_seed_means(fn, arrays, len(ids), n_boot, seed))
             rows.append({"variant": variant, "split": split, "n_seeds": len(values), "n": len(ids),
                          "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
                          "min": float(values.min()), "max": float(values.max()),

@@ -66,6 +66,30 @@ def test_no_gender_head_is_refused(multitask, tmp_path):
         by_speaker.gender_seen_unseen({**multitask, "out_dir": str(fake)})
 
 
+def test_seed_summary_of_seen_and_unseen(multitask, tmp_path):
+    """Two seeds of one variant (the run and a copy with every Test2 gender prediction flipped): the mean, min,
+    max of the seeds' accuracies, and the interval of the seed mean from the same resamples for both seeds."""
+    predictions = pd.read_csv(Path(multitask["out_dir"]) / "predictions.csv")
+    flipped = predictions.copy()
+    test2 = flipped["split"] == "Test2"
+    flipped.loc[test2, "pred_gender"] = flipped.loc[test2, "pred_gender"].map({"Female": "Male", "Male": "Female"})
+    (tmp_path / "seed1").mkdir()
+    flipped.to_csv(tmp_path / "seed1" / "predictions.csv", index=False)
+    first = {**multitask, "variant": "lambda 1.0"}
+    second = {**first, "out_dir": str(tmp_path / "seed1"), "provenance": {**multitask["provenance"], "seed": 1}}
+    table = by_speaker.gender_seen_unseen_summary([first, second], n_boot=200).set_index(["split", "speakers"])
+    row, single = table.loc[("Test2", "unseen")], by_speaker.gender_seen_unseen(first, n_boot=10)
+    accuracy = single.set_index(["split", "speakers"]).loc[("Test2", "unseen"), "gender_accuracy"]
+    assert row["n_seeds"] == 2 and row["mean"] == pytest.approx(0.5)  # a seed and its flip average to one half
+    assert (row["min"], row["max"]) == pytest.approx(tuple(sorted((accuracy, 1 - accuracy))))
+    assert row["ci95_low"] == pytest.approx(0.5) and row["ci95_high"] == pytest.approx(0.5)  # so does every resample
+    seen = table.loc[("Test1", "seen")]
+    assert seen["min"] == seen["max"] and seen["ci95_low"] <= seen["mean"] <= seen["ci95_high"]
+    flipped[~test2].to_csv(tmp_path / "seed1" / "predictions.csv", index=False)  # seed 1 lost its Test2 rows
+    with pytest.raises(ValueError, match="other Test2 utterances"):
+        by_speaker.gender_seen_unseen_summary([first, second], n_boot=10)
+
+
 def _labels_only_corpus(root, n_per_speaker=10, speakers=4):
     """An MSP-layout corpus with Test1 rows of `speakers` speakers and 10 ms of audio each (never read)."""
     (root / "Labels").mkdir(parents=True)
