@@ -22,12 +22,11 @@ loop 1.50 s -> fast 0.63 / 0.54 s at C = 16 / 32 (2.4x / 2.8x; the layer's defau
 C = 64 the initial decays summed over a chunk pass the overflow guard and the call runs the loop (5.9 s).
 Whole layers (build(name, 128, 4), the same input with 8 rows padded to 200 frames, fwd+bwd, median of 2):
 LightNet 1.15 -> 0.57 s, KDA 2.00 -> 1.24 s (projections, convolutions and norms unchanged).
-GSA loop 0.24 s -> fast 0.060 / 0.062 s at C = 16 / 32 (4.0x; the layer's default stays 16); the whole layer
-(--layers --frames 300, minimum of 5): causal
-415 -> 109 ms (3.8x), bidirectional=True 761 -> 258 ms (2.9x).
-FoX autograd 0.70 s -> hand-written backward 0.29 s (2.4x, the machine loaded); the whole layer as GSA's:
-causal 585 -> 217 ms (2.7x), bidirectional=True 976 -> 354 ms (2.8x); other runs on the
-loaded machine gave 2.2-2.3x. Its time is now softmax (computed twice, forward and backward) and products.
+GSA loop 0.24 s -> fast 0.060 / 0.062 s at C = 16 / 32 (4.0x; the layer's default stays 16); FoX autograd
+0.70 s -> hand-written backward 0.29 s (2.4x). Whole layers (--layers --frames 300, minimum of 5; four runs
+on the machine loaded by other jobs, so the spread): GSA causal 3.0-3.8x (e.g. 415 -> 109 ms), bidirectional
+2.9-3.2x; FoX causal 2.1-2.7x (e.g. 585 -> 217 ms), bidirectional 2.2-2.8x. FoX's time is now its softmax
+(computed twice, forward and backward) and the matrix products.
 What remains (torch.profiler): logcumsumexp and its backward are half of LightNet's time; KDA's is matrix products.
 """
 
