@@ -1,11 +1,11 @@
-"""The fast CPU forms of LightNet and KDA (factorised, batched over chunks) against their one-chunk-at-a-time
+"""The fast CPU forms of LightNet, KDA and GSA (factorised, batched over chunks) against their one-chunk-at-a-time
 specifications, and the overflow guards that hand extreme inputs back to the specification (LightNet's running
 logsumexp back to torch.logcumsumexp)."""
 
 import pytest
 import torch
 
-from sercore.attention import kda, lightnet
+from sercore.attention import gsa, kda, lightnet
 
 F64 = torch.float64
 
@@ -24,6 +24,16 @@ def kda_inputs(B, T, H, K, V, decay=1.0, dtype=F64, seed=0):
     v = torch.randn(B, T, H, V, dtype=dtype, generator=gen)
     g = -decay * torch.rand(B, T, H, K, dtype=dtype, generator=gen)
     return q, k, v, g, torch.rand(B, T, H, dtype=dtype, generator=gen)
+
+
+def gsa_inputs(B, T, H, K, V, M, gate_scale=3.0, dtype=F64, seed=0):
+    """The layer's streams: feature-mapped q, k; silu v; g = logsigmoid(f) / 8 and s = 1 - exp(g)."""
+    gen = torch.Generator().manual_seed(seed)
+    silu = torch.nn.functional.silu
+    q, k = (silu(torch.randn(B, T, H, K, dtype=dtype, generator=gen)) for _ in range(2))
+    v = silu(torch.randn(B, T, H, V, dtype=dtype, generator=gen))
+    g = torch.nn.functional.logsigmoid(gate_scale * torch.randn(B, T, H, M, dtype=dtype, generator=gen)) / 8
+    return q, k, v, 1 - g.exp(), g
 
 
 def value_and_grads(fn, inputs):
@@ -59,6 +69,15 @@ def test_kda_fast_form_equals_the_loop(B, T, C):
         assert rel(a, b) < 1e-12, name
 
 
+@pytest.mark.parametrize("B,T,C", SHAPES)
+def test_gsa_fast_form_equals_the_loop(B, T, C):
+    inputs = gsa_inputs(B, T, 2, 8, 6, 5, gate_scale=6.0)
+    fast = value_and_grads(lambda *x: gsa.gsa_chunked(*x, 0.7, C), inputs)
+    spec = value_and_grads(lambda *x: gsa.gsa_chunked_loop(*x, 0.7, C), inputs)
+    for name, a, b in zip(["o", "q", "k", "v", "s", "g"], fast, spec):
+        assert rel(a, b) < 1e-12, name
+
+
 def test_lightnet_guard_hands_huge_keys_to_the_loop(monkeypatch):
     """Keys of scale 60 make the running logsumexp jump by more than 60 inside a chunk: exp(k - z_p) would
     overflow float32, so the fast form must give the loop's numbers, which stay finite."""
@@ -80,6 +99,16 @@ def test_kda_guard_hands_strong_decay_to_the_loop(monkeypatch):
     assert not torch.isfinite(kda.kda_chunked(*inputs, 0.35, 32)).all(), "the guard protects nothing here"
 
 
+def test_gsa_guard_hands_strong_forgetting_to_the_loop(monkeypatch):
+    """Gates logsigmoid(-400 x) / 8 forget by up to e^-50 per step: exp(-G) overflows float32 within a chunk."""
+    inputs = gsa_inputs(1, 48, 2, 8, 8, 8, gate_scale=400.0, dtype=torch.float32, seed=3)
+    guarded = gsa.gsa_chunked(*inputs, 1.0, 32)
+    assert torch.isfinite(guarded).all()
+    assert torch.equal(guarded, gsa.gsa_chunked_loop(*inputs, 1.0, 16))
+    monkeypatch.setitem(gsa.FACTOR_LIMIT, torch.float32, float("inf"))
+    assert not torch.isfinite(gsa.gsa_chunked(*inputs, 1.0, 32)).all(), "the guard protects nothing here"
+
+
 def test_fast_forms_stay_fast_on_ordinary_inputs(monkeypatch):
     """Ordinary inputs (unit keys, the layers' initial decays) must not fall back to the slow loop."""
     def refuse(*args, **kwargs):
@@ -87,9 +116,11 @@ def test_fast_forms_stay_fast_on_ordinary_inputs(monkeypatch):
 
     monkeypatch.setattr(lightnet, "lightnet_parallel_loop", refuse)
     monkeypatch.setattr(kda, "kda_chunked_loop", refuse)
+    monkeypatch.setattr(gsa, "gsa_chunked_loop", refuse)
     monkeypatch.setattr(torch, "logcumsumexp", refuse)  # running_logsumexp's fallback
     lightnet.lightnet_parallel(*lightnet_inputs(2, 100, 2, 16, 8, dtype=torch.float32), 32)
     kda.kda_chunked(*kda_inputs(2, 100, 2, 16, 8, decay=0.5, dtype=torch.float32), 0.25, 16)
+    gsa.gsa_chunked(*gsa_inputs(2, 100, 2, 16, 8, 16, dtype=torch.float32), 1.0, 16)
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-13), (torch.float32, 1e-5)])

@@ -11,9 +11,11 @@ when t - window_size < s <= t). attention_matrix returns A; the value path is o 
 optional output gate and o_proj (forward_from_matrix applies them).
 
 `mode` (base.SequenceMixer): "fused" runs fla.ops.forgetting_attn.parallel_forgetting_attn (fla imported
-there only); "reference" is our blockwise softmax (blocks of queries, each against its causal prefix of keys, so memory
-stays bounded at long T); "auto" picks fused on CUDA. forward_recurrent is a decoding-style scan, the
-test oracle: each new token adds
+there only); "reference" is our blockwise softmax (blocks of queries, each against its causal prefix of
+keys, so memory stays bounded at long T): `forgetting_parallel`, whose backward is written by hand
+(flash-style: it recomputes each block's probabilities instead of keeping them), tested against
+`forgetting_parallel_autograd`, the same blocks differentiated by autograd (the specification); "auto"
+picks fused on CUDA. forward_recurrent is a decoding-style scan, the test oracle: each new token adds
 log f_t to the running biases of all earlier keys, then one softmax over the visible keys.
 Constructor arguments, defaults and parameter names are fla's ForgettingAttention's (state_dicts load
 both ways); `mode` and `bidirectional` are added at the end.
@@ -71,8 +73,10 @@ def forgetting_matrix(q, k, log_f, window_size: int | None = None) -> torch.Tens
     return forgetting_probabilities(q, k, cum_f, 0, q.shape[2], window_size)
 
 
-def forgetting_parallel(q, k, v, log_f, window_size: int | None = None, block: int | None = None) -> torch.Tensor:
-    """Blockwise forgetting attention -> o [B, T, H, D] (v's dtype); `block` queries at a time."""
+def forgetting_parallel_autograd(q, k, v, log_f, window_size: int | None = None,
+                                 block: int | None = None) -> torch.Tensor:
+    """Blockwise forgetting attention -> o [B, T, H, D] (v's dtype); `block` queries at a time, autograd's
+    backward through every block's saved probabilities: the specification `forgetting_parallel` is tested against."""
     out_dtype = v.dtype
     q, k, v, cum_f = _prepare(q, k, v, log_f)
     B, H, T, _ = q.shape
@@ -82,6 +86,85 @@ def forgetting_parallel(q, k, v, log_f, window_size: int | None = None, block: i
         rows = min(block, T - r0)
         out.append(forgetting_probabilities(q, k, cum_f, r0, rows, window_size) @ v[:, :, :r0 + rows])
     return torch.cat(out, dim=2).transpose(1, 2).to(out_dtype)
+
+
+def _block_probabilities(q, kt, cum_f, r0: int, r1: int, window_size: int | None):
+    """Softmax rows r0 .. r1-1 of one block against its visible keys lo .. r1-1 -> (P [B, Hkv, G, R, r1-lo], lo).
+
+    q [B, Hkv, G, T, D] (already scaled), kt [B, Hkv, D, T] (keys transposed), cum_f [B, Hkv, G, T]: the G
+    query heads of a kv head share one matrix product with its keys (no repeated k). The bias F_t - F_s
+    enters as F_r0 - F_s: the two differ by a constant per row, which the softmax ignores, and F_r0 - F_s
+    stays small near the diagonal, where the weight is."""
+    B, Hkv, G, _, D = q.shape
+    R = r1 - r0
+    lo = 0 if window_size is None else max(0, r0 - window_size + 1)
+    logits = (q[:, :, :, r0:r1].reshape(B, Hkv, G * R, D) @ kt[..., lo:r1]).view(B, Hkv, G, R, -1)
+    logits.add_((cum_f[..., r0, None] - cum_f[..., lo:r1]).unsqueeze(-2))
+    # only the last R columns hold keys after some row (causal), only the first R keys before some row's window
+    visible = _visible(torch.arange(r0, r1, device=q.device), torch.arange(lo, r1, device=q.device), window_size)
+    edges = (slice(-R, None),) if window_size is None else (slice(-R, None), slice(None, R))
+    for edge in edges:
+        logits[..., edge].masked_fill_(~visible[:, edge], float("-inf"))
+    return torch.softmax(logits, dim=-1), lo
+
+
+class _BlockwiseAttention(torch.autograd.Function):
+    """o = softmax(q k^T + F_t - F_s, causal / windowed) v a block of queries at a time, with a flash-style
+    backward (Dao et al. 2022, "FlashAttention", its Algorithm 4 without the key tiling): only o is saved, and
+    each block's probabilities are recomputed in the backward, so every block's temporaries stay in cache
+    instead of T x T probabilities going to memory. With dP = dO v^T and dS = P * (dP - rowsum(dO * O)):
+    dq = dS k, dk = dS^T q, dv = P^T dO, and the bias F_r0 - F_s gets -colsum(dS) at F_s; F_r0 gets sum(dS),
+    which is zero (every row of dS sums to zero), so it is not computed.
+    Keys and values come transposed, kt, vt [B, Hkv, D, T] (their gradients too): with head dims of a few
+    channels, CPU matrix products whose narrow operand is a contiguous [T, D] run several times slower than
+    with it as a transposed [D, T] (measured at D = 4: P @ v 650 us, P @ vt^T 150 us)."""
+
+    @staticmethod
+    def forward(ctx, q, kt, vt, cum_f, window_size, block):
+        B, Hkv, G, T, D = q.shape
+        o = q.new_empty(B, Hkv, G, T, vt.shape[-2])
+        for r0 in range(0, T, block):
+            r1 = min(T, r0 + block)
+            p, lo = _block_probabilities(q, kt, cum_f, r0, r1, window_size)
+            o[:, :, :, r0:r1] = (p.flatten(2, 3) @ vt[..., lo:r1].transpose(-1, -2)).view(B, Hkv, G, r1 - r0, -1)
+        ctx.save_for_backward(q, kt, vt, cum_f, o)
+        ctx.window_size, ctx.block = window_size, block
+        return o
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do):
+        q, kt, vt, cum_f, o = ctx.saved_tensors
+        B, Hkv, G, T, D = q.shape
+        delta = (do * o).sum(-1, keepdim=True)                       # rowsum(dO * O) [B, Hkv, G, T, 1]
+        dq, dkt, dvt, dF = (torch.zeros_like(x) for x in (q, kt, vt, cum_f))
+        for r0 in range(0, T, ctx.block):
+            r1 = min(T, r0 + ctx.block)
+            p, lo = _block_probabilities(q, kt, cum_f, r0, r1, ctx.window_size)
+            do_r = do[:, :, :, r0:r1].reshape(B, Hkv, -1, do.shape[-1])
+            dvt[..., lo:r1] += do_r.transpose(-1, -2) @ p.flatten(2, 3)
+            ds = (do_r @ vt[..., lo:r1]).view_as(p).sub_(delta[:, :, :, r0:r1]).mul_(p)
+            ds_flat = ds.flatten(2, 3)
+            dq[:, :, :, r0:r1] = (ds_flat @ kt[..., lo:r1].transpose(-1, -2)).view(B, Hkv, G, r1 - r0, D)
+            dkt[..., lo:r1] += q[:, :, :, r0:r1].reshape(B, Hkv, -1, D).transpose(-1, -2) @ ds_flat
+            dF[..., lo:r1] -= ds.sum(-2)
+        return dq, dkt, dvt, dF, None, None
+
+
+def forgetting_parallel(q, k, v, log_f, window_size: int | None = None, block: int | None = None) -> torch.Tensor:
+    """Blockwise forgetting attention -> o [B, T, H, D] (v's dtype), `block` queries at a time, with the
+    hand-written backward of `_BlockwiseAttention`: what the layer runs. The same function as
+    `forgetting_parallel_autograd`, tested against it in values and gradients."""
+    out_dtype, dt = v.dtype, compute_dtype(q)
+    B, T, H, D = q.shape
+    Hkv = k.shape[2]
+    # [B, Hkv, G, T, *]: query head h = kv head h // G, group member h % G (fla's GQA)
+    qh = (q.to(dt) * D ** -0.5).transpose(1, 2).unflatten(1, (Hkv, -1))
+    kt, vt = (x.to(dt).permute(0, 2, 3, 1).contiguous() for x in (k, v))
+    cum_f = log_f.to(dt).transpose(1, 2).cumsum(-1).unflatten(1, (Hkv, -1))
+    block = block or max(1, min(T, _BLOCK_ELEMENTS // max(1, B * H * T)))
+    o = _BlockwiseAttention.apply(qh, kt, vt, cum_f, window_size, block)
+    return o.flatten(1, 2).transpose(1, 2).to(out_dtype)
 
 
 def forgetting_recurrent(q, k, v, log_f, window_size: int | None = None) -> torch.Tensor:
@@ -108,9 +191,9 @@ class ForgettingAttention(PackedCausalMixer):
     padded row equals its sequence run alone. bidirectional=True adds a reversed pass with the same
     weights (its forget gates read in reverse) and averages the two attention outputs before the gate
     and o_proj, so A = (A_forward + A_backward) / 2 stays row-stochastic.
-    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch blockwise form) or "fused" (fla's
-    parallel_forgetting_attn; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent is the token-by-token
-    oracle."""
+    mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch blockwise form,
+    forgetting_parallel) or "fused" (fla's parallel_forgetting_attn; CUDA, or the CPU under TRITON_INTERPRET=1);
+    forward_recurrent is the token-by-token oracle."""
 
     query_block: int | None = None  # queries per block in the CPU form; None sizes blocks to ~1M logits
 

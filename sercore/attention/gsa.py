@@ -16,9 +16,12 @@ Around the core (as fla's layer): q, k = feature_map(q_proj x), (k_proj x) (swis
 num_heads / num_kv_heads query heads; out = o_proj(RMSNorm_{hidden_size}(silu(o))).
 
 Three formulations of the core, all on [B, T, H, *] tensors:
-  * `gsa_chunked`: the CPU path. Chunks of C tokens; inside a chunk the decay between every pair of tokens
-    is materialised as exp(G_t - G_j) with G the in-chunk cumulative gate (exponents <= 0, so no overflow
-    however strong the forgetting); across chunks two states [K, M] and [M, V] are carried.
+  * `gsa_chunked`: the CPU path. Chunks of C tokens; across chunks two states [K, M] and [M, V] are carried.
+    `gsa_chunked_loop` is that one chunk at a time, with the decay between every pair of tokens of a chunk
+    materialised as exp(G_t - G_j) ([C, C, M], G the in-chunk cumulative gate, exponents <= 0, so no
+    overflow however strong the forgetting): the specification. `gsa_chunked`, what the layer runs,
+    factorises it as exp(G_t) exp(-G_j) (matrix products, all chunks at once, as kda.kda_chunked) and hands
+    a call whose decays would overflow that to `gsa_chunked_loop`.
   * `gsa_recurrent`: token by token, the two passes one after the other (the test oracle).
   * `gsa_attention`: the T x T matrix A above, for heatmaps and for checking the value path.
 On CUDA the fused path calls fla's `chunk_gsa` (`fused_recurrent_gsa` for T <= 64, as fla's layer does).
@@ -92,8 +95,55 @@ def gsa_recurrent(q, k, v, s, g, scale: float) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+# Largest total log decay of one chunk (any slot) for which the factorised form is used: exp of +-this
+# stays a normal number in the compute dtype (float32 overflows past exp(88), float64 past exp(709)).
+FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
+
+
 def gsa_chunked(q, k, v, s, g, scale: float, chunk_size: int = 16) -> torch.Tensor:
-    """Chunk-parallel GSA, same shapes as `gsa_recurrent`; both passes advance chunk by chunk together."""
+    """`gsa_chunked_loop`'s sums with the pairwise decays factorised, exp(G_t - G_j) = exp(G_t) exp(-G_j), so
+    the in-chunk sums are masked matrix products instead of [C, C, M] tensors, and all chunks are computed at
+    once ([B, H, n, C, ...]). Neither state reads the softmax (both are written by k, v, s, g alone), so the
+    Python loop over chunks only accumulates the two states; logits, softmax and outputs come after it, batched.
+    exp(-G_j) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT (forgetting
+    strong enough to overflow), the call runs `gsa_chunked_loop`, whose exponents are all <= 0.
+    Same shapes as `gsa_recurrent`; both forms give the same numbers up to rounding."""
+    dt = compute_dtype(v)
+    qh, kh, vh, sh, gh = _heads_first(q, k, v, s, g, dtype=dt)
+    B, H, T, K = qh.shape
+    C = chunk_size
+    # zero padding to whole chunks: g = 0 (no decay) and s = 0 (no write) leave the states alone
+    pad = (-T) % C
+    qc, kc, vc, sc, gc = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, C)) for x in (qh, kh, vh, sh, gh))
+    G = gc.cumsum(3)                                                       # [B, H, n, C, M]
+    G_end = G[:, :, :, -1:]                                                # [B, H, n, 1, M]
+    if -G_end.min() > FACTOR_LIMIT[dt]:  # the loop at 16: its [C, C, M] tensors cost more as C grows
+        return gsa_chunked_loop(q, k, v, s, g, scale, min(chunk_size, 16))
+    up = G.exp()
+    s_down = sc * (-G).exp()                                               # s_j exp(-G_j)
+    to_end = (G_end - G).exp() * sc                                        # each write decayed to the chunk end
+    # both states [K, M] and [V, M] (the value state transposed) decay along the slot axis: one stacked state
+    writes = torch.cat((kc, vc), dim=-1).transpose(-1, -2) @ to_end        # [B, H, n, K + V, M]
+    end_decay = G_end.exp()
+    state = qh.new_zeros(B, H, K + vh.shape[-1], sh.shape[-1])
+    states = []
+    for w_j, d_j in zip(writes.unbind(2), end_decay.unbind(2)):
+        states.append(state)
+        state = state * d_j + w_j
+    hk, hv = torch.stack(states, dim=2).split([K, vh.shape[-1]], dim=-2)   # [B, H, n, K, M], [B, H, n, V, M]
+    qc = qc * scale
+    qk = (qc @ kc.transpose(-1, -2)).tril()                               # [B, H, n, C, C], j <= t
+    p = (up * (qc @ hk + qk @ s_down)).softmax(-1)                         # [B, H, n, C, M]
+    p_up = p * up
+    A = (p_up @ s_down.transpose(-1, -2)).tril()                           # A[t, j] = sum_m p_t exp(G_t - G_j) s_j
+    o = p_up @ hv.transpose(-1, -2) + A @ vc
+    return o.flatten(2, 3)[:, :, :T].transpose(1, 2)
+
+
+def gsa_chunked_loop(q, k, v, s, g, scale: float, chunk_size: int = 16) -> torch.Tensor:
+    """Chunk-parallel GSA one chunk at a time, both passes advancing together, with the pairwise decays
+    materialised ([C, C, M], exponents <= 0): the specification `gsa_chunked` is tested against.
+    Same shapes as `gsa_recurrent`."""
     dt = compute_dtype(v)
     q, k, v, s, g = _heads_first(q, k, v, s, g, dtype=dt)
     B, H, T, K = q.shape
