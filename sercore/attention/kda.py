@@ -117,11 +117,56 @@ def _pair_decay(G: torch.Tensor, strict: bool) -> torch.Tensor:
 FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 
+class _StateScan(torch.autograd.Function):
+    """The one sequential part of `kda_chunked`, with its backward written out: chunk by chunk,
+        W_j = U_j - Wk_j S_j,    S_{j+1} = Diag(d_j) S_j + Kt_j^T W_j,    S_0 = 0,
+    returning every chunk's updates W [..., n, C, V] and start state S [..., n, K, V]. Autograd through the
+    Python loop would save each step's tensors and stack the per-chunk gradients; here the states go into one
+    buffer and everything that needs no recursion (dKt, dd, dWk) is one batched product after the loop."""
+
+    @staticmethod
+    def forward(ctx, U, Wk, Kt, d):
+        *lead, n, C, V = U.shape
+        K = Wk.shape[-1]
+        S_all = U.new_empty(*lead, n, K, V)
+        W_all = torch.empty_like(U)
+        S = U.new_zeros(*lead, K, V)
+        for j in range(n):
+            S_all[..., j, :, :] = S
+            W = torch.baddbmm(U[..., j, :, :].flatten(0, -3), Wk[..., j, :, :].flatten(0, -3),
+                              S.flatten(0, -3), alpha=-1).view(U.shape[:-3] + (C, V))
+            W_all[..., j, :, :] = W
+            S = S * d[..., j, :, None] + Kt[..., j, :, :].transpose(-1, -2) @ W
+        ctx.save_for_backward(Wk, Kt, d, S_all, W_all)
+        return W_all, S_all
+
+    @staticmethod
+    def backward(ctx, gW, gS):
+        Wk, Kt, d, S_all, W_all = ctx.saved_tensors
+        n = Wk.shape[-3]
+        gW = torch.zeros_like(W_all) if gW is None else gW
+        gS = torch.zeros_like(S_all) if gS is None else gS
+        dW_all = torch.empty_like(W_all)
+        dN_all = torch.empty_like(S_all)          # dN_all[j]: gradient of S_{j+1}, the state after chunk j
+        dN = torch.zeros_like(S_all[..., 0, :, :])
+        for j in reversed(range(n)):
+            dN_all[..., j, :, :] = dN
+            dW = gW[..., j, :, :] + Kt[..., j, :, :] @ dN
+            dW_all[..., j, :, :] = dW
+            dN = gS[..., j, :, :] + dN * d[..., j, :, None] - Wk[..., j, :, :].transpose(-1, -2) @ dW
+        dKt = W_all @ dN_all.transpose(-1, -2)
+        dd = (S_all * dN_all).sum(-1)
+        dWk = -(dW_all @ S_all.transpose(-1, -2))
+        return dW_all, dWk, dKt, dd
+
+
 def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
     """`kda_chunked_loop`'s sums with the pairwise decays factorised, exp(G_t - G_i) = exp(G_t) exp(-G_i),
     so Aqk and L are matrix products instead of [C, C, K] tensors, and everything that does not read the
-    state is computed for all chunks at once ([B, H, n, C, ...]); the Python loop over chunks keeps only the
-    state products. exp(-G_i) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT
+    state is computed for all chunks at once ([B, H, n, C, ...]); only the state recursion runs chunk by chunk
+    (`_StateScan`). The UT transform is applied as the explicit inverse (I + L)^-1 (a [C, C] solve, as fla's
+    kernels do), so U and Wk are two products and no [C, V + K] right-hand side is concatenated.
+    exp(-G_i) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT
     (decays strong enough to overflow), the call runs `kda_chunked_loop`, whose exponents are all <= 0.
     Same shapes as `kda_recurrent`; both forms give the same numbers up to rounding (tests/test_attention_kda.py)."""
     dt = compute_dtype(v)
@@ -141,19 +186,12 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     Aqk = (q_up @ k_down.transpose(-1, -2)).tril()                              # i <= t
     L = bc * (k_up @ k_down.transpose(-1, -2)).tril(-1)                          # i < t
     eye = torch.eye(C, dtype=dt, device=q.device)
-    # W = (I + L)^-1 Diag(beta) (V - (exp(G) k) S_0): the UT transform, as one triangular solve per chunk
-    U, Wk = torch.linalg.solve_triangular(eye + L, torch.cat((bc * vc, bc * k_up), dim=-1), upper=False,
-                                          unitriangular=True).split([vc.shape[-1], K], dim=-1)
-    end_decay = G[:, :, :, -1, :, None].exp()                                    # [B, H, n, K, 1]
-    k_to_end = ((G[:, :, :, -1:] - G).exp() * kc).transpose(-1, -2)              # [B, H, n, K, C]
-    S = qh.new_zeros(B, H, K, vh.shape[-1])
-    states, updates = [], []
-    for U_j, Wk_j, d_j, k_j in zip(U.unbind(2), Wk.unbind(2), end_decay.unbind(2), k_to_end.unbind(2)):
-        W = U_j - Wk_j @ S
-        states.append(S)
-        updates.append(W)
-        S = S * d_j + k_j @ W
-    o = scale * (q_up @ torch.stack(states, dim=2) + Aqk @ torch.stack(updates, dim=2))
+    # W = (I + L)^-1 Diag(beta) (V - (exp(G) k) S_0) = U - Wk S_0: the UT transform
+    solve = torch.linalg.solve_triangular(eye + L, eye, upper=False, unitriangular=True) * bc.transpose(-1, -2)
+    U, Wk = solve @ vc, solve @ k_up
+    G_end = G[:, :, :, -1:]                                                       # [B, H, n, 1, K]
+    W, S = _StateScan.apply(U, Wk, (G_end - G).exp() * kc, G_end[:, :, :, 0].exp())
+    o = scale * (q_up @ S + Aqk @ W)
     return o.flatten(2, 3)[:, :, :T].transpose(1, 2)
 
 
