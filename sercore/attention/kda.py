@@ -119,45 +119,46 @@ FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 class _StateScan(torch.autograd.Function):
     """The one sequential part of `kda_chunked`, with its backward written out: chunk by chunk,
-        W_j = U_j - Wk_j S_j,    S_{j+1} = Diag(d_j) S_j + Kt_j^T W_j,    S_0 = 0,
-    returning every chunk's updates W [..., n, C, V] and start state S [..., n, K, V]. Autograd through the
-    Python loop would save each step's tensors and stack the per-chunk gradients; here the states go into one
-    buffer and everything that needs no recursion (dKt, dd, dWk) is one batched product after the loop."""
+        W_j = U_j - Wk_j S_j,    O_j = Q_j S_j,    S_{j+1} = Diag(d_j) S_j + Kt_j^T W_j,    S_0 = 0,
+    returning the updates W [..., n, C, V] and the state's share of the output O [..., n, C, V]. Autograd
+    through the Python loop would save each step's tensors and stack the per-chunk gradients; here the
+    states go into one buffer and every gradient is taken chunk by chunk while its state is in cache."""
 
     @staticmethod
-    def forward(ctx, U, Wk, Kt, d):
+    def forward(ctx, Q, U, Wk, Kt, d):
         *lead, n, C, V = U.shape
-        K = Wk.shape[-1]
-        S_all = U.new_empty(*lead, n, K, V)
-        W_all = torch.empty_like(U)
-        S = U.new_zeros(*lead, K, V)
+        S_all = U.new_empty(*lead, n, Wk.shape[-1], V)
+        W_all, O_all = torch.empty_like(U), torch.empty_like(U)
+        S = S_all[..., 0, :, :]
+        S.zero_()
         for j in range(n):
-            S_all[..., j, :, :] = S
-            W = torch.baddbmm(U[..., j, :, :].flatten(0, -3), Wk[..., j, :, :].flatten(0, -3),
-                              S.flatten(0, -3), alpha=-1).view(U.shape[:-3] + (C, V))
-            W_all[..., j, :, :] = W
-            S = S * d[..., j, :, None] + Kt[..., j, :, :].transpose(-1, -2) @ W
-        ctx.save_for_backward(Wk, Kt, d, S_all, W_all)
-        return W_all, S_all
+            W = torch.sub(U[..., j, :, :], Wk[..., j, :, :] @ S, out=W_all[..., j, :, :])
+            torch.matmul(Q[..., j, :, :], S, out=O_all[..., j, :, :])
+            if j + 1 < n:
+                S = torch.addcmul(Kt[..., j, :, :].transpose(-1, -2) @ W, S, d[..., j, :, None],
+                                  out=S_all[..., j + 1, :, :])
+        ctx.save_for_backward(Q, Wk, Kt, d, S_all, W_all)
+        return W_all, O_all
 
     @staticmethod
-    def backward(ctx, gW, gS):
-        Wk, Kt, d, S_all, W_all = ctx.saved_tensors
+    def backward(ctx, gW, gO):
+        Q, Wk, Kt, d, S_all, W_all = ctx.saved_tensors
         n = Wk.shape[-3]
         gW = torch.zeros_like(W_all) if gW is None else gW
-        gS = torch.zeros_like(S_all) if gS is None else gS
-        dW_all = torch.empty_like(W_all)
-        dN_all = torch.empty_like(S_all)          # dN_all[j]: gradient of S_{j+1}, the state after chunk j
-        dN = torch.zeros_like(S_all[..., 0, :, :])
+        gO = torch.zeros_like(W_all) if gO is None else gO
+        dQ, dU, dWk, dKt = (torch.empty_like(x) for x in (Q, W_all, Wk, Kt))
+        dd = torch.empty_like(d)
+        dN = torch.zeros_like(S_all[..., 0, :, :])       # gradient of the state after chunk j
         for j in reversed(range(n)):
-            dN_all[..., j, :, :] = dN
-            dW = gW[..., j, :, :] + Kt[..., j, :, :] @ dN
-            dW_all[..., j, :, :] = dW
-            dN = gS[..., j, :, :] + dN * d[..., j, :, None] - Wk[..., j, :, :].transpose(-1, -2) @ dW
-        dKt = W_all @ dN_all.transpose(-1, -2)
-        dd = (S_all * dN_all).sum(-1)
-        dWk = -(dW_all @ S_all.transpose(-1, -2))
-        return dW_all, dWk, dKt, dd
+            S = S_all[..., j, :, :]
+            torch.matmul(W_all[..., j, :, :], dN.transpose(-1, -2), out=dKt[..., j, :, :])
+            torch.sum(S * dN, -1, out=dd[..., j, :])
+            dW = torch.add(gW[..., j, :, :], Kt[..., j, :, :] @ dN, out=dU[..., j, :, :])
+            torch.matmul(gO[..., j, :, :], S.transpose(-1, -2), out=dQ[..., j, :, :])
+            torch.matmul(dW, S.transpose(-1, -2), out=dWk[..., j, :, :]).neg_()
+            dN = dN * d[..., j, :, None] + Q[..., j, :, :].transpose(-1, -2) @ gO[..., j, :, :] \
+                - Wk[..., j, :, :].transpose(-1, -2) @ dW
+        return dQ, dU, dWk, dKt, dd
 
 
 def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
@@ -190,8 +191,8 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     solve = torch.linalg.solve_triangular(eye + L, eye, upper=False, unitriangular=True) * bc.transpose(-1, -2)
     U, Wk = solve @ vc, solve @ k_up
     G_end = G[:, :, :, -1:]                                                       # [B, H, n, 1, K]
-    W, S = _StateScan.apply(U, Wk, (G_end - G).exp() * kc, G_end[:, :, :, 0].exp())
-    o = scale * (q_up @ S + Aqk @ W)
+    W, O = _StateScan.apply(q_up, U, Wk, (G_end - G).exp() * kc, G_end[:, :, :, 0].exp())
+    o = scale * (O + Aqk @ W)
     return o.flatten(2, 3)[:, :, :T].transpose(1, 2)
 
 
