@@ -82,7 +82,8 @@ def kda_gate(f: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
 def _prepare(q, k, g, beta, dtype):
     """[B, T, H, *] -> [B, HV, T, *] in `dtype`, q and k repeated over their GVA value heads (HV from g)."""
     groups = g.shape[2] // q.shape[2]
-    q, k = (x.repeat_interleave(groups, dim=2) for x in (q, k))
+    if groups > 1:
+        q, k = (x.repeat_interleave(groups, dim=2) for x in (q, k))
     q, k, g = (x.transpose(1, 2).to(dtype) for x in (q, k, g))
     return q, k, g, beta.transpose(1, 2).to(dtype)
 
@@ -119,46 +120,45 @@ FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 class _StateScan(torch.autograd.Function):
     """The one sequential part of `kda_chunked`, with its backward written out: chunk by chunk,
-        W_j = U_j - Wk_j S_j,    O_j = Q_j S_j,    S_{j+1} = Diag(d_j) S_j + Kt_j^T W_j,    S_0 = 0,
-    returning the updates W [..., n, C, V] and the state's share of the output O [..., n, C, V]. Autograd
-    through the Python loop would save each step's tensors and stack the per-chunk gradients; here the
-    states go into one buffer and every gradient is taken chunk by chunk while its state is in cache."""
+        W_j = U_j - Wk_j S_j,    O_j = Q_j S_j,    S_{j+1} = Diag(exp a_j) (S_j + Kd_j^T W_j),    S_0 = 0,
+    returning the updates W [..., n, C, V] and the state's share of the output O [..., n, C, V]
+    (Kd = exp(-G) k, a = G_end: the chunk's decay applied to the state and to the new keys at once).
+    Autograd through the Python loop would save each step's tensors and stack the per-chunk gradients; here
+    the states go into one buffer and every gradient is taken chunk by chunk while its state is in cache.
+    The gradient of a comes out as sum_V S_{j+1} * dS_{j+1} (no division by the decay)."""
 
     @staticmethod
-    def forward(ctx, Q, U, Wk, Kt, d):
+    def forward(ctx, Q, U, Wk, Kd, a):
         *lead, n, C, V = U.shape
-        S_all = U.new_empty(*lead, n, Wk.shape[-1], V)
+        S_all = U.new_empty(*lead, n + 1, Wk.shape[-1], V)   # S_all[j]: the state entering chunk j
         W_all, O_all = torch.empty_like(U), torch.empty_like(U)
+        d = a.exp()[..., None]
         S = S_all[..., 0, :, :]
         S.zero_()
         for j in range(n):
             W = torch.sub(U[..., j, :, :], Wk[..., j, :, :] @ S, out=W_all[..., j, :, :])
             torch.matmul(Q[..., j, :, :], S, out=O_all[..., j, :, :])
-            if j + 1 < n:
-                S = torch.addcmul(Kt[..., j, :, :].transpose(-1, -2) @ W, S, d[..., j, :, None],
-                                  out=S_all[..., j + 1, :, :])
-        ctx.save_for_backward(Q, Wk, Kt, d, S_all, W_all)
+            S = torch.mul(S + Kd[..., j, :, :].transpose(-1, -2) @ W, d[..., j, :, :], out=S_all[..., j + 1, :, :])
+        ctx.save_for_backward(Q, Wk, Kd, d, S_all, W_all)
         return W_all, O_all
 
     @staticmethod
     def backward(ctx, gW, gO):
-        Q, Wk, Kt, d, S_all, W_all = ctx.saved_tensors
-        n = Wk.shape[-3]
-        gW = torch.zeros_like(W_all) if gW is None else gW
-        gO = torch.zeros_like(W_all) if gO is None else gO
-        dQ, dU, dWk, dKt = (torch.empty_like(x) for x in (Q, W_all, Wk, Kt))
-        dd = torch.empty_like(d)
+        Q, Wk, Kd, d, S_all, W_all = ctx.saved_tensors
+        dQ, dU, dWk, dKd = (torch.empty_like(x) for x in (Q, W_all, Wk, Kd))
+        da = torch.empty_like(d[..., 0])
         dN = torch.zeros_like(S_all[..., 0, :, :])       # gradient of the state after chunk j
-        for j in reversed(range(n)):
+        for j in reversed(range(Wk.shape[-3])):
             S = S_all[..., j, :, :]
-            torch.matmul(W_all[..., j, :, :], dN.transpose(-1, -2), out=dKt[..., j, :, :])
-            torch.sum(S * dN, -1, out=dd[..., j, :])
-            dW = torch.add(gW[..., j, :, :], Kt[..., j, :, :] @ dN, out=dU[..., j, :, :])
+            torch.sum(S_all[..., j + 1, :, :] * dN, -1, out=da[..., j, :])
+            dX = dN * d[..., j, :, :]                     # gradient of S_j + Kd_j^T W_j
+            torch.matmul(W_all[..., j, :, :], dX.transpose(-1, -2), out=dKd[..., j, :, :])
+            dW = torch.add(gW[..., j, :, :], Kd[..., j, :, :] @ dX, out=dU[..., j, :, :])
             torch.matmul(gO[..., j, :, :], S.transpose(-1, -2), out=dQ[..., j, :, :])
             torch.matmul(dW, S.transpose(-1, -2), out=dWk[..., j, :, :]).neg_()
-            dN = dN * d[..., j, :, None] + Q[..., j, :, :].transpose(-1, -2) @ gO[..., j, :, :] \
-                - Wk[..., j, :, :].transpose(-1, -2) @ dW
-        return dQ, dU, dWk, dKt, dd
+            dN = dX.add_(Q[..., j, :, :].transpose(-1, -2) @ gO[..., j, :, :]).sub_(
+                Wk[..., j, :, :].transpose(-1, -2) @ dW)
+        return dQ, dU, dWk, dKd, da
 
 
 def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
@@ -182,7 +182,7 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     G = gc.cumsum(3)
     if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:  # the loop at 16: its [C, C, K] tensors cost more as C grows
         return kda_chunked_loop(q, k, v, g, beta, scale, min(chunk_size, 16))
-    up, down = G.exp(), (-G).exp()
+    up, down = G.exp(), (-G).exp()   # not 1 / up: its gradient, 1 / up^2, would overflow within the guard
     q_up, k_up, k_down = qc * up, kc * up, kc * down
     Aqk = (q_up @ k_down.transpose(-1, -2)).tril()                              # i <= t
     L = bc * (k_up @ k_down.transpose(-1, -2)).tril(-1)                          # i < t
@@ -190,10 +190,9 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     # W = (I + L)^-1 Diag(beta) (V - (exp(G) k) S_0) = U - Wk S_0: the UT transform
     solve = torch.linalg.solve_triangular(eye + L, eye, upper=False, unitriangular=True) * bc.transpose(-1, -2)
     U, Wk = solve @ vc, solve @ k_up
-    G_end = G[:, :, :, -1:]                                                       # [B, H, n, 1, K]
-    W, O = _StateScan.apply(q_up, U, Wk, (G_end - G).exp() * kc, G_end[:, :, :, 0].exp())
-    o = scale * (O + Aqk @ W)
-    return o.flatten(2, 3)[:, :, :T].transpose(1, 2)
+    W, O = _StateScan.apply(q_up, U, Wk, k_down, G[:, :, :, -1])
+    o = torch.baddbmm(O.flatten(0, 2), Aqk.flatten(0, 2), W.flatten(0, 2), beta=scale, alpha=scale)  # scale (O + Aqk W)
+    return o.view(B, H, -1, o.shape[-1])[:, :, :T].transpose(1, 2)
 
 
 def kda_chunked_loop(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
