@@ -168,7 +168,9 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     (`_StateScan`). The UT transform is applied as the explicit inverse (I + L)^-1 (a [C, C] solve, as fla's
     kernels do), so U and Wk are two products and no [C, V + K] right-hand side is concatenated.
     exp(-G_i) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT
-    (decays strong enough to overflow), the call runs `kda_chunked_loop`, whose exponents are all <= 0.
+    (decays strong enough to overflow), the call is run again with chunks of 16 (the layer's default is 32:
+    fewer states to keep, and fla's initial decays stay below the limit at 32), and past the limit at 16
+    it runs `kda_chunked_loop`, whose exponents are all <= 0.
     Same shapes as `kda_recurrent`; both forms give the same numbers up to rounding (tests/test_attention_kda.py)."""
     dt = compute_dtype(v)
     qh, kh, gh, bh = _prepare(q, k, g, beta, dt)
@@ -180,8 +182,10 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     qc, kc, vc, gc = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, C)) for x in (qh, kh, vh, gh))   # [B, H, n, C, *]
     bc = F.pad(bh, (0, pad)).unflatten(2, (-1, C))[..., None]
     G = gc.cumsum(3)
-    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:  # the loop at 16: its [C, C, K] tensors cost more as C grows
-        return kda_chunked_loop(q, k, v, g, beta, scale, min(chunk_size, 16))
+    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:
+        if C > 16:  # a shorter chunk decays less: try 16 before the loop
+            return kda_chunked(q, k, v, g, beta, scale, 16)
+        return kda_chunked_loop(q, k, v, g, beta, scale, C)  # C <= 16: its [C, C, K] tensors stay small
     up, down = G.exp(), (-G).exp()   # not 1 / up: its gradient, 1 / up^2, would overflow within the guard
     q_up, k_up, k_down = qc * up, kc * up, kc * down
     Aqk = (q_up @ k_down.transpose(-1, -2)).tril()                              # i <= t
@@ -251,7 +255,7 @@ class KimiDeltaAttention(PackedCausalMixer):
     Constructor arguments, defaults and parameter names/shapes are fla's (so state_dicts move both ways),
     except: fla's `mode` ("chunk"/"fused_recurrent") is replaced by `mode` in MODES (base.SequenceMixer),
     there is no cache (`layer_idx` is accepted and unused), and `bidirectional` and `chunk_size` (the CPU
-    chunk length) are added.
+    chunk length; a call whose decays are too strong for it runs with 16, see kda_chunked) are added.
     mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunked form, kda_chunked) or
     "fused" (fla's chunk_kda / fused_recurrent_kda; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent
     is the token-by-token oracle.
@@ -274,7 +278,7 @@ class KimiDeltaAttention(PackedCausalMixer):
         norm_eps: float = 1e-5,
         mode: str = "auto",
         bidirectional: bool = False,
-        chunk_size: int = 16,
+        chunk_size: int = 32,
     ):
         super().__init__(mode)
         where = "sercore.attention.kda.KimiDeltaAttention"
