@@ -24,8 +24,8 @@ Three formulations of the core, on [B, T, H, K] / [B, T, HV, V] tensors:
     `kda_chunked_loop` is that, one chunk at a time, with the pairwise decays exp(G_t - G_i) materialised
     ([C, C, K], exponents <= 0) so nothing overflows however strong the decay (fla splits into sub-chunks for
     the same reason): the specification. `kda_chunked`, what the layer runs, factorises them as
-    exp(G_t) exp(-G_i) (matrix products, all chunks at once) and hands a call whose decays would overflow
-    that to `kda_chunked_loop`.
+    exp(G_t) exp(-G_i) (matrix products, all chunks at once; the state recursion with a hand-written
+    backward) and hands a call whose decays would overflow that to chunks of 16, then to `kda_chunked_loop`.
   * `kda_recurrent`: token by token, fla's naive recurrence (the test oracle).
   * `kda_attention`: the T x T matrix A above by propagating every column beta_s k_s through M_{s+1}, M_{s+2}, ...
 On CUDA the fused path calls fla's `chunk_kda` (`fused_recurrent_kda` for T <= 64 without gradients in
