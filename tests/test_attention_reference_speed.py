@@ -141,3 +141,42 @@ def test_running_logsumexp_guard_hands_wide_keys_to_torch(monkeypatch):
     assert torch.equal(lightnet.running_logsumexp(k, 2), torch.logcumsumexp(k, 2))
     monkeypatch.setitem(lightnet.SPREAD_LIMIT, torch.float32, float("inf"))
     assert not torch.isfinite(lightnet.running_logsumexp(k, 2)).all(), "the guard protects nothing here"
+
+
+def test_kda_state_scan_backward_is_the_gradient():
+    """kda_chunked's hand-written backward of the chunk recursion (_StateScan) against finite differences."""
+    gen = torch.Generator().manual_seed(7)
+    B, H, n, C, K, V = 1, 2, 3, 4, 3, 2
+    Q, Wk, Kd = (0.5 * torch.randn(B, H, n, C, K, dtype=F64, generator=gen) for _ in range(3))
+    U = torch.randn(B, H, n, C, V, dtype=F64, generator=gen)
+    a = -torch.rand(B, H, n, K, dtype=F64, generator=gen)
+    inputs = [x.requires_grad_() for x in (Q, U, Wk, Kd, a)]
+    assert torch.autograd.gradcheck(kda._StateScan.apply, inputs)
+
+
+def test_kda_guard_retries_at_16_before_the_loop(monkeypatch):
+    """Decays of ~3.5 per step: a chunk of 32 decays by ~112 (exp overflows float32), one of 16 by < 60. The
+    call at 32 must give the numbers of the call at 16, without the loop."""
+    q, k, v, _, beta = kda_inputs(2, 70, 2, 8, 8, dtype=torch.float32, seed=5)
+    g = -3.4 - 0.1 * torch.rand(q.shape, generator=torch.Generator().manual_seed(6))
+    at16 = kda.kda_chunked(q, k, v, g, beta, 0.35, 16)
+    monkeypatch.setattr(kda, "kda_chunked_loop", lambda *a, **kw: pytest.fail("fell back to the loop"))
+    retried = kda.kda_chunked(q, k, v, g, beta, 0.35, 32)
+    assert torch.isfinite(retried).all()
+    assert torch.equal(retried, at16)
+    monkeypatch.setitem(kda.FACTOR_LIMIT, torch.float32, float("inf"))
+    assert not torch.isfinite(kda.kda_chunked(q, k, v, g, beta, 0.35, 32)).all(), "the guard protects nothing here"
+
+
+def test_kda_layer_runs_its_default_chunk_on_initial_decays(monkeypatch):
+    """fla's initial decays (rates up to 16) stay within the guard at the layer's default chunk of 32: no retry."""
+    from sercore.attention import build
+
+    sizes = []
+    chunked = kda.kda_chunked
+    monkeypatch.setattr(kda, "kda_chunked", lambda *a: sizes.append(a[-1]) or chunked(*a))
+    torch.manual_seed(0)
+    m = build("kda", 128, 4)
+    with torch.no_grad():
+        m(torch.randn(4, 300, 128))
+    assert m.chunk_size == 32 and sizes == [32]

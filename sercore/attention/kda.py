@@ -24,8 +24,8 @@ Three formulations of the core, on [B, T, H, K] / [B, T, HV, V] tensors:
     `kda_chunked_loop` is that, one chunk at a time, with the pairwise decays exp(G_t - G_i) materialised
     ([C, C, K], exponents <= 0) so nothing overflows however strong the decay (fla splits into sub-chunks for
     the same reason): the specification. `kda_chunked`, what the layer runs, factorises them as
-    exp(G_t) exp(-G_i) (matrix products, all chunks at once) and hands a call whose decays would overflow
-    that to `kda_chunked_loop`.
+    exp(G_t) exp(-G_i) (matrix products, all chunks at once; the state recursion with a hand-written
+    backward) and hands a call whose decays would overflow that to chunks of 16, then to `kda_chunked_loop`.
   * `kda_recurrent`: token by token, fla's naive recurrence (the test oracle).
   * `kda_attention`: the T x T matrix A above by propagating every column beta_s k_s through M_{s+1}, M_{s+2}, ...
 On CUDA the fused path calls fla's `chunk_kda` (`fused_recurrent_kda` for T <= 64 without gradients in
@@ -82,7 +82,8 @@ def kda_gate(f: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
 def _prepare(q, k, g, beta, dtype):
     """[B, T, H, *] -> [B, HV, T, *] in `dtype`, q and k repeated over their GVA value heads (HV from g)."""
     groups = g.shape[2] // q.shape[2]
-    q, k = (x.repeat_interleave(groups, dim=2) for x in (q, k))
+    if groups > 1:
+        q, k = (x.repeat_interleave(groups, dim=2) for x in (q, k))
     q, k, g = (x.transpose(1, 2).to(dtype) for x in (q, k, g))
     return q, k, g, beta.transpose(1, 2).to(dtype)
 
@@ -117,12 +118,59 @@ def _pair_decay(G: torch.Tensor, strict: bool) -> torch.Tensor:
 FACTOR_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 
+class _StateScan(torch.autograd.Function):
+    """The one sequential part of `kda_chunked`, with its backward written out: chunk by chunk,
+        W_j = U_j - Wk_j S_j,    O_j = Q_j S_j,    S_{j+1} = Diag(exp a_j) (S_j + Kd_j^T W_j),    S_0 = 0,
+    returning the updates W [..., n, C, V] and the state's share of the output O [..., n, C, V]
+    (Kd = exp(-G) k, a = G_end: the chunk's decay applied to the state and to the new keys at once).
+    Autograd through the Python loop would save each step's tensors and stack the per-chunk gradients; here
+    the states go into one buffer and every gradient is taken chunk by chunk while its state is in cache.
+    The gradient of a comes out as sum_V S_{j+1} * dS_{j+1} (no division by the decay)."""
+
+    @staticmethod
+    def forward(ctx, Q, U, Wk, Kd, a):
+        *lead, n, C, V = U.shape
+        S_all = U.new_empty(*lead, n + 1, Wk.shape[-1], V)   # S_all[j]: the state entering chunk j
+        W_all, O_all = torch.empty_like(U), torch.empty_like(U)
+        d = a.exp()[..., None]
+        S = S_all[..., 0, :, :]
+        S.zero_()
+        for j in range(n):
+            W = torch.sub(U[..., j, :, :], Wk[..., j, :, :] @ S, out=W_all[..., j, :, :])
+            torch.matmul(Q[..., j, :, :], S, out=O_all[..., j, :, :])
+            S = torch.mul(S + Kd[..., j, :, :].transpose(-1, -2) @ W, d[..., j, :, :], out=S_all[..., j + 1, :, :])
+        ctx.save_for_backward(Q, Wk, Kd, d, S_all, W_all)
+        return W_all, O_all
+
+    @staticmethod
+    def backward(ctx, gW, gO):
+        Q, Wk, Kd, d, S_all, W_all = ctx.saved_tensors
+        dQ, dU, dWk, dKd = (torch.empty_like(x) for x in (Q, W_all, Wk, Kd))
+        da = torch.empty_like(d[..., 0])
+        dN = torch.zeros_like(S_all[..., 0, :, :])       # gradient of the state after chunk j
+        for j in reversed(range(Wk.shape[-3])):
+            S = S_all[..., j, :, :]
+            torch.sum(S_all[..., j + 1, :, :] * dN, -1, out=da[..., j, :])
+            dX = dN * d[..., j, :, :]                     # gradient of S_j + Kd_j^T W_j
+            torch.matmul(W_all[..., j, :, :], dX.transpose(-1, -2), out=dKd[..., j, :, :])
+            dW = torch.add(gW[..., j, :, :], Kd[..., j, :, :] @ dX, out=dU[..., j, :, :])
+            torch.matmul(gO[..., j, :, :], S.transpose(-1, -2), out=dQ[..., j, :, :])
+            torch.matmul(dW, S.transpose(-1, -2), out=dWk[..., j, :, :]).neg_()
+            dN = dX.add_(Q[..., j, :, :].transpose(-1, -2) @ gO[..., j, :, :]).sub_(
+                Wk[..., j, :, :].transpose(-1, -2) @ dW)
+        return dQ, dU, dWk, dKd, da
+
+
 def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
     """`kda_chunked_loop`'s sums with the pairwise decays factorised, exp(G_t - G_i) = exp(G_t) exp(-G_i),
     so Aqk and L are matrix products instead of [C, C, K] tensors, and everything that does not read the
-    state is computed for all chunks at once ([B, H, n, C, ...]); the Python loop over chunks keeps only the
-    state products. exp(-G_i) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT
-    (decays strong enough to overflow), the call runs `kda_chunked_loop`, whose exponents are all <= 0.
+    state is computed for all chunks at once ([B, H, n, C, ...]); only the state recursion runs chunk by chunk
+    (`_StateScan`). The UT transform is applied as the explicit inverse (I + L)^-1 (a [C, C] solve, as fla's
+    kernels do), so U and Wk are two products and no [C, V + K] right-hand side is concatenated.
+    exp(-G_i) grows up to exp(-G_end), the chunk's total decay: when that passes FACTOR_LIMIT
+    (decays strong enough to overflow), the call is run again with chunks of 16 (the layer's default is 32:
+    fewer states to keep, and fla's initial decays stay below the limit at 32), and past the limit at 16
+    it runs `kda_chunked_loop`, whose exponents are all <= 0.
     Same shapes as `kda_recurrent`; both forms give the same numbers up to rounding (tests/test_attention_kda.py)."""
     dt = compute_dtype(v)
     qh, kh, gh, bh = _prepare(q, k, g, beta, dt)
@@ -134,27 +182,21 @@ def kda_chunked(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.T
     qc, kc, vc, gc = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, C)) for x in (qh, kh, vh, gh))   # [B, H, n, C, *]
     bc = F.pad(bh, (0, pad)).unflatten(2, (-1, C))[..., None]
     G = gc.cumsum(3)
-    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:  # the loop at 16: its [C, C, K] tensors cost more as C grows
-        return kda_chunked_loop(q, k, v, g, beta, scale, min(chunk_size, 16))
-    up, down = G.exp(), (-G).exp()
+    if -G[:, :, :, -1].min() > FACTOR_LIMIT[dt]:
+        if C > 16:  # a shorter chunk decays less: try 16 before the loop
+            return kda_chunked(q, k, v, g, beta, scale, 16)
+        return kda_chunked_loop(q, k, v, g, beta, scale, C)  # C <= 16: its [C, C, K] tensors stay small
+    up, down = G.exp(), (-G).exp()   # not 1 / up: its gradient, 1 / up^2, would overflow within the guard
     q_up, k_up, k_down = qc * up, kc * up, kc * down
     Aqk = (q_up @ k_down.transpose(-1, -2)).tril()                              # i <= t
     L = bc * (k_up @ k_down.transpose(-1, -2)).tril(-1)                          # i < t
     eye = torch.eye(C, dtype=dt, device=q.device)
-    # W = (I + L)^-1 Diag(beta) (V - (exp(G) k) S_0): the UT transform, as one triangular solve per chunk
-    U, Wk = torch.linalg.solve_triangular(eye + L, torch.cat((bc * vc, bc * k_up), dim=-1), upper=False,
-                                          unitriangular=True).split([vc.shape[-1], K], dim=-1)
-    end_decay = G[:, :, :, -1, :, None].exp()                                    # [B, H, n, K, 1]
-    k_to_end = ((G[:, :, :, -1:] - G).exp() * kc).transpose(-1, -2)              # [B, H, n, K, C]
-    S = qh.new_zeros(B, H, K, vh.shape[-1])
-    states, updates = [], []
-    for U_j, Wk_j, d_j, k_j in zip(U.unbind(2), Wk.unbind(2), end_decay.unbind(2), k_to_end.unbind(2)):
-        W = U_j - Wk_j @ S
-        states.append(S)
-        updates.append(W)
-        S = S * d_j + k_j @ W
-    o = scale * (q_up @ torch.stack(states, dim=2) + Aqk @ torch.stack(updates, dim=2))
-    return o.flatten(2, 3)[:, :, :T].transpose(1, 2)
+    # W = (I + L)^-1 Diag(beta) (V - (exp(G) k) S_0) = U - Wk S_0: the UT transform
+    solve = torch.linalg.solve_triangular(eye + L, eye, upper=False, unitriangular=True) * bc.transpose(-1, -2)
+    U, Wk = solve @ vc, solve @ k_up
+    W, O = _StateScan.apply(q_up, U, Wk, k_down, G[:, :, :, -1])
+    o = torch.baddbmm(O.flatten(0, 2), Aqk.flatten(0, 2), W.flatten(0, 2), beta=scale, alpha=scale)  # scale (O + Aqk W)
+    return o.view(B, H, -1, o.shape[-1])[:, :, :T].transpose(1, 2)
 
 
 def kda_chunked_loop(q, k, v, g, beta, scale: float, chunk_size: int = 16) -> torch.Tensor:
@@ -213,7 +255,7 @@ class KimiDeltaAttention(PackedCausalMixer):
     Constructor arguments, defaults and parameter names/shapes are fla's (so state_dicts move both ways),
     except: fla's `mode` ("chunk"/"fused_recurrent") is replaced by `mode` in MODES (base.SequenceMixer),
     there is no cache (`layer_idx` is accepted and unused), and `bidirectional` and `chunk_size` (the CPU
-    chunk length) are added.
+    chunk length; a call whose decays are too strong for it runs with 16, see kda_chunked) are added.
     mode: "auto" (fused on CUDA, reference elsewhere), "reference" (the PyTorch chunked form, kda_chunked) or
     "fused" (fla's chunk_kda / fused_recurrent_kda; CUDA, or the CPU under TRITON_INTERPRET=1); forward_recurrent
     is the token-by-token oracle.
@@ -236,7 +278,7 @@ class KimiDeltaAttention(PackedCausalMixer):
         norm_eps: float = 1e-5,
         mode: str = "auto",
         bidirectional: bool = False,
-        chunk_size: int = 16,
+        chunk_size: int = 32,
     ):
         super().__init__(mode)
         where = "sercore.attention.kda.KimiDeltaAttention"
