@@ -27,7 +27,8 @@ that of the current inputs, e.g. a page not re-run under --only), so no half-exe
 built. The driver prints a table (page, status, seconds, reason), names the pages left out and why, ends
 with the time table (each page's seconds, the corpus / pages / HTML stages, the total) and exits non-zero
 when a page failed (130 when interrupted by Ctrl-C, 143 by SIGTERM). --workers N trains each page's grid of
-runs in N one-thread processes (sercore.results.run_grid); --timing builds a second time with nothing changed
+runs in N one-thread processes (sercore.results.run_grid; default $SERCORE_GRID_WORKERS, else one per usable
+core, at most 4); --timing builds a second time with nothing changed
 and prints the first (cold, from a fresh clone) and the warm figures with the phases of every run trained.
 
 What is published shows no machine path. Path parameters inside the repository ("{corpus}", "{root}") are
@@ -629,16 +630,38 @@ def book(profile: str = "default", only=None, force: bool = False, build: bool =
          timing: bool = False) -> int:
     """The whole `python -m sercore book`: corpus, pages, summary, HTML, the time table; returns the exit code.
 
-    workers: processes each page's results.run_grid trains in (SERCORE_GRID_WORKERS for the kernels).
+    workers: processes each page's results.run_grid trains in (SERCORE_GRID_WORKERS for the kernels); None:
+    $SERCORE_GRID_WORKERS when set, else default_workers() (the usable cores, at most MAX_DEFAULT_WORKERS).
     timing: after the build, build again with nothing changed (the warm figure) and print both time tables
     and the phases of every run trained in the first build; the first is a cold figure when the build
     started from a fresh clone (no book/executed copies, runs/ or feature cache)."""
     from sercore.results import WORKERS_VARIABLE, grid_workers
 
+    if workers is None and WORKERS_VARIABLE not in os.environ:
+        workers = default_workers()
+    before = os.environ.get(WORKERS_VARIABLE)
     if workers is not None:
         os.environ[WORKERS_VARIABLE] = str(grid_workers(workers))  # the page kernels inherit it
-    with _sigterm_stops():
-        return _book(profile, only, force, build, strict, timeout, root, runs_file, timing)
+    try:
+        with _sigterm_stops():
+            return _book(profile, only, force, build, strict, timeout, root, runs_file, timing)
+    finally:  # a caller's environment (a test, a script calling book()) is left as it was
+        if before is None:
+            os.environ.pop(WORKERS_VARIABLE, None)
+        else:
+            os.environ[WORKERS_VARIABLE] = before
+
+
+MAX_DEFAULT_WORKERS = 4  # a default-profile fusion run holds ~1 GB resident; more at once would crowd a laptop
+
+
+def default_workers() -> int:
+    """The book's processes per grid when neither --workers nor $SERCORE_GRID_WORKERS says: one single-thread
+    run per usable core (os.sched_getaffinity where it exists), at most MAX_DEFAULT_WORKERS. Runs of a grid
+    are independent and a small model's step gains little from a second thread, so this is the quickest
+    default on a laptop (issue 12); run_grid outside the driver (a notebook in Jupyter) still defaults to 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_DEFAULT_WORKERS, cores))
 
 
 @contextlib.contextmanager
@@ -690,7 +713,7 @@ def register(subparsers) -> None:
                         help="fail a page whose cell runs longer than this many seconds (default: no limit)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (one thread each) a page trains its grid of runs in (default: "
-                             "$SERCORE_GRID_WORKERS, else 1)")
+                             f"$SERCORE_GRID_WORKERS, else the usable cores, at most {MAX_DEFAULT_WORKERS})")
     parser.add_argument("--timing", action="store_true",
                         help="then build again unchanged and print both time tables (cold/warm) and each "
                              "trained run's phases")

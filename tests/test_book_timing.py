@@ -71,3 +71,21 @@ def test_a_worker_count_below_one_is_refused_before_anything_runs(fake_book):
     with pytest.raises(ValueError, match="expected a whole number of processes"):
         book.book("smoke", root=root, runs_file=root / "runs.yaml", workers=0)
     assert seen == []
+
+
+def test_without_workers_the_driver_uses_the_cores_and_restores_the_environment(fake_book, monkeypatch):
+    """Neither --workers nor $SERCORE_GRID_WORKERS: one run per usable core (at most 4) reaches the kernels;
+    afterwards the caller's environment is as it was."""
+    root, seen = fake_book
+    monkeypatch.delenv(WORKERS_VARIABLE)
+    monkeypatch.setattr(book, "default_workers", lambda: 3)
+    assert book.book("smoke", root=root, runs_file=root / "runs.yaml") == 0
+    assert seen == [("train", "3"), ("draw", "3")]
+    assert WORKERS_VARIABLE not in __import__("os").environ
+
+
+def test_default_workers_counts_usable_cores_up_to_the_cap(monkeypatch):
+    monkeypatch.setattr(book.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert book.default_workers() == book.MAX_DEFAULT_WORKERS
+    monkeypatch.setattr(book.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert book.default_workers() == 2
