@@ -28,6 +28,9 @@ import pandas as pd
 EFFICIENCY_COLUMNS = ("mechanism", "protocol", "direction", "seconds", "tokens", "dtype", "median_ms", "p20_ms",
                       "p80_ms", "peak_mem_mb", "floor_ms", "error")
 PAPER_SECONDS = 400.0
+# the checkout sercore runs from, as sercore.book.ROOT: not imported from there, since a page's key covers the
+# modules it imports (sercore.book.page_modules) and the accuracy page must not re-run for a book driver edit
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def from_bench(table: pd.DataFrame) -> pd.DataFrame:
@@ -102,11 +105,9 @@ def efficiency(mechanisms, gpu_dir=None, profile: str = "default", seconds: floa
 def shown_folder(folder) -> str:
     """`folder` as a reader of a page finds it: relative to the repository root when it lies inside it (a book
     page runs from book/executed, so the book's "../gpu" is book/gpu), else as given."""
-    from sercore.book import ROOT
-
     for path in (Path(os.path.abspath(folder)), Path(folder).resolve()):  # as given, then through symlinks
-        if path.is_relative_to(ROOT):
-            return path.relative_to(ROOT).as_posix()
+        if path.is_relative_to(REPOSITORY):
+            return path.relative_to(REPOSITORY).as_posix()
     return str(folder)
 
 

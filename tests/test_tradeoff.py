@@ -108,6 +108,7 @@ def test_the_gpu_folder_is_named_from_the_repository_root(tmp_path, monkeypatch)
     finds it (also through a symlink into the repository); a folder outside the repository is named as given."""
     from sercore.book import ROOT
 
+    assert tradeoff.REPOSITORY == ROOT
     monkeypatch.chdir(ROOT / "notebooks")
     cost = tradeoff.efficiency(MECHANISMS, gpu_dir="../book/gpu", loader=lambda directory: gpu_table())
     assert cost.attrs["source"].endswith("400 s of audio (GPU results in book/gpu)")
