@@ -18,8 +18,9 @@ What is timed (the `implementation` column; sercore's rows name the `mode` that 
   * on the CPU there is no fla (it needs triton and a GPU): only sercore's PyTorch reference paths are timed,
     which rank the reference implementations, not the kernels the paper timed (softmax's tuned row is
     torch's CPU SDPA kernel, mode `sdpa`). The table's notes say so.
-We take the median of several timed calls (fla's benchmarks do the same) after one warm-up call per shape,
-because fla's kernels autotune on the first call of each new shape and that must not be timed.
+We take the median of several timed calls (fla's benchmarks do the same) after `warmup` untimed calls per
+shape (default 1, the paper's one warm-up; the default profile's bench section sets 2), because fla's kernels
+autotune on the first call of each new shape and that must not be timed.
 
 On the CPU the timer is perf_counter and memory is the resident high-water mark above the call's entry
 (cpu_peak_mb: torch keeps no CPU peak counter); an out-of-memory at one length is recorded as NaN with its

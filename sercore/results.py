@@ -4,6 +4,7 @@
                             variants={"softmax": {"mechanism": "softmax"}, "kda": {"mechanism": "kda"}})
     results.metrics_table(runs, "macro_f1")
     results.seed_summary(runs, "balanced_accuracy")   # mean over seeds, spread, bootstrap interval
+    results.corpus_statement(runs)                     # the corpus, and the machine that trained the runs
     results.headline_table("runs/default")            # every study's headline number (the summary page)
     flipped, pairs = results.direction_variants(["softmax", "kda"])   # each mixer in the other direction
     results.compare(summary, pairs, labels=("causal", "bidirectional"))
@@ -172,13 +173,37 @@ def budget_table(runs: list[dict]) -> pd.DataFrame:
 
 
 def corpus_statement(runs: list[dict]) -> str:
-    """The sentence every results page shows: which corpus produced these numbers."""
+    """The sentences every results page shows: which corpus produced these numbers and which machine trained
+    the runs (machine)."""
     kinds = sorted({run.get("corpus_kind", "unknown") for run in runs})
     corpora = sorted({run.get("corpus", "?") for run in runs})
+    trained = f" Trained on {machine(runs)}."
     if kinds == ["generated demonstration corpus"]:
         return (f"Computed on the generated demonstration corpus ({', '.join(corpora)}): a working demonstration "
-                "of the pipeline, not the papers' claims.")
-    return f"Computed on {', '.join(kinds)} ({', '.join(corpora)})."
+                "of the pipeline, not the papers' claims." + trained)
+    return f"Computed on {', '.join(kinds)} ({', '.join(corpora)})." + trained
+
+
+def machine(runs: list[dict]) -> str:
+    """The devices that trained `runs`, from each run's provenance.device: the GPU's name for a CUDA run, else
+    "CPU (N cores, T torch threads)" (CPU sums depend on the thread count), else the torch device as recorded;
+    "N x" before it for a run of N processes (world_size). Several devices are joined by " + "; a run that
+    recorded none is "an unrecorded device"."""
+    names = set()
+    for run in runs:
+        device = run.get("provenance", {}).get("device", {})
+        used = str(device.get("torch_device", ""))
+        if used.startswith("cuda") and device.get("cuda_device"):
+            name = str(device["cuda_device"])
+        elif used == "cpu":
+            threads = device.get("torch_threads")
+            name = (f"CPU ({device.get('cpu_count', '?')} cores, {threads} torch "
+                    f"thread{'' if threads == 1 else 's'})")
+        else:
+            name = used or "an unrecorded device"
+        world = run.get("world_size", 1) or 1
+        names.add(f"{world} x {name}" if world > 1 else name)
+    return " + ".join(sorted(names)) or "an unrecorded device"
 
 
 def ranking(summary: pd.DataFrame, split: str, metric: str = "") -> str:
@@ -313,7 +338,7 @@ def headline_table(runs_root) -> pd.DataFrame:
     95 % bootstrap interval; several: the lowest and highest seed (no interval of the mean is claimed here,
     see seed_summary). A page with no finished run is one row with status "not run". The corpus column is
     the corpus folder's name and its kind (the generated demonstration corpus is said to be one), never a
-    machine path."""
+    machine path; the machine column the devices that trained the runs (machine)."""
     import json
 
     root = Path(runs_root)
@@ -345,9 +370,9 @@ def headline_table(runs_root) -> pd.DataFrame:
                          "split": split, "seeds": len(runs), "value": float(np.mean(values)),
                          "interval": "95% CI" if len(runs) == 1 else "seed range", "low": float(low),
                          "high": float(high), "profile": ", ".join(sorted({str(r.get("profile")) for r in runs})),
-                         "corpus": "; ".join(corpora)})
+                         "corpus": "; ".join(corpora), "machine": machine(runs)})
     columns = ["page", "study", "variant", "status", "metric", "split", "seeds", "value", "interval", "low", "high",
-               "profile", "corpus"]
+               "profile", "corpus", "machine"]
     return pd.DataFrame(rows).reindex(columns=columns).astype({"seeds": "Int64"})
 
 

@@ -8,16 +8,19 @@
 The paper (Casals et al. 2026, github marccasals98/AttentionAlternatives) sets the macro-F1 of each
 mechanism beside the latency and peak memory of its seq2seq call at 400 s of audio on a GPU. Those GPU
 numbers come from book/gpu/ when it holds them (sercore.bench.load_gpu_results, the GPU check's table:
-columns EFFICIENCY_COLUMNS). Without them the machine measures its own with sercore.bench at the longest
-length of the profile's bench sweep, and the table says so in attrs["source"] ("this machine (CPU)", the
-length, the width): a CPU number at 20 s is never passed off as the paper's 400 s on a GPU. On the CPU
-torch keeps no peak-memory counter, so peak_mem_mb is NaN there and the memory panel says it was not
-measured.
+columns EFFICIENCY_COLUMNS). Without them the machine measures its own with sercore.bench at one length, the
+profile's bench.tradeoff_seconds (else the longest length of its bench sweep), and the table says so in
+attrs["source"] ("this machine (CPU)", the length, the width): a CPU number at 25 s is never passed off as
+the paper's 400 s on a GPU. On the CPU torch keeps no peak-memory counter, so peak_mem_mb there is
+sercore.bench.cpu_peak_mb: the resident high-water mark one call adds above its entry, measured in a forked
+child (NaN only where fork or /proc/self/clear_refs is missing, or the child does not answer).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -25,11 +28,14 @@ import pandas as pd
 EFFICIENCY_COLUMNS = ("mechanism", "protocol", "direction", "seconds", "tokens", "dtype", "median_ms", "p20_ms",
                       "p80_ms", "peak_mem_mb", "floor_ms", "error")
 PAPER_SECONDS = 400.0
+# the checkout sercore runs from, as sercore.book.ROOT: not imported from there, since a page's key covers the
+# modules it imports (sercore.book.page_modules) and the accuracy page must not re-run for a book driver edit
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def from_bench(table: pd.DataFrame) -> pd.DataFrame:
-    """A sercore.bench.benchmark table in the EFFICIENCY_COLUMNS shape (forward calls; bench times the median
-    only, so the percentiles and the timer floor are NaN; peak memory in MB, NaN on the CPU)."""
+    """A sercore.bench.benchmark table in the EFFICIENCY_COLUMNS shape (forward calls; the median only: the
+    percentiles and the timer floor are NaN; peak memory in MB, on the CPU sercore.bench.cpu_peak_mb's)."""
     out = pd.DataFrame({
         "mechanism": table["mechanism"], "protocol": table["protocol"], "direction": "forward",
         "seconds": table["seconds"].astype(float), "tokens": table["length"], "dtype": table["dtype"],
@@ -59,9 +65,10 @@ def efficiency(mechanisms, gpu_dir=None, profile: str = "default", seconds: floa
     came from, in attrs["source"].
 
     GPU results (loader(gpu_dir), default sercore.bench.load_gpu_results) are used when they have `protocol`
-    forward rows at `seconds`. Otherwise sercore.bench measures here at the longest length of the profile's
-    bench.tradeoff_seconds (else the longest of bench.seconds) with its dim, heads and repeats, and attrs["source"] names this machine, that length and
-    the reason the GPU table was not used (attrs["gpu_absent"])."""
+    forward rows at `seconds`. Otherwise sercore.bench measures here at one length, the profile's
+    bench.tradeoff_seconds (else the longest of bench.seconds), with its dim, heads, repeats and warmup;
+    attrs["source"] names this machine and that length, attrs["gpu_absent"] the reason the GPU table was not
+    used. Both name gpu_dir relative to the repository root when it lies inside it (shown_folder)."""
     from sercore import bench
     from sercore.profiles import section
 
@@ -72,14 +79,15 @@ def efficiency(mechanisms, gpu_dir=None, profile: str = "default", seconds: floa
     rehearsal = gpu is not None and not label.startswith("GPU")  # a CPU rehearsal's files are not GPU results
     rows = select(gpu, seconds, protocol) if gpu is not None and not rehearsal else None
     rows = rows[rows["mechanism"].isin(mechanisms)] if rows is not None else None
+    folder = shown_folder(gpu_dir) if gpu_dir is not None else None
     if rows is not None and len(rows):
         rows = rows.reset_index(drop=True)
         rows.attrs.update(source=f"{label}, {protocol} protocol, {seconds:g} s of audio (GPU results in "
-                                 f"{gpu_dir})", gpu_absent="", seconds=seconds, device="cuda")
+                                 f"{folder})", gpu_absent="", seconds=seconds, device="cuda")
         return rows
-    reason = (f"no GPU results in {gpu_dir}" if gpu is None
-              else f"{gpu_dir} holds {label}" if rehearsal
-              else f"GPU results in {gpu_dir} have no {protocol} forward rows at {seconds:g} s")
+    reason = (f"no GPU results in {folder}" if gpu is None
+              else f"{folder} holds {label}" if rehearsal
+              else f"GPU results in {folder} have no {protocol} forward rows at {seconds:g} s")
     cfg = section(profile, "bench")
     # the sweep's longest length would take minutes (and gigabytes) for the quadratic mixers on a CPU
     longest = cfg.get("tradeoff_seconds") or max(cfg.get("seconds") or [20])
@@ -92,6 +100,15 @@ def efficiency(mechanisms, gpu_dir=None, profile: str = "default", seconds: floa
                              f"measures it on the CPU", gpu_absent=reason, seconds=float(longest),
                       device="cpu", notes=measured.attrs.get("notes", []))
     return rows
+
+
+def shown_folder(folder) -> str:
+    """`folder` as a reader of a page finds it: relative to the repository root when it lies inside it (a book
+    page runs from book/executed, so the book's "../gpu" is book/gpu), else as given."""
+    for path in (Path(os.path.abspath(folder)), Path(folder).resolve()):  # as given, then through symlinks
+        if path.is_relative_to(REPOSITORY):
+            return path.relative_to(REPOSITORY).as_posix()
+    return str(folder)
 
 
 def join(summary: pd.DataFrame, cost: pd.DataFrame, split: str = "Test1") -> pd.DataFrame:

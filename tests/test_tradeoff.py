@@ -103,6 +103,22 @@ def test_gpu_table_without_the_length_falls_back_with_reason(tmp_path):
     assert cost.attrs["gpu_absent"] == "GPU results in book/gpu have no paper forward rows at 400 s"
 
 
+def test_the_gpu_folder_is_named_from_the_repository_root(tmp_path, monkeypatch):
+    """A book page runs from book/executed and is given ../gpu: what it prints names book/gpu, where a reader
+    finds it (also through a symlink into the repository); a folder outside the repository is named as given."""
+    from sercore.book import ROOT
+
+    assert tradeoff.REPOSITORY == ROOT
+    monkeypatch.chdir(ROOT / "notebooks")
+    cost = tradeoff.efficiency(MECHANISMS, gpu_dir="../book/gpu", loader=lambda directory: gpu_table())
+    assert cost.attrs["source"].endswith("400 s of audio (GPU results in book/gpu)")
+    assert tradeoff.shown_folder("../book/gpu") == "book/gpu"
+    assert tradeoff.shown_folder(ROOT) == "."
+    (tmp_path / "link").symlink_to(ROOT / "book")
+    assert tradeoff.shown_folder(tmp_path / "link" / "gpu") == "book/gpu"
+    assert tradeoff.shown_folder(tmp_path / "gpu") == str(tmp_path / "gpu")
+
+
 def test_two_rows_for_one_mechanism_is_an_error():
     table = gpu_table()
     doubled = pd.concat([table, table[table["mechanism"] == "fox"].assign(dtype="bfloat16")])
