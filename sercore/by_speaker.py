@@ -150,3 +150,38 @@ def gender_seen_unseen_summary(runs, n_boot: int = 1000, seed: int = 0) -> pd.Da
                          "min": float(values.min()), "max": float(values.max()),
                          "ci95_low": low, "ci95_high": high})
     return pd.DataFrame(rows)
+
+
+def seen_unseen_reading(gender: pd.DataFrame, noisy: pd.DataFrame, split: str = "Test1") -> list[str]:
+    """One sentence per variant on what the gender head learned, computed from gender_seen_unseen_summary
+    (`gender`) and robustness.summary of gender_accuracy on `split` clean and with the unseen split's noise
+    added (`noisy`; its non-"clean" rows): the seen speakers' score on `split`, the unseen speakers' (any split),
+    and the seen speakers under that noise. Three readings: noise alone brings the seen speakers down to the
+    unseen level (every seed's change interval below 0 and the noisy mean within or under the unseen interval):
+    this corpus cannot tell unseen voices from noise; the head holds up under noise (no seed lower) while the
+    unseen interval lies below the seen one: it learned the training voices; no seed lower and the two intervals
+    overlapping: no difference to explain; anything else is said as mixed."""
+    lines = []
+    for variant, rows in gender.groupby("variant", sort=False):
+        seen = rows[(rows["split"] == split) & (rows["speakers"] == "seen")]
+        unseen = rows[rows["speakers"] == "unseen"]
+        shaken = noisy[(noisy["variant"] == variant) & (noisy["perturbation"] != "clean")]
+        if seen.empty or unseen.empty or shaken.empty:
+            lines.append(f"{variant}: no {split} seen speakers, unseen speakers or noisy scores to compare.")
+            continue
+        s, u, z = seen.iloc[0], unseen.iloc[0], shaken.iloc[0]
+        head = (f"{variant}: seen speakers ({split}) {s['mean']:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}], "
+                f"unseen ({u['split']}) {u['mean']:.3f} [{u['ci95_low']:.3f}, {u['ci95_high']:.3f}], "
+                f"seen with {z['perturbation']} {z['mean']:.3f} ({int(z['seeds_lower'])} of {int(z['seeds'])} "
+                "seeds lower)")
+        if z["seeds_lower"] == z["seeds"] and z["mean"] <= u["ci95_high"]:
+            reading = "noise alone brings the seen speakers down to the unseen level, so these data cannot tell " \
+                      "unseen voices from noise"
+        elif z["seeds_lower"] == 0 and u["ci95_high"] < s["ci95_low"]:
+            reading = "the head holds up under the noise but not on unseen speakers: it learned the training voices"
+        elif z["seeds_lower"] == 0 and u["ci95_low"] <= s["ci95_high"] and s["ci95_low"] <= u["ci95_high"]:
+            reading = "seen and unseen speakers are not told apart (intervals overlap) and the noise lowers no seed"
+        else:
+            reading = "mixed: neither noise alone nor the unseen voices alone account for the difference"
+        lines.append(f"{head}: {reading}.")
+    return lines

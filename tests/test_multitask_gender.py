@@ -169,3 +169,28 @@ def test_seed_bars_draw_a_bar_per_variant_and_split(tmp_path):
     assert len(fig.axes[0].patches) == 4 and (tmp_path / "bars.png").stat().st_size > 0
     assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"lambda 0 (3 seeds)",
                                                                              "lambda 1 (3 seeds)", "chance"}
+
+
+def _gender(seen, unseen):
+    """A gender_seen_unseen_summary-shaped table: (mean, low, high) of Test1 seen and Test2 unseen."""
+    return pd.DataFrame([{"variant": "v", "split": "Test1", "speakers": "seen", "mean": seen[0], "ci95_low": seen[1],
+                          "ci95_high": seen[2]},
+                         {"variant": "v", "split": "Test2", "speakers": "unseen", "mean": unseen[0],
+                          "ci95_low": unseen[1], "ci95_high": unseen[2]}])
+
+
+def _noisy(mean, lower, seeds=3):
+    return pd.DataFrame([{"variant": "v", "perturbation": "clean", "mean": 1.0, "seeds": seeds, "seeds_lower": 0},
+                         {"variant": "v", "perturbation": "noise 10 dB SNR", "mean": mean, "seeds": seeds,
+                          "seeds_lower": lower}])
+
+
+@pytest.mark.parametrize("gender,noisy,reading", [
+    (_gender((1.0, 1.0, 1.0), (0.5, 0.45, 0.55)), _noisy(0.50, 3), "cannot tell unseen voices from noise"),
+    (_gender((1.0, 0.99, 1.0), (0.5, 0.45, 0.55)), _noisy(0.99, 0), "it learned the training voices"),
+    (_gender((0.51, 0.45, 0.57), (0.49, 0.46, 0.52)), _noisy(0.52, 0), "not told apart"),
+    (_gender((1.0, 0.99, 1.0), (0.5, 0.45, 0.55)), _noisy(0.8, 2), "mixed"),
+])
+def test_seen_unseen_reading(gender, noisy, reading):
+    line, = by_speaker.seen_unseen_reading(gender, noisy)
+    assert line.startswith("v: seen speakers (Test1)") and reading in line
