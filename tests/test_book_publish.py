@@ -334,3 +334,36 @@ def test_the_browser_check_without_a_browser_says_how_to_install_one(tmp_path, c
     _site(html)
     assert _load_checker().main([str(html), "--browser", "no-such-browser-xyz"]) == 2
     assert "apt-get install -y chromium" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(_load_checker().find_browser() is None, reason="no Chromium installed (apt-get install -y chromium)")
+def test_a_long_notebook_line_wraps_inside_the_page_in_a_browser(tmp_path):
+    import asyncio
+    import shutil
+
+    checker = _load_checker()
+    html = tmp_path / "html"
+    (html / "_static").mkdir(parents=True)
+    shutil.copy(ROOT / "book" / "_static" / "sercore.css", html / "_static" / "sercore.css")
+    long = "x = " + " + ".join(f"value_{i}" for i in range(120))
+    # pydata-sphinx-theme's own rule for pre (overflow: auto) beside ours, in a column narrower than the line
+    (html / "index.html").write_text(
+        '<html><head><style>pre { overflow: auto; white-space: pre; } main { width: 600px; }</style>'
+        '<link rel="stylesheet" href="_static/sercore.css"></head><body><main>'
+        f'<div class="cell"><div class="cell_input"><pre id="code">{long}</pre></div>'
+        f'<div class="cell_output"><pre id="printed">{long}</pre></div></div></main></body></html>')
+
+    async def widths():
+        browser = checker.Browser(checker.find_browser())
+        try:
+            await browser.start()
+            await browser.visit((html / "index.html").as_uri(), settle=0.2)
+            result = await browser.call("Runtime.evaluate", returnByValue=True, expression=(
+                "JSON.stringify(['code', 'printed'].map(id => { const e = document.getElementById(id); "
+                "return [e.scrollWidth, e.clientWidth, e.getClientRects()[0].height]; }))"))
+            return json.loads(result["result"]["value"])
+        finally:
+            browser.close()
+
+    for scroll, client, height in asyncio.run(widths()):
+        assert scroll <= client and height > 40  # nothing past the right edge: the line wrapped onto several
