@@ -31,8 +31,8 @@ def _save(fig, path, marks: str = ""):
 def caption(what: str, runs: list[dict] | None = None):
     """The caption (IPython Markdown) of the figures written since the previous caption: "Figure N." (or
     "Figures N-M." for those one loop drew), `what` (the page's sentence on what is plotted), the corpus,
-    profile and seeds of `runs` (results.caption: a generated corpus is named as the demonstration corpus it
-    is), then what the marks mean. None when no figure was written since (a page that skipped one)."""
+    profile and seeds of `runs` (in results.caption's words: a generated corpus is named as the demonstration
+    corpus it is), then what the marks mean. None when no figure was written since (a page that skipped one)."""
     from IPython.display import Markdown
 
     if not _uncaptioned:
@@ -140,7 +140,8 @@ def efficiency_band(table, path=None, title: str = "", reference=(), reference_l
                    ylabel="latency (ms: median, 20-80 % band)")
     if has_memory:
         axes[0, 1].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="peak memory (GB)")
-    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.24))  # under the axis label: it never hides a mark
+    # under the axis label, where it never hides a line or a mark
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.24))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

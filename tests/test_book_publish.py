@@ -320,7 +320,8 @@ def test_the_browser_check_reports_machine_paths_with_the_page_and_the_text(tmp_
     probe = {"images": [], "links": [], "outputs": outputs, "text": prose + "\n" + "\n".join(outputs), "errors": 0,
              "math": 0, "raw": 0}
     found = [line for line in checker.problems(page, html, probe, root) if "machine path" in line]
-    assert found[0].startswith("chapter.html: machine path in the page's text: …") and f"Corpus {root}/data" in found[0]
+    assert found[0].startswith("chapter.html: machine path in the page's text: …")
+    assert f"Corpus {root}/data" in found[0]
     assert [line.split("…")[1] for line in found[1:]] == [
         "warning from /usr/lib/python3/dist-packages/torch/x.py: slow"]  # once each; prose may say /tmp/ ...
     homes = checker.machine_paths(prose, [], root, home=home)

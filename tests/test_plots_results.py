@@ -36,7 +36,8 @@ def _run(variant, seed, dev, loss, best_step, corpus="/home/someone/clone/data/d
             "selection": {"split": "Development", "metric": metric, "best_step": best_step}}
 
 
-RUNS = [_run("softmax", 0, [0.2, 0.4, 0.5], [2.0, 1.5, 1.2], 30), _run("softmax", 1, [0.3, 0.5, 0.4], [2.1, 1.4, 1.1], 20),
+RUNS = [_run("softmax", 0, [0.2, 0.4, 0.5], [2.0, 1.5, 1.2], 30),
+        _run("softmax", 1, [0.3, 0.5, 0.4], [2.1, 1.4, 1.1], 20),
         _run("kda", 0, [0.1, 0.3, 0.35], [2.2, 1.8, 1.6], 30)]
 
 
@@ -93,8 +94,9 @@ def test_learning_curves_refuse_runs_that_select_on_different_metrics():
 
 
 def test_the_spectrogram_of_the_heatmaps_has_a_colour_bar_in_its_unit_and_keeps_the_time_axis_aligned():
-    item = {"utt_id": "u1", "label": "A", "predicted": "S", "spectrogram": np.random.default_rng(0).normal(size=(50, 8)),
-            "frame_rate": 100.0, "segment": (0.1, 0.3), "values": "ln mel power",
+    item = {"utt_id": "u1", "label": "A", "predicted": "S",
+            "spectrogram": np.random.default_rng(0).normal(size=(50, 8)), "frame_rate": 100.0, "segment": (0.1, 0.3),
+            "values": "ln mel power",
             "reads": [{"name": "final0", "weights": np.full(50, 0.02), "heads": np.full((2, 50), 0.02), "score": 1.0}]}
     fig = plots.attention_heatmaps([item])
     colour_bars = [inset for ax in fig.axes for inset in ax.child_axes]  # inset beside the spectrogram
