@@ -140,11 +140,12 @@ def efficiency_band(table, path=None, title: str = "", reference=(), reference_l
                    ylabel="latency (ms: median, 20-80 % band)")
     if has_memory:
         axes[0, 1].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="peak memory (GB)")
-    # under the axis label, where it never hides a line or a mark
-    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.24))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    # under the whole figure, where it hides no line or mark and does not squeeze the panels
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               fontsize=7, frameon=False)
     marks = ("Lines: the median latency of each implementation over its timed calls; band: 20-80 % of them"
              + ("; right: the peak memory of one call" if has_memory else "") + ".")
     if marked:

@@ -133,7 +133,7 @@ def test_the_cpu_efficiency_figure_marks_the_papers_gpu_numbers_under_their_own_
     label = "the paper's GPU numbers (H100, width 1024): not this machine"
     fig = plots.efficiency_band(_cpu_table(memory), reference=reference, reference_label=label,
                                 path=tmp_path / "cpu.png")
-    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == ["sercore (naive)", textwrap.fill(label, 48)]  # wrapped: the legend stays in its panel
     marked = [tuple(c.get_offsets()[0]) for ax in fig.axes for c in ax.collections
               if isinstance(c, matplotlib.collections.PathCollection)]  # the scatter marks, not the bands
