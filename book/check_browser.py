@@ -1,6 +1,6 @@
 """Open the built book in headless Chromium and fail on what a reader would see broken.
 
-    python book/check_browser.py [_build/html] [--screenshots _build/screenshots] [--browser chromium]
+    python book/check_browser.py [_build/html] [--screenshots _build/screenshots] [--browser chromium] [--root .]
 
 Every page of the built book is opened (index.html and every chapter: each .html file outside _static,
 _sources and Sphinx's generated index/search pages), after its scripts ran, and checked for
@@ -9,7 +9,12 @@ _sources and Sphinx's generated index/search pages), after its scripts ran, and 
     (links to other sites are not followed: the check runs offline);
   - a Python traceback in an output cell ("Traceback (most recent call last)" or an error output block);
   - raw LaTeX: math that MathJax did not typeset (a .math element with no rendered mjx-container), which is
-    what a reader sees when the renderer cannot be loaded.
+    what a reader sees when the renderer cannot be loaded;
+  - a machine path: the repository's absolute root (as given and resolved; --root, default the clone this
+    script is in) or the home folder anywhere in the page's visible text, the rule tests/test_book_publish.py
+    holds the executed copies to; and in a cell output, any absolute path under a system folder (/tmp/,
+    /root/, /home/, /usr/ ...: SYSTEM_FOLDERS). Written prose may name such a folder as an example (a
+    destination under /tmp/), so that rule reads only what the cells printed.
 A PNG screenshot of each page is saved. One line is printed per problem (page: what) and the exit status
 is 1 when there is any, 2 when no browser can be started (install one: apt-get install -y chromium).
 
@@ -24,6 +29,8 @@ import argparse
 import asyncio
 import base64
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +43,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 SKIPPED = {"genindex.html", "search.html", "py-modindex.html"}
+ROOT = Path(__file__).resolve().parents[1]  # the clone whose book this is, by default
+# An absolute path under one of these names the machine the book was built on, not anything in the book.
+SYSTEM_FOLDERS = ("tmp", "root", "home", "usr", "opt", "var", "private", "Users", "mnt", "srv")
+SYSTEM_PATH = re.compile(r"(?<![\w.~/:-])/(?:" + "|".join(SYSTEM_FOLDERS) + r")/[^\s'\"<>()\[\],;]*")
 
 # Run in each page once it has loaded; returns what the checks need.
 PROBE = r"""(() => {
@@ -44,9 +55,10 @@ PROBE = r"""(() => {
   const links = [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'));
   const outputs = [...document.querySelectorAll('.cell_output, .output')].map(o => o.innerText);
   const errors = document.querySelectorAll('.cell_output .traceback, .output.traceback, .output.error').length;
+  const text = document.body ? document.body.innerText : '';
   const math = [...document.querySelectorAll('.math')];
   const raw = math.filter(m => !m.querySelector('mjx-container') && !m.closest('mjx-container')).length;
-  return JSON.stringify({location: location.href, images, links, outputs, errors, math: math.length, raw});
+  return JSON.stringify({location: location.href, images, links, outputs, text, errors, math: math.length, raw});
 })()"""
 
 
@@ -82,7 +94,29 @@ def missing_target(page: Path, html: Path, reference: str) -> str | None:
         return str(target)
 
 
-def problems(page: Path, html: Path, probe: dict) -> list[str]:
+def machine_paths(text: str, outputs: list[str], root: Path, home: str | None = None) -> list[str]:
+    """Each machine path a reader of the page sees (see the module docstring), once, with its context."""
+    home = str(Path.home()) if home is None else home
+    literal = sorted({str(root), os.path.realpath(root)}, key=len, reverse=True)
+    literal += [home.rstrip("/") + "/"] if home not in ("", "/") else []
+    found = {}
+    for needle in literal:
+        start = text.find(needle)
+        if start >= 0 and not any(needle in seen for seen in found):
+            found[needle] = _context(text, start, len(needle))
+    for output in outputs:
+        for match in SYSTEM_PATH.finditer(output):
+            if not any(needle in match.group() for needle in found):  # a path already reported
+                found[match.group()] = _context(output, match.start(), len(match.group()))
+    return list(found.values())
+
+
+def _context(text: str, start: int, length: int, width: int = 30) -> str:
+    around = text[max(0, start - width):start + length + width]
+    return " ".join(around.split())
+
+
+def problems(page: Path, html: Path, probe: dict, root: Path = ROOT) -> list[str]:
     """One line per problem the probe of `page` shows (see the module docstring)."""
     name = str(page.relative_to(html))
     # links resolve from where the browser is (index.html of a Jupyter Book redirects to its first page)
@@ -101,6 +135,8 @@ def problems(page: Path, html: Path, probe: dict) -> list[str]:
         found.append(f"{name}: Python traceback in {max(tracebacks, probe['errors'])} output cell(s)")
     if probe["raw"]:
         found.append(f"{name}: {probe['raw']} of {probe['math']} math element(s) shown as raw LaTeX")
+    for context in machine_paths(probe.get("text", ""), probe["outputs"], root):
+        found.append(f"{name}: machine path in the page's text: …{context}…")
     return found
 
 
@@ -181,7 +217,7 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-async def check(html: Path, screenshots: Path, executable: str) -> list[str]:
+async def check(html: Path, screenshots: Path, executable: str, root: Path = ROOT) -> list[str]:
     html = html.resolve()
     browser = Browser(executable)
     found = []
@@ -189,7 +225,7 @@ async def check(html: Path, screenshots: Path, executable: str) -> list[str]:
         await browser.start()
         for page in pages(html):
             probe = await browser.visit(page.as_uri())
-            found += problems(page, html, probe)
+            found += problems(page, html, probe, root)
             shot = screenshots / page.relative_to(html).with_suffix(".png")
             await browser.screenshot(shot)
             print(f"[browser] {page.relative_to(html)}: {len(probe['images'])} images, {probe['math']} math, "
@@ -204,6 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument("html", nargs="?", default="_build/html", help="the built book (default: _build/html)")
     parser.add_argument("--screenshots", default="_build/screenshots", help="where the PNGs go")
     parser.add_argument("--browser", help=f"the browser to run (default: the first of {', '.join(BROWSERS)})")
+    parser.add_argument("--root", default=str(ROOT),
+                        help="the repository whose absolute path must not show (default: this script's clone)")
     args = parser.parse_args(argv)
     html = Path(args.html)
     if not (html / "index.html").is_file():
@@ -215,7 +253,7 @@ def main(argv=None) -> int:
               "apt-get install -y chromium", file=sys.stderr)
         return 2
     try:
-        found = asyncio.run(check(html, Path(args.screenshots), executable))
+        found = asyncio.run(check(html, Path(args.screenshots), executable, Path(args.root)))
     except RuntimeError as error:
         print(f"check_browser: {executable}: {error}", file=sys.stderr)
         return 2

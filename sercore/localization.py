@@ -319,16 +319,29 @@ def localization_summary(runs: list[dict], corpus, split: str = "Test1", n_boot:
     return pd.DataFrame(rows)
 
 
+def speech_values(parameters: dict) -> str:
+    """What a run's speech features are (its provenance parameters): log-Mel is the log of mel power, natural
+    or base 10 as the features' `log` says (sercore.features.log_mel); otherwise the encoder's hidden state."""
+    speech = parameters["model"].get("speech", "logmel")
+    if speech.startswith("logmel"):
+        settings = parameters["features"].get("logmel_area" if speech == "logmel128-segments" else "logmel") or {}
+        return f"{settings.get('log', 'ln')} mel power"
+    return "SSL hidden state" if speech == "ssl" else f"{speech} features"
+
+
 def heatmap_items(run_dir, corpus, utt_ids=None, n: int = 3, split: str = "Test1", which=None) -> list[dict]:
     """What plots.attention_heatmaps draws for a few `split` utterances of a finished run (the first `n`
     of the split in utt_id order unless utt_ids is given): per utterance its log-Mel spectrogram, segment,
     duration, label, the model's prediction, and "reads": one entry per attention read over its frames
     (`which`: names as in AttentionOverTime.names(), None: default_reads), each {"name", "weights" [T]
     (heads averaged), "heads" [H, T] (per head; None for the pooling weights), "score"}; and "kept", the
-    kept-key mask (heads x frames) where a read is a key-sparse layer's."""
+    kept-key mask (heads x frames) where a read is a key-sparse layer's; "values" names what the speech
+    features are (speech_values), for the spectrogram's colour bar."""
     from sercore.data import load_segments
+    from sercore.predict import _run_record
 
     model, data, rows, _ = load_trained(run_dir, corpus, split)
+    values = speech_values(_run_record(Path(run_dir))["provenance"]["parameters"])
     segments = load_segments(corpus).set_index("utt_id")
     wanted = sorted(data.utt_id[rows])[:n] if utt_ids is None else list(utt_ids)
     position = {u: i for i, u in enumerate(data.utt_id)}
@@ -348,7 +361,7 @@ def heatmap_items(run_dir, corpus, utt_ids=None, n: int = 3, split: str = "Test1
         segment = (float(seg.seg_start), float(seg.seg_end))
         item = {"utt_id": data.utt_id[r], "label": data.label_name[r], "predicted": data.classes[predicted[i]],
                 "spectrogram": np.asarray(data.speech[r], dtype=np.float32), "frame_rate": data.frames_per_second,
-                "segment": segment, "duration": float(seg.duration), "reads": []}
+                "segment": segment, "duration": float(seg.duration), "values": values, "reads": []}
         for name in names:
             if name.startswith("kept:"):  # a mask, drawn as heads x frames, not a weight curve
                 item["kept"] = att.kept[name.split(":", 1)[1]][i, :, :n_frames]

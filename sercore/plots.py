@@ -1,19 +1,64 @@
 """Figures of the book. Each function returns a matplotlib Figure and, given `path`, also writes it to a
-PNG (myst-nb cannot glue figures across pages, so chapters include the saved files)."""
+PNG (myst-nb cannot glue figures across pages, so chapters include the saved files) and numbers it for
+caption(), which writes the "Figure N." line under it: what the page says is plotted, the corpus, profile and
+seeds of the runs, and what the figure's marks mean, as the function that drew them states it."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+# The figures of the page being executed (papermill runs each page in its own kernel): a file's number is
+# fixed the first time it is written, so re-drawing a figure keeps its number; _uncaptioned holds the numbers
+# (and what their marks mean) drawn since the last caption().
+_numbers: dict[str, int] = {}
+_uncaptioned: dict[int, str] = {}
 
-def _save(fig, path):
+
+def _save(fig, path, marks: str = ""):
+    """Write `fig` to `path` when given and number it for caption(); `marks`: what its bars, lines and colours
+    mean, one or two sentences."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
+        _uncaptioned[_numbers.setdefault(str(path), len(_numbers) + 1)] = marks
     return fig
+
+
+def caption(what: str, runs: list[dict] | None = None):
+    """The caption (IPython Markdown) of the figures written since the previous caption: "Figure N." (or
+    "Figures N-M." for those one loop drew), `what` (the page's sentence on what is plotted), the corpus,
+    profile and seeds of `runs` (in results.caption's words: a generated corpus is named as the demonstration
+    corpus it is), then what the marks mean. None when no figure was written since (a page that skipped one)."""
+    from IPython.display import Markdown
+
+    if not _uncaptioned:
+        return None
+    numbers = sorted(_uncaptioned)
+    marks = list(dict.fromkeys(text for text in _uncaptioned.values() if text))
+    _uncaptioned.clear()
+    if len(numbers) == 1:
+        label = f"Figure {numbers[0]}"
+    elif numbers == list(range(numbers[0], numbers[-1] + 1)):
+        label = f"Figures {numbers[0]}–{numbers[-1]}"
+    else:
+        label = f"Figures {', '.join(map(str, numbers))}"
+    parts = [f"**{label}.**", what.rstrip(". ") + "."]
+    if runs:  # as results.caption writes it, without importing the training code into every drawing page
+        corpora = sorted({Path(str(run.get("corpus", "?"))).name for run in runs})  # the name, never a machine path
+        kinds = sorted({run.get("corpus_kind", "unknown") for run in runs})
+        profiles = sorted({str(run.get("profile", "?")) for run in runs})
+        seeds = sorted({run["provenance"]["seed"] for run in runs})
+        parts.append(f"Runs on {', '.join(corpora)}: {' + '.join(kinds)}; profile {', '.join(profiles)}; "
+                     f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}).")
+    return Markdown(" ".join(parts + marks))
+
+
+def _chance(chance) -> str:
+    return "" if chance is None else f" Dotted line: chance ({chance:.3g})."
 
 
 def attention_grid(matrices: dict, head: int = 0, ncols: int = 4, path=None):
@@ -35,7 +80,8 @@ def attention_grid(matrices: dict, head: int = 0, ncols: int = 4, path=None):
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Colour: the weight A[t, s] of key s in the output at query t, each panel on its own "
+                            "scale (blue-red around 0 where the matrix has negative entries).")
 
 
 def latency_memory(table, path=None, title: str = ""):
@@ -58,14 +104,15 @@ def latency_memory(table, path=None, title: str = ""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Lines: the median latency (and peak memory where measured) of each mechanism.")
 
 
-def efficiency_band(table, path=None, title: str = "", reference=()):
+def efficiency_band(table, path=None, title: str = "", reference=(), reference_label: str = "paper"):
     """Median latency with its 20-80 % band, and peak memory where measured, vs audio seconds (log-log), one
     line per mechanism and implementation. Reads bench.benchmark's table (ms, peak_gb) or the GPU check's
     efficiency.csv (median_ms, peak_mem_mb). `reference`: dicts {mechanism, seconds, quantity, value} (e.g.
-    bench.PAPER_FIGURES) drawn as open black markers labelled "paper"."""
+    bench.PAPER_FIGURES) drawn as open black circles, each named by its mechanism, with `reference_label` in
+    the legend: where they were measured on another machine or at another width than the table, it says so."""
     table = table.copy()
     if "median_ms" not in table:
         table = table.rename(columns={"ms": "median_ms"})
@@ -81,21 +128,29 @@ def efficiency_band(table, path=None, title: str = "", reference=()):
                                     alpha=0.2, lw=0)
         if has_memory:
             axes[0, 1].plot(rows["seconds"], rows["peak_gb"], marker="o", ms=3, color=line.get_color())
-    for mark in reference:
-        column = 0 if mark["quantity"] == "median_ms" else 1
-        if column < axes.shape[1]:
-            axes[0, column].scatter([mark["seconds"]], [mark["value"]], facecolors="none", edgecolors="black", s=40)
-            axes[0, column].annotate(f"paper {mark['mechanism']}", (mark["seconds"], mark["value"]), fontsize=7,
-                                     xytext=(4, 4), textcoords="offset points")
+    marked = [mark for mark in reference if mark["quantity"] == "median_ms" or has_memory]
+    for mark in marked:
+        ax = axes[0, 0 if mark["quantity"] == "median_ms" else 1]
+        ax.scatter([mark["seconds"]], [mark["value"]], facecolors="none", edgecolors="black", s=40)
+        ax.annotate(f"paper {mark['mechanism']}", (mark["seconds"], mark["value"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    if marked:  # one legend entry for all of them, on the panel that has the legend
+        axes[0, 0].plot([], [], "o", mfc="none", mec="black", label=textwrap.fill(reference_label, 48))
     axes[0, 0].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)",
                    ylabel="latency (ms: median, 20-80 % band)")
     if has_memory:
         axes[0, 1].set(xscale="log", yscale="log", xlabel="audio seconds (50 frames/s)", ylabel="peak memory (GB)")
-    axes[0, 0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    # under the whole figure, where it hides no line or mark and does not squeeze the panels
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               fontsize=7, frameon=False)
+    marks = ("Lines: the median latency of each implementation over its timed calls; band: 20-80 % of them"
+             + ("; right: the peak memory of one call" if has_memory else "") + ".")
+    if marked:
+        marks += f" Open circles: {reference_label}."
+    return _save(fig, path, marks)
 
 
 def confusion(matrix, labels, path=None, title: str = ""):
@@ -111,7 +166,8 @@ def confusion(matrix, labels, path=None, title: str = ""):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                 color="white" if value > 0.5 else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, f"Cells: the share of each true class (rows) predicted as each class (columns), over "
+                            f"{int(matrix.sum())} utterances; the diagonal is each class's recall.")
 
 
 def seed_bars(summary, chance: float | None = None, path=None, ylabel: str = ""):
@@ -133,13 +189,66 @@ def seed_bars(summary, chance: float | None = None, path=None, ylabel: str = "")
     ax.set(xticks=range(len(splits)), xticklabels=splits, ylabel=ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Bars: the mean over seeds; whiskers: the 95 % bootstrap interval of that mean "
+                            "(utterances resampled); black ticks: the lowest and the highest seed." + _chance(chance))
+
+
+METRIC_LABELS = {"balanced_accuracy": "UA (balanced accuracy)", "accuracy": "WA (accuracy)", "macro_f1": "macro-F1",
+                 "gender_accuracy": "gender accuracy", "ccc_mean": "CCC, mean of the dimensions"}
+
+
+def _metric_label(metric: str) -> str:
+    """How an axis names a metric of sercore.metrics: CCC per dimension, UA, macro-F1 ..."""
+    if metric.startswith("ccc_") and metric not in METRIC_LABELS:
+        return f"CCC ({metric.removeprefix('ccc_')})"
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def learning_curves(runs: list[dict], path=None, title: str = ""):
+    """Training as it went (each run's metrics.json training.history): left, the selection metric on its split
+    (metrics.json "selection", e.g. Development macro-F1) at every dev check; right, the training loss, the
+    mean over the steps since the previous check. One colour per variant (runs[i]["variant"]), a thin line
+    per seed, the mean over the seeds in bold where they share a step, a dot where each seed's checkpoint was
+    selected. Curves still rising at the last step say the run stopped before saturating; flat ones, that fewer
+    steps would have done."""
+    selections = {(run["selection"]["split"], run["selection"]["metric"]) for run in runs}
+    if len(selections) != 1:
+        raise ValueError(f"learning_curves: the runs select on different metrics {sorted(selections)}")
+    (split, metric), = selections
+    variants = list(dict.fromkeys(run.get("variant", run.get("mechanism")) for run in runs))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for k, variant in enumerate(variants):
+        colour = colours[k % len(colours)]
+        own = [run for run in runs if run.get("variant", run.get("mechanism")) == variant]
+        histories = [run["training"]["history"] for run in own]
+        for run, history in zip(own, histories):
+            steps = [entry["step"] for entry in history]
+            axes[0].plot(steps, [entry["dev"] for entry in history], color=colour, linewidth=0.7, alpha=0.5)
+            axes[1].plot(steps, [entry["train_loss"] for entry in history], color=colour, linewidth=0.7, alpha=0.5)
+            dev = {entry["step"]: entry["dev"] for entry in history}
+            best = run["selection"].get("best_step")
+            if best in dev:
+                axes[0].scatter([best], [dev[best]], color=colour, s=12, zorder=3)
+        shared = sorted(set.intersection(*({entry["step"] for entry in history} for history in histories)))
+        for ax, key in zip(axes, ("dev", "train_loss")):
+            mean = [np.mean([e[key] for history in histories for e in history if e["step"] == step]) for step in shared]
+            ax.plot(shared, mean, color=colour, linewidth=2, label=f"{variant} ({len(own)} seed{'s' * (len(own) > 1)})")
+    axes[0].set(xlabel="training step", ylabel=f"{split} {_metric_label(metric)}", title="selection metric")
+    axes[1].set(xlabel="training step", ylabel="training loss (mean since the previous check)", title="training loss")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, "Thin lines: one seed each; bold: the mean over seeds; dots: the step whose checkpoint "
+                            f"each seed kept (its best {split} {_metric_label(metric)}).")
 
 
 def robustness_curves(table, path=None):
     """sercore.robustness.evaluate_perturbed rows: one panel per metric, the perturbations along x in the
-    table's order, each seed's score with its 95 % bootstrap interval, and the mean over seeds (a black
-    tick; joined by a line from clean along the noise levels)."""
+    table's order (white noise at an SNR in dB, a gain in dB), each seed's score on the table's split with
+    its 95 % bootstrap interval, and the mean over seeds (a black tick; joined by a line from clean along the
+    noise levels)."""
     metrics = list(dict.fromkeys(table["metric"]))
     names = list(dict.fromkeys(table["perturbation"]))
     seeds = sorted(set(table["seed"]))
@@ -158,9 +267,14 @@ def robustness_curves(table, path=None):
         ax.scatter(range(len(names)), mean, marker="_", s=200, color="black", zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
         ax.set_title(metric.replace("_", " "), fontsize=9)
+        split = ", ".join(dict.fromkeys(part["split"])) if "split" in part else ""
+        ax.set_ylabel(_metric_label(metric) + (f" on {split}" if split else ""), fontsize=8)
+        ax.yaxis.set_tick_params(labelleft=True)  # shared y: each panel still names its metric and scale
+        ax.set_xlabel("perturbation at evaluation\n(white noise: SNR in dB; gain in dB)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Points: each seed's score with its 95 % bootstrap interval over utterances; black "
+                            "ticks: the mean over seeds, joined by a line from clean along the noise levels.")
 
 
 def prosody(summary, path=None):
@@ -172,7 +286,7 @@ def prosody(summary, path=None):
     summary["seconds_per_word"].plot.bar(ax=axes[1], color="tab:orange")
     axes[1].set(ylabel="median seconds per word", xlabel="class")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Bars: the median per class.")
 
 
 def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
@@ -210,7 +324,7 @@ def class_spectrograms(table, per_class: int = 1, seed: int = 0, path=None):
     for ax in axes.flat[len(chosen):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Colour: ln mel power, one scale for all panels.")
 
 
 def metric_bars(runs: list[dict], metric: str = "macro_f1", splits=("Test1", "Test2"), chance: float | None = None,
@@ -229,7 +343,8 @@ def metric_bars(runs: list[dict], metric: str = "macro_f1", splits=("Test1", "Te
     ax.set(xticks=range(len(runs)), xticklabels=variants, ylabel=metric.replace("_", " "))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Bars: one run's score per split; whiskers: its 95 % bootstrap interval over "
+                            "utterances." + _chance(chance))
 
 
 def sparsity_curve(runs: list[dict], keep_rates, metric: str = "balanced_accuracy",
@@ -247,7 +362,7 @@ def sparsity_curve(runs: list[dict], keep_rates, metric: str = "balanced_accurac
     ax.set(xlabel="keep_rate (share of keys kept)", ylabel=metric.replace("_", " "))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Lines: the mean over seeds per split.")
 
 
 def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str = ""):
@@ -290,7 +405,8 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     fig.suptitle(title or "accuracy against cost of the mixer", fontsize=10)
     fig.text(0.5, -0.02, f"cost measured on: {source}", ha="center", fontsize=8, wrap=True)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Points: the mean over seeds; vertical bars: the 95 % bootstrap interval of that mean; "
+                            "horizontal bars: the 20-80 % band of the latency over timed calls.")
 
 
 def _interval_line(ax, part, x, label, color=None, order=None, shift: float = 0.0):
@@ -333,7 +449,9 @@ def sparsity_curves(tables: dict, splits=("Development", "Test1", "Test2"), metr
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    lines = "; dotted: chance; dashed: twice chance" if chance is not None else ""
+    return _save(fig, path, "Points: the mean over seeds; bars: the 95 % bootstrap interval of that mean "
+                            f"(utterances resampled); band: the range across seeds{lines}.")
 
 
 def localization_beside_metric(metric_table, scores_table, metric_label: str = "UA", split: str = "Test1",
@@ -362,14 +480,18 @@ def localization_beside_metric(metric_table, scores_table, metric_label: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    band = "vertical band" if order is not None else "band"
+    dotted = "chance (left) and " if chance is not None else ""
+    return _save(fig, path, "Points: the mean over seeds; bars: the 95 % bootstrap interval of that mean; "
+                            f"{band}: the range across seeds; dotted: {dotted}no preference, a score of 1 (right).")
 
 
 def attention_heatmaps(items: list[dict], path=None, title: str = ""):
-    """One column per utterance (localization.heatmap_items): its log-Mel spectrogram with the emotional
-    segment shaded; below it one row per attention read over time (the pooling weights; a layer's column sums
-    of its equivalent matrix, one thin line per head and their mean in bold), each with its localization
-    score; and the kept-key mask (heads x frames) where a read is a key-sparse layer."""
+    """One column per utterance (localization.heatmap_items): the model's speech features (its log-Mel
+    spectrogram, with a colour bar in the unit the item's "values" names, e.g. ln mel power) with the
+    emotional segment shaded; below it one row per attention read over time (the pooling weights; a layer's
+    column sums of its equivalent matrix, one thin line per head and their mean in bold), each with its
+    localization score; and the kept-key mask (heads x frames) where a read is a key-sparse layer."""
     names = list(dict.fromkeys(read["name"] for item in items for read in item["reads"]))
     has_kept = any("kept" in item for item in items)
     nrows = 1 + len(names) + has_kept
@@ -380,10 +502,15 @@ def attention_heatmaps(items: list[dict], path=None, title: str = ""):
         rate, spectrogram = item["frame_rate"], item["spectrogram"]
         seconds = spectrogram.shape[0] / rate
         top = axes[0, j]
-        top.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0,
-                                                                                        spectrogram.shape[1]))
+        image = top.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma",
+                           extent=(0, seconds, 0, spectrogram.shape[1]))
+        # an inset beside the panel, not a slice of it, so the time axis lines up with the rows below
+        colourbar = fig.colorbar(image, cax=top.inset_axes([1.01, 0.0, 0.025, 1.0]))
+        colourbar.set_label(item.get("values", "feature value"), fontsize=7)
+        colourbar.ax.tick_params(labelsize=7)
         top.axvspan(*item["segment"], color="cyan", alpha=0.25, label="emotional phrase")
-        top.set(title=f"{item['utt_id']} · {item['label']} (predicted {item['predicted']})", ylabel="mel band")
+        band = "mel band" if "mel" in item.get("values", "") else "feature"
+        top.set(title=f"{item['utt_id']} · {item['label']} (predicted {item['predicted']})", ylabel=band)
         top.title.set_fontsize(8)
         reads = {read["name"]: read for read in item["reads"]}
         for row, name in enumerate(names, start=1):
@@ -421,4 +548,9 @@ def attention_heatmaps(items: list[dict], path=None, title: str = ""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    values = ", ".join(dict.fromkeys(item.get("values", "feature value") for item in items))
+    kept = "; bottom: the keys each head keeps (black = kept)" if has_kept else ""
+    return _save(fig, path, f"Top: the speech features (colour: {values}, each panel on its own scale), the "
+                            "emotional phrase shaded cyan; below: the attention over time (per head a thin line, "
+                            "their mean in black; the pooling weights in blue), with the utterance's localization "
+                            f"score{kept}.")

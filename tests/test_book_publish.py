@@ -178,6 +178,34 @@ def test_docstrings_are_shown_as_written():
                      "   Scores = (Q / sqrt(d)) K^T; *all* keys |x|", "       indented", ""]
 
 
+def _css_rules(text: str) -> dict:
+    """{selector: {property: value}} of a plain stylesheet (no nesting, no @media)."""
+    import re
+
+    rules = {}
+    for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", re.sub(r"/\*.*?\*/", "", text, flags=re.S)):
+        declarations = dict(part.split(":", 1) for part in body.split(";") if ":" in part)
+        for selector in selectors.split(","):
+            rules.setdefault(" ".join(selector.split()), {}).update(
+                {key.strip(): value.strip() for key, value in declarations.items()})
+    return rules
+
+
+def test_notebook_code_and_outputs_wrap_and_wide_tables_scroll():
+    import inspect
+
+    from myst_nb.core import render
+
+    rules = _css_rules((ROOT / "book" / "_static" / "sercore.css").read_text(encoding="utf-8"))
+    for selector in ("div.cell_input pre", "div.cell_output pre"):
+        assert rules[selector]["white-space"] == "pre-wrap" and rules[selector]["overflow-wrap"] == "anywhere"
+    assert rules["div.cell_output .output.text_html"]["overflow-x"] == "auto"
+    # the class names are the ones the installed MyST-NB gives the cells it renders
+    source = inspect.getsource(render)
+    assert all(f'"{name}"' in source for name in ("cell_input", "cell_output", "text_html"))
+    assert "sercore.css" in (ROOT / "_config.yml").read_text(encoding="utf-8")
+
+
 def test_mathjax_is_staged_from_its_es5_build(tmp_path):
     ext = _load_extension()
     es5 = tmp_path / "static" / "mathjax" / "es5"
@@ -251,6 +279,7 @@ def _site(html: Path) -> None:
     (html / "chapter.html").write_text(
         '<html><body><img src="_images/broken.png"><a href="gone.html#x">gone</a>'
         '<div class="cell_output"><pre>Traceback (most recent call last):\n  ZeroDivisionError</pre></div>'
+        '<div class="cell_output"><pre>loaded /usr/lib/python3/dist-packages/x.py</pre></div>'
         '<span class="math">\\(x^2\\)</span></body></html>')
 
 
@@ -266,7 +295,8 @@ def test_the_browser_check_finds_what_a_reader_would_see_broken(tmp_path, capsys
     assert failures == ["chapter.html: 1 of 1 math element(s) shown as raw LaTeX",
                         "chapter.html: 404 link gone.html#x (no gone.html)",
                         "chapter.html: Python traceback in 1 output cell(s)",
-                        "chapter.html: broken image _images/broken.png"]
+                        "chapter.html: broken image _images/broken.png",
+                        "chapter.html: machine path in the page's text: …loaded /usr/lib/python3/dist-packages/x.py…"]
     assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["chapter.png", "index.png"]
     assert (tmp_path / "shots" / "index.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -279,8 +309,62 @@ def test_the_browser_check_passes_a_clean_book(tmp_path):
     assert _load_checker().main([str(html), "--screenshots", str(tmp_path / "shots")]) == 0
 
 
+def test_the_browser_check_reports_machine_paths_with_the_page_and_the_text(tmp_path):
+    checker = _load_checker()
+    html, root, home = tmp_path / "html", tmp_path / "clone", "/home/reader"
+    page = html / "chapter.html"
+    prose = (f"Corpus {root}/data/demo-smoke, cache {home}/.cache/sercore; an example: papermill ... /tmp/data.ipynb; "
+             "https://example.org/tmp/page and ~/.cache/sercore and data/demo-smoke are fine")
+    outputs = ["features in ~/.cache/sercore", "warning from /usr/lib/python3/dist-packages/torch/x.py: slow",
+               f"cwd {root}/notebooks"]
+    probe = {"images": [], "links": [], "outputs": outputs, "text": prose + "\n" + "\n".join(outputs), "errors": 0,
+             "math": 0, "raw": 0}
+    found = [line for line in checker.problems(page, html, probe, root) if "machine path" in line]
+    assert found[0].startswith("chapter.html: machine path in the page's text: …")
+    assert f"Corpus {root}/data" in found[0]
+    assert [line.split("…")[1] for line in found[1:]] == [
+        "warning from /usr/lib/python3/dist-packages/torch/x.py: slow"]  # once each; prose may say /tmp/ ...
+    homes = checker.machine_paths(prose, [], root, home=home)
+    assert len(homes) == 2 and f"cache {home}/.cache" in homes[1]  # ... but never the home folder
+    clean = {**probe, "text": "data/demo-smoke, ~/.cache/sercore, /tmp/x in prose", "outputs": ["runs/smoke/p"]}
+    assert checker.problems(page, html, clean, root) == []
+
+
 def test_the_browser_check_without_a_browser_says_how_to_install_one(tmp_path, capsys):
     html = tmp_path / "html"
     _site(html)
     assert _load_checker().main([str(html), "--browser", "no-such-browser-xyz"]) == 2
     assert "apt-get install -y chromium" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(_load_checker().find_browser() is None, reason="no Chromium installed (apt-get install -y chromium)")
+def test_a_long_notebook_line_wraps_inside_the_page_in_a_browser(tmp_path):
+    import asyncio
+    import shutil
+
+    checker = _load_checker()
+    html = tmp_path / "html"
+    (html / "_static").mkdir(parents=True)
+    shutil.copy(ROOT / "book" / "_static" / "sercore.css", html / "_static" / "sercore.css")
+    long = "x = " + " + ".join(f"value_{i}" for i in range(120))
+    # pydata-sphinx-theme's own rule for pre (overflow: auto) beside ours, in a column narrower than the line
+    (html / "index.html").write_text(
+        '<html><head><style>pre { overflow: auto; white-space: pre; } main { width: 600px; }</style>'
+        '<link rel="stylesheet" href="_static/sercore.css"></head><body><main>'
+        f'<div class="cell"><div class="cell_input"><pre id="code">{long}</pre></div>'
+        f'<div class="cell_output"><pre id="printed">{long}</pre></div></div></main></body></html>')
+
+    async def widths():
+        browser = checker.Browser(checker.find_browser())
+        try:
+            await browser.start()
+            await browser.visit((html / "index.html").as_uri(), settle=0.2)
+            result = await browser.call("Runtime.evaluate", returnByValue=True, expression=(
+                "JSON.stringify(['code', 'printed'].map(id => { const e = document.getElementById(id); "
+                "return [e.scrollWidth, e.clientWidth, e.getClientRects()[0].height]; }))"))
+            return json.loads(result["result"]["value"])
+        finally:
+            browser.close()
+
+    for scroll, client, height in asyncio.run(widths()):
+        assert scroll <= client and height > 40  # nothing past the right edge: the line wrapped onto several
