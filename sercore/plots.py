@@ -369,7 +369,7 @@ def tradeoff(table, source: str, metric: str = "macro-F1", path=None, title: str
     """The main paper's trade-off: `metric` (mean over seeds, 95 % interval) against the mixer's latency and
     against its peak memory, one point per mechanism, from sercore.tradeoff.join. `source` says which machine
     and length measured the cost; it goes under the x axes. A panel whose cost was not measured (NaN, e.g.
-    memory on the CPU) says so instead of plotting nothing."""
+    CPU memory where sercore.bench.cpu_peak_mb cannot fork) says so instead of plotting nothing."""
     import pandas as pd
 
     split = table.attrs.get("split", "Test1")
