@@ -34,12 +34,13 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def from_bench(table: pd.DataFrame) -> pd.DataFrame:
-    """A sercore.bench.benchmark table in the EFFICIENCY_COLUMNS shape (forward calls; the median only: the
-    percentiles and the timer floor are NaN; peak memory in MB, on the CPU sercore.bench.cpu_peak_mb's)."""
+    """A sercore.bench.benchmark table in the EFFICIENCY_COLUMNS shape (forward calls; the median with its
+    20-80 % band over the timed calls; the timer floor is NaN; peak memory in MB, on the CPU
+    sercore.bench.cpu_peak_mb's)."""
     out = pd.DataFrame({
         "mechanism": table["mechanism"], "protocol": table["protocol"], "direction": "forward",
         "seconds": table["seconds"].astype(float), "tokens": table["length"], "dtype": table["dtype"],
-        "median_ms": table["ms"], "p20_ms": math.nan, "p80_ms": math.nan,
+        "median_ms": table["ms"], "p20_ms": table["p20_ms"], "p80_ms": table["p80_ms"],
         "peak_mem_mb": table["peak_gb"] * 1e3, "floor_ms": math.nan, "error": table["error"].fillna("")})
     return out.reset_index(drop=True)
 

@@ -88,6 +88,8 @@ def test_gpu_absent_measures_here_and_says_so(tmp_path):
     assert "not the paper's 400 s" in cost.attrs["source"]
     assert cost.attrs["gpu_absent"] == f"no GPU results in {tmp_path}"
     assert (cost["median_ms"] > 0).all() and (cost["peak_mem_mb"] >= 0).all()
+    # the 20-80 % band sercore.bench measured travels with the median (the figure's horizontal bars)
+    assert (cost["p20_ms"] <= cost["median_ms"]).all() and (cost["median_ms"] <= cost["p80_ms"]).all()
     assert list(cost.columns) == list(tradeoff.EFFICIENCY_COLUMNS)
     table = tradeoff.join(summary(n_seeds=1)[lambda s: s["variant"].isin(["softmax", "retnet"])], cost)
     fig = plots.tradeoff(table, cost.attrs["source"])
